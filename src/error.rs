@@ -1,0 +1,216 @@
+//! The crate's one error type. Errors name keys, sources, parameter names and IAM actions; they
+//! never carry a value (an error's `Display` is sent back to the caller by `lambda_runtime`).
+
+use std::fmt;
+
+/// Everything that can go wrong declaring, loading or reading values.
+///
+/// ```
+/// use lambda_secrets::Error;
+/// let err = Error::MissingKey { key: "db_password".into() };
+/// assert_eq!(
+///     err.to_string(),
+///     "no value for key `db_password`: it was not declared, or its path held no such name"
+/// );
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A declaration was rejected at build time (malformed name, ARN, path, TTL, key...).
+    #[error("invalid {what} `{input}`: {reason}")]
+    InvalidInput {
+        /// What kind of input: "parameter name", "path", "TTL", "key"...
+        what: &'static str,
+        /// The input as given.
+        input: String,
+        /// Why it was rejected and what is accepted.
+        reason: String,
+    },
+    /// One or more values could not be loaded; every failure is listed.
+    #[error("{}", LoadReport(.failures))]
+    Load {
+        /// One line per failing key.
+        failures: Vec<Failure>,
+    },
+    /// Two declarations produce the same key.
+    #[error("key `{key}` is produced twice: by {first} and by {second}; give one of them another key")]
+    DuplicateKey {
+        /// The key.
+        key: String,
+        /// The first source of it (`ssm /a/b`).
+        first: String,
+        /// The second source of it.
+        second: String,
+    },
+    /// A key the handler asked for is not in the snapshot.
+    #[error("no value for key `{key}`: it was not declared, or its path held no such name")]
+    MissingKey {
+        /// The key asked for.
+        key: String,
+    },
+    /// A value was asked for as text but is binary.
+    #[error("the value of key `{key}` is not UTF-8 text; read it with `expose_bytes`")]
+    NotUtf8 {
+        /// The key.
+        key: String,
+    },
+    /// A value does not decode into the requested type. The detail never quotes the value.
+    #[error("the value of key `{key}` is not JSON that fits `{type_name}`: {detail}")]
+    Json {
+        /// The key.
+        key: String,
+        /// The Rust type asked for.
+        type_name: &'static str,
+        /// Where and why decoding failed, without any part of the value.
+        detail: String,
+    },
+    /// A value is older than the maximum staleness and refreshing it failed.
+    #[error("the value of key `{key}` is past its maximum staleness and could not be refreshed: {reason}")]
+    Expired {
+        /// The key.
+        key: String,
+        /// The last refresh failure.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn json<T>(key: &str, err: &serde_json::Error) -> Self {
+        Error::Json {
+            key: key.to_owned(),
+            type_name: std::any::type_name::<T>(),
+            detail: redacted_json_detail(err),
+        }
+    }
+}
+
+/// serde_json's messages quote the offending input for type and value errors
+/// (`invalid type: string "hunter2"`), so only messages known to name fields pass through.
+fn redacted_json_detail(err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let msg = err.to_string();
+    let safe = ["missing field", "unknown field", "duplicate field"];
+    let what = match err.classify() {
+        Category::Data if safe.iter().any(|p| msg.starts_with(p)) => {
+            msg.split(" at line").next().unwrap_or("").to_owned()
+        }
+        Category::Data => "a value has the wrong type or is out of range".to_owned(),
+        Category::Syntax => "it is not valid JSON".to_owned(),
+        Category::Eof => "the JSON ends early".to_owned(),
+        Category::Io => "read error".to_owned(),
+    };
+    format!("{what} (line {}, column {})", err.line(), err.column())
+}
+
+/// One key that failed to load.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The key the handler would have read (for a path, the path's key prefix or the path).
+    pub key: String,
+    /// The source kind (`ssm`).
+    pub source: &'static str,
+    /// What was asked of the source (the parameter name with its selector, or the path).
+    pub id: String,
+    /// What went wrong.
+    pub error: ItemError,
+}
+
+/// Why one item could not be fetched. Produced by [`Source`](crate::Source) implementations.
+///
+/// ```
+/// use lambda_secrets::ItemError;
+/// let e = ItemError::Denied { action: "ssm:GetParameters".into(), detail: "no policy".into() };
+/// assert!(e.to_string().contains("grant `ssm:GetParameters`"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ItemError {
+    /// The item does not exist (or the selected version/label does not).
+    #[error("not found; create it or fix the name/selector")]
+    NotFound,
+    /// The caller lacks permission.
+    #[error("access denied; grant `{action}` on it to the function's role ({detail})")]
+    Denied {
+        /// The IAM action to grant, e.g. `ssm:GetParameters`.
+        action: String,
+        /// What AWS said (names, never values).
+        detail: String,
+    },
+    /// Any other failure, after retries.
+    #[error("{0}")]
+    Failed(String),
+}
+
+struct LoadReport<'a>(&'a [Failure]);
+
+impl fmt::Display for LoadReport<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "could not load {} value(s):", self.0.len())?;
+        for fail in self.0 {
+            write!(
+                f,
+                "\n  - key `{}` ({} `{}`): {}",
+                fail.key, fail.source, fail.id, fail.error
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_error_lists_every_failure() {
+        let err = Error::Load {
+            failures: vec![
+                Failure {
+                    key: "a".into(),
+                    source: "ssm",
+                    id: "/x/a".into(),
+                    error: ItemError::NotFound,
+                },
+                Failure {
+                    key: "b".into(),
+                    source: "ssm",
+                    id: "/x/b".into(),
+                    error: ItemError::Denied {
+                        action: "ssm:GetParameters".into(),
+                        detail: "AccessDeniedException".into(),
+                    },
+                },
+            ],
+        };
+        let text = err.to_string();
+        assert!(text.contains("could not load 2 value(s)"), "{text}");
+        assert!(text.contains("key `a` (ssm `/x/a`): not found"), "{text}");
+        assert!(text.contains("grant `ssm:GetParameters`"), "{text}");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Creds {
+        user: String,
+        port: u16,
+    }
+
+    #[test]
+    fn json_errors_never_quote_the_value() {
+        for input in [
+            r#"{"user":"admin","port":"hunter2-secret"}"#,
+            r#"{"user":"admin","port":99999999}"#,
+            r#"hunter2-secret"#,
+            r#"{"user":"hunter2-secret""#,
+        ] {
+            let err = serde_json::from_str::<Creds>(input).unwrap_err();
+            let text = Error::json::<Creds>("db", &err).to_string();
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(!text.contains("99999999"), "{text}");
+            assert!(text.contains("key `db`"), "{text}");
+        }
+        let err = serde_json::from_str::<Creds>(r#"{"user":"x"}"#).unwrap_err();
+        let text = Error::json::<Creds>("db", &err).to_string();
+        assert!(text.contains("missing field `port`"), "{text}");
+    }
+}

@@ -1,0 +1,293 @@
+//! [`SecretsLayer`]: hands each invocation one consistent [`Snapshot`] of the values.
+//!
+//! - `lambda_runtime` handlers (`Service<LambdaEvent<T>>`): `LambdaEvent` has no extensions, so
+//!   the wrapped service receives `(LambdaEvent<T>, Snapshot)`; write the handler as
+//!   `async fn handler((event, secrets): (LambdaEvent<T>, Snapshot))`.
+//! - `http::Request<B>` services (lambda_http, axum, hyper): the snapshot is put in the request
+//!   extensions; read it with `req.extensions().get::<Snapshot>()` or axum's
+//!   `Extension<Snapshot>`.
+//!
+//! The warm path is one atomic load and one clock comparison. When values are due for refresh
+//! the refresh is spawned and the invocation goes on with the current values; only when a value
+//! is past its maximum staleness does the invocation wait for it (bounded by `max_wait` and,
+//! for Lambda events, by the invocation's deadline). Readiness is the inner service's:
+//! an AWS error never makes `poll_ready` fail (that would end the Lambda runtime).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::secrets::Secrets;
+use crate::snapshot::Snapshot;
+
+/// A tower `Layer` wrapping a handler in a [`SecretsService`].
+///
+/// With `lambda_runtime`:
+///
+/// ```no_run
+/// use lambda_runtime::{service_fn, Error, LambdaEvent};
+/// use lambda_secrets::{Secrets, Snapshot, SsmSource};
+/// use serde_json::{json, Value};
+/// use tower::ServiceBuilder;
+///
+/// async fn handler((event, secrets): (LambdaEvent<Value>, Snapshot)) -> Result<Value, Error> {
+///     let key = secrets.get_str("api_key")?;
+///     Ok(json!({ "key_length": key.len(), "request": event.context.request_id }))
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), Error> {
+///     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+///     let ssm = SsmSource::new(&config);
+///     let secrets = Secrets::builder().add(ssm.parameter("api_key", "/prod/api-key")).load().await?;
+///     let service = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(handler));
+///     lambda_runtime::run(service).await
+/// }
+/// ```
+///
+/// With an `http::Request` service (here a plain `service_fn`; axum routers work the same way):
+///
+/// ```
+/// use std::convert::Infallible;
+/// use lambda_secrets::{MemorySource, Secrets, Snapshot};
+/// use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let mem = MemorySource::new();
+/// mem.set("/token", "abc");
+/// let secrets = Secrets::builder().add(mem.value("token", "/token")).load().await.unwrap();
+///
+/// let mut service = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(
+///     |req: http::Request<String>| async move {
+///         let secrets = req.extensions().get::<Snapshot>().expect("layer installed");
+///         Ok::<_, Infallible>(secrets.get("token").map(|v| v.len()).unwrap_or(0))
+///     },
+/// ));
+/// let len = service.ready().await.unwrap().call(http::Request::new(String::new())).await.unwrap();
+/// assert_eq!(len, 3);
+/// # });
+/// ```
+#[derive(Clone, Debug)]
+pub struct SecretsLayer {
+    secrets: Secrets,
+}
+
+impl SecretsLayer {
+    /// A layer handing `secrets` to every invocation.
+    pub fn new(secrets: Secrets) -> Self {
+        SecretsLayer { secrets }
+    }
+}
+
+impl<S> Layer<S> for SecretsLayer {
+    type Service = SecretsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SecretsService {
+            inner,
+            secrets: self.secrets.clone(),
+        }
+    }
+}
+
+/// The service made by [`SecretsLayer`]. `Clone + Send + 'static` when the inner service is, so
+/// it works with `lambda_runtime::run` and `run_concurrent`.
+#[derive(Clone, Debug)]
+pub struct SecretsService<S> {
+    inner: S,
+    secrets: Secrets,
+}
+
+impl<S> SecretsService<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, secrets: Secrets) -> Self {
+        SecretsService { inner, secrets }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Calls the inner service with the snapshot, waiting first only if values are past their
+    /// maximum staleness.
+    fn call_with<R, Req>(
+        &mut self,
+        request: R,
+        max_wait: Duration,
+        wrap: fn(R, Snapshot) -> Req,
+    ) -> ResponseFuture<S::Future, S::Response, S::Error>
+    where
+        S: Service<Req> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        R: Send + 'static,
+        Req: 'static,
+    {
+        let (snapshot, must_wait) = self.secrets.store.snapshot();
+        if !must_wait {
+            return ResponseFuture::Ready {
+                future: self.inner.call(wrap(request, snapshot)),
+            };
+        }
+        // The inner service was made ready by `poll_ready`: take it, leave a clone.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let store = self.secrets.store.clone();
+        ResponseFuture::Waiting {
+            future: Box::pin(async move {
+                let snapshot = store.fresh_snapshot(max_wait).await;
+                inner.call(wrap(request, snapshot)).await
+            }),
+        }
+    }
+}
+
+#[cfg(feature = "lambda-runtime")]
+impl<S, T> Service<lambda_runtime::LambdaEvent<T>> for SecretsService<S>
+where
+    S: Service<(lambda_runtime::LambdaEvent<T>, Snapshot)> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    T: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, event: lambda_runtime::LambdaEvent<T>) -> Self::Future {
+        let max_wait = self.secrets.store.config().max_wait;
+        // Leave the handler half a second of its invocation.
+        let max_wait = match remaining(event.context.deadline) {
+            Some(left) => max_wait.min(left.saturating_sub(Duration::from_millis(500))),
+            None => max_wait,
+        };
+        self.call_with(event, max_wait, |event, snapshot| (event, snapshot))
+    }
+}
+
+#[cfg(feature = "lambda-runtime")]
+fn remaining(deadline_ms: u64) -> Option<Duration> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    (deadline_ms > 0).then(|| Duration::from_millis(deadline_ms).saturating_sub(now))
+}
+
+impl<S, B> Service<http::Request<B>> for SecretsService<S>
+where
+    S: Service<http::Request<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let max_wait = self.secrets.store.config().max_wait;
+        self.call_with(request, max_wait, |mut request, snapshot| {
+            request.extensions_mut().insert(snapshot);
+            request
+        })
+    }
+}
+
+pin_project! {
+    /// Response future of [`SecretsService`]: the inner future directly on the warm path.
+    #[project = ResponseFutureProj]
+    #[allow(missing_docs)]
+    pub enum ResponseFuture<F, R, E> {
+        /// Values were fresh enough: the inner service's future.
+        Ready { #[pin] future: F },
+        /// Values were past their maximum staleness: waits for the refresh, then calls.
+        Waiting { future: BoxFuture<'static, Result<R, E>> },
+    }
+}
+
+impl<F, R, E> Future for ResponseFuture<F, R, E>
+where
+    F: Future<Output = Result<R, E>>,
+{
+    type Output = Result<R, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ResponseFutureProj::Ready { future } => future.poll(cx),
+            ResponseFutureProj::Waiting { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+
+    use crate::{MemorySource, Secrets, Snapshot};
+
+    async fn secrets(mem: &MemorySource) -> Secrets {
+        mem.set("/token", "abc");
+        Secrets::builder()
+            .add(mem.value("token", "/token").ttl(Duration::from_millis(20)))
+            .max_staleness(Duration::from_secs(60))
+            .load()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn lambda_events_get_the_snapshot() {
+        let mem = MemorySource::new();
+        let secrets = secrets(&mem).await;
+        let mut service = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(
+            |(event, secrets): (lambda_runtime::LambdaEvent<String>, Snapshot)| async move {
+                Ok::<_, Infallible>(format!("{}:{}", event.payload, secrets.get("token").unwrap().len()))
+            },
+        ));
+        let event = lambda_runtime::LambdaEvent::new("hi".to_owned(), lambda_runtime::Context::default());
+        let out = service.ready().await.unwrap().call(event).await.unwrap();
+        assert_eq!(out, "hi:3");
+    }
+
+    #[tokio::test]
+    async fn one_invocation_keeps_one_snapshot_while_a_refresh_lands() {
+        let mem = MemorySource::new();
+        let secrets = secrets(&mem).await;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(Some(rx)));
+        let mut service = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(move |req: http::Request<()>| {
+            let rx = rx.clone();
+            async move {
+                let snap = req.extensions().get::<Snapshot>().unwrap().clone();
+                let before = snap.get_str("token").unwrap().to_owned();
+                if let Some(rx) = rx.lock().await.take() {
+                    rx.await.unwrap();
+                }
+                Ok::<_, Infallible>((before, snap.get_str("token").unwrap().to_owned()))
+            }
+        }));
+        let call = service.ready().await.unwrap().call(http::Request::new(()));
+        let running = tokio::spawn(call);
+        mem.set("/token", "rotated");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let _ = secrets.refresh_now("token").await.unwrap();
+        tx.send(()).unwrap();
+        let (before, after) = running.await.unwrap().unwrap();
+        assert_eq!((before.as_str(), after.as_str()), ("abc", "abc"));
+        let (now, _) = service.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+        assert_eq!(now, "rotated");
+    }
+}

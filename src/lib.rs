@@ -1,0 +1,76 @@
+//! # lambda-secrets
+//!
+//! Secrets for AWS Lambda functions, without environment variables: values are fetched (and
+//! decrypted) from SSM Parameter Store at cold start, cached in memory with a TTL so a rotated
+//! value reaches running containers without a redeploy, and handed to every invocation through
+//! a tower [`Layer`](tower_layer::Layer).
+//!
+//! ```no_run
+//! use lambda_runtime::{service_fn, Error, LambdaEvent};
+//! use lambda_secrets::{Secrets, Snapshot, SsmSource};
+//! use serde_json::{json, Value};
+//!
+//! async fn handler((event, secrets): (LambdaEvent<Value>, Snapshot)) -> Result<Value, Error> {
+//!     let password = secrets.get_str("db_password")?; // never logged: values are redacted
+//!     Ok(json!({ "ok": !password.is_empty(), "id": event.context.request_id }))
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Error> {
+//!     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+//!     let ssm = SsmSource::new(&config);
+//!     let secrets = Secrets::builder()
+//!         .add(ssm.parameter("db_password", "/prod/db/password"))
+//!         .add(ssm.path("/prod/app/"))
+//!         .load() // during INIT: every name, batched 10 per GetParameters call, concurrently
+//!         .await?;
+//!     let handler = tower::ServiceBuilder::new().layer(secrets.layer()).service(service_fn(handler));
+//!     lambda_runtime::run(handler).await
+//! }
+//! ```
+//!
+//! ## Design
+//!
+//! ```text
+//! SecretsBuilder (declarations: key -> source item, TTL)
+//!   └─ load(): merge duplicates into units, group by source, each source batches its calls
+//!        └─ CallContext: count, retry with full-jitter backoff, per-attempt timeout, deadline
+//!             └─ Store: units {values, fetched_at, refresh_at (TTL - jitter), staleness}
+//!                  └─ publishes an immutable Snapshot (ArcSwap)
+//! SecretsLayer, per invocation: load the Snapshot (one atomic load), compare one Instant;
+//!   when due: mark units in flight, spawn their refresh, serve current values;
+//!   wait only for values past their maximum staleness.
+//! ```
+//!
+//! - [`value`]: [`SecretValue`], zeroized on drop, redacted in `Debug`/`Display`.
+//! - [`source`]: the [`Source`] trait, [`CallContext`] (the one place that retries and counts),
+//!   [`SsmSource`], [`MemorySource`].
+//! - [`store`](crate) (private): scheduling, single-flight, last-good-on-failure.
+//! - [`snapshot`]: [`Snapshot`], what a handler reads.
+//! - [`layer`]: [`SecretsLayer`] for `LambdaEvent<T>` and `http::Request<B>` services.
+//! - [`error`]: [`Error`]; names keys, parameter names and IAM actions, never values.
+//!
+//! Lambda freezes the process between invocations, so no background timer is relied on: a
+//! refresh is started by the first invocation that finds a value due, runs on a spawned task,
+//! and each of its HTTP attempts has a timeout (a call cut by a freeze is retried).
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod layer;
+mod secrets;
+pub mod snapshot;
+pub mod source;
+mod store;
+pub mod value;
+
+pub use error::{Error, Failure, ItemError};
+pub use layer::{SecretsLayer, SecretsService};
+pub use secrets::{Secrets, SecretsBuilder, Stats};
+pub use snapshot::{Snapshot, ValueInfo};
+#[cfg(feature = "ssm")]
+pub use source::ssm::SsmSource;
+pub use source::{
+    CallContext, CallError, CallErrorKind, Declaration, Fetched, Item, ItemResult, MemorySource, RetryPolicy, Source,
+};
+pub use value::SecretValue;

@@ -1,0 +1,234 @@
+//! [`Secrets`]: the handle to loaded values, and [`SecretsBuilder`], which declares them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::layer::SecretsLayer;
+use crate::snapshot::Snapshot;
+use crate::source::{Declaration, RetryPolicy};
+use crate::store::{Config, Store};
+use crate::value::SecretValue;
+
+/// Loaded values: clone it freely (clones share one cache).
+///
+/// Use it through [`SecretsLayer`] in a Lambda function, or directly:
+///
+/// ```
+/// use lambda_secrets::{MemorySource, Secrets};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let mem = MemorySource::new();
+/// mem.set("/prod/api-key", "k-123");
+/// let secrets = Secrets::builder().add(mem.value("api_key", "/prod/api-key")).load().await?;
+///
+/// assert_eq!(secrets.get("api_key")?.expose_str(), Some("k-123"));
+/// // After a downstream rejected the credential:
+/// let snapshot = secrets.refresh_now("api_key").await?;
+/// assert_eq!(snapshot.get_str("api_key")?, "k-123");
+/// # Ok::<(), lambda_secrets::Error>(()) }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Secrets {
+    pub(crate) store: Arc<Store>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets").field("snapshot", &self.store.snapshot().0).finish()
+    }
+}
+
+impl Secrets {
+    /// Starts declaring what to load.
+    pub fn builder() -> SecretsBuilder {
+        SecretsBuilder::default()
+    }
+
+    /// The current values, never waiting. If some are due for refresh, their refresh starts
+    /// in the background; this call still returns at once with the current values.
+    #[inline]
+    pub fn snapshot(&self) -> Snapshot {
+        self.store.snapshot().0
+    }
+
+    /// The current values; if some are past their maximum staleness, first waits (at most the
+    /// configured `max_wait`) for their refresh. This is what [`SecretsLayer`] hands each
+    /// invocation.
+    pub async fn fresh_snapshot(&self) -> Snapshot {
+        self.store.fresh_snapshot(self.store.config().max_wait).await
+    }
+
+    /// The value of `key` in the current snapshot.
+    pub fn get(&self, key: &str) -> Result<SecretValue, Error> {
+        self.snapshot().get(key).cloned()
+    }
+
+    /// The value of `key` decoded from JSON.
+    pub fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<T, Error> {
+        self.snapshot().get_json(key)
+    }
+
+    /// Fetches `key` again now, for a handler whose downstream just rejected the credential
+    /// (e.g. a rotated database password), and returns the snapshot holding the new value.
+    ///
+    /// Guarded against hot loops: a key is force-refreshed at most once per
+    /// [`refresh_now_interval`](SecretsBuilder::refresh_now_interval) (5 s by default); calls
+    /// within that interval return the current snapshot without an API call, and calls made
+    /// while a refresh of the key is in flight wait for that refresh.
+    pub async fn refresh_now(&self, key: &str) -> Result<Snapshot, Error> {
+        self.store.refresh_now(key).await
+    }
+
+    /// Counters: API calls per operation, throttles, retries, refreshes.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            calls: self.store.calls.calls(),
+            throttled: self.store.calls.throttled.load(Ordering::Relaxed),
+            retries: self.store.calls.retries.load(Ordering::Relaxed),
+            refreshes: self.store.refreshes.load(Ordering::Relaxed),
+            refresh_failures: self.store.refresh_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A tower `Layer` handing these values to every invocation.
+    pub fn layer(&self) -> SecretsLayer {
+        SecretsLayer::new(self.clone())
+    }
+}
+
+/// Counters of a [`Secrets`] (all clones together), for metrics and alarms.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let mem = lambda_secrets::MemorySource::new();
+/// mem.set("/a", "1");
+/// mem.set("/b", "2");
+/// let secrets = lambda_secrets::Secrets::builder()
+///     .add(mem.value("a", "/a"))
+///     .add(mem.value("b", "/b"))
+///     .load().await.unwrap();
+/// assert_eq!(secrets.stats().calls["MemoryFetch"], 1);
+/// # });
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// API calls per operation (`GetParameters`, ...), every attempt counted.
+    pub calls: BTreeMap<String, u64>,
+    /// Calls answered with throttling.
+    pub throttled: u64,
+    /// Attempts that were retries.
+    pub retries: u64,
+    /// Successful refreshes of a source item (after the initial load).
+    pub refreshes: u64,
+    /// Failed refreshes (the last good value kept being served).
+    pub refresh_failures: u64,
+}
+
+/// Declares what to load and how long to keep it. See [`Secrets`].
+///
+/// ```
+/// use std::time::Duration;
+/// use lambda_secrets::{Error, MemorySource, Secrets};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let mem = MemorySource::new();
+/// mem.set("/a", "1");
+/// let err = Secrets::builder()
+///     .add(mem.value("a", "/a").ttl(Duration::ZERO))
+///     .load()
+///     .await
+///     .unwrap_err();
+/// assert!(matches!(err, Error::InvalidInput { what: "TTL", .. }), "{err}");
+/// # });
+/// ```
+#[derive(Debug, Default)]
+#[must_use]
+pub struct SecretsBuilder {
+    decls: Vec<Declaration>,
+    config: Config,
+}
+
+impl SecretsBuilder {
+    /// Adds a declaration (made by a source: `ssm.parameter(..)`, `ssm.path(..)`).
+    pub fn add(mut self, declaration: Declaration) -> Self {
+        self.decls.push(declaration);
+        self
+    }
+
+    /// TTL of declarations without their own (default 300 s, as the AWS extension and
+    /// Powertools use). After it, the next invocation starts a refresh in the background.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.config.default_ttl = ttl;
+        self
+    }
+
+    /// Fraction of the TTL taken off at random on each refresh (default 0.1, at most 0.5), so a
+    /// fleet of containers does not refresh in lockstep.
+    pub fn ttl_jitter(mut self, fraction: f64) -> Self {
+        self.config.jitter = fraction;
+        self
+    }
+
+    /// Age past which a value is not served without a refresh: an invocation finding such a
+    /// value waits for its refresh (at most `max_wait`), and if the refresh fails, reading the
+    /// key gives [`Error::Expired`]. Default: three times the value's TTL. Must be at least
+    /// every TTL.
+    pub fn max_staleness(mut self, staleness: Duration) -> Self {
+        self.config.max_staleness = Some(staleness);
+        self
+    }
+
+    /// Longest an invocation waits for values past their maximum staleness (default 5 s).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.config.max_wait = wait;
+        self
+    }
+
+    /// Retries of throttled, 5xx and timed-out calls.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.config.retry = policy;
+        self
+    }
+
+    /// Budget of the cold-start load, retries included (default 8 s: Lambda's INIT phase has
+    /// 10 s).
+    pub fn load_timeout(mut self, timeout: Duration) -> Self {
+        self.config.load_timeout = timeout;
+        self
+    }
+
+    /// Budget of one background refresh, retries included (default 5 s).
+    pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
+        self.config.refresh_timeout = timeout;
+        self
+    }
+
+    /// First delay before retrying a failed refresh (default 1 s; doubles up to 60 s).
+    pub fn failure_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.config.failure_backoff = first;
+        self.config.failure_backoff_max = max;
+        self
+    }
+
+    /// Minimum interval between two forced refreshes of one key by
+    /// [`Secrets::refresh_now`] (default 5 s).
+    pub fn refresh_now_interval(mut self, interval: Duration) -> Self {
+        self.config.refresh_now_interval = interval;
+        self
+    }
+
+    /// Fetches every declared value (all sources concurrently; each source batches) and
+    /// returns the handle. Call it in `main`, during Lambda INIT, before
+    /// `lambda_runtime::run`. Fails, listing every failing key, if anything is missing or
+    /// denied, or if a declaration is invalid.
+    pub async fn load(self) -> Result<Secrets, Error> {
+        let store = Store::load(self.config, self.decls).await?;
+        Ok(Secrets { store })
+    }
+}

@@ -1,0 +1,153 @@
+//! [`Snapshot`]: the immutable view of every value that one invocation reads.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::value::SecretValue;
+
+/// Where a value came from (safe to log: no value in it).
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let mem = lambda_secrets::MemorySource::new();
+/// mem.set("/db", "pw");
+/// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+/// let info = secrets.snapshot().info("db").unwrap().clone();
+/// assert_eq!((info.source, info.name.as_str(), info.version.as_deref()), ("memory", "/db", Some("1")));
+/// # });
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueInfo {
+    /// The source kind (`ssm`).
+    pub source: &'static str,
+    /// The full name of what was fetched (the SSM parameter name).
+    pub name: String,
+    /// The version the source reported (the SSM parameter version).
+    pub version: Option<String>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Slot {
+    pub(crate) value: SecretValue,
+    pub(crate) info: Arc<ValueInfo>,
+    /// Index of the unit (source item) that produced it.
+    pub(crate) unit: usize,
+    /// Set when the value is past its maximum staleness and refreshing it failed.
+    pub(crate) expired: Option<Arc<str>>,
+}
+
+pub(crate) struct SnapshotData {
+    pub(crate) values: FxHashMap<Box<str>, Slot>,
+    /// The earliest instant at which something is due (a refresh, or a staleness limit).
+    pub(crate) check_at: Instant,
+    /// The earliest instant at which a value passes its maximum staleness.
+    pub(crate) stale_at: Instant,
+}
+
+/// One consistent view of all loaded values, as of the start of an invocation.
+///
+/// A refresh that lands while an invocation runs publishes a new snapshot for the next
+/// invocations; this one never changes. Cloning is a reference count.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use lambda_secrets::{MemorySource, Secrets};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Db { user: String, port: u16 }
+///
+/// let mem = MemorySource::new();
+/// mem.set("/db", r#"{"user":"app","port":5432}"#);
+/// mem.set("/hosts", "a.example,b.example");
+/// let secrets = Secrets::builder()
+///     .add(mem.value("db", "/db"))
+///     .add(mem.value("hosts", "/hosts"))
+///     .load()
+///     .await
+///     .unwrap();
+///
+/// let snapshot = secrets.snapshot();
+/// let db: Db = snapshot.get_json("db").unwrap();
+/// assert_eq!((db.user.as_str(), db.port), ("app", 5432));
+/// assert_eq!(snapshot.get_list("hosts").unwrap(), ["a.example", "b.example"]);
+/// assert!(snapshot.get("nope").is_err());
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Snapshot(pub(crate) Arc<SnapshotData>);
+
+impl Snapshot {
+    #[inline]
+    fn slot(&self, key: &str) -> Result<&Slot, Error> {
+        match self.0.values.get(key) {
+            Some(slot) if slot.expired.is_none() => Ok(slot),
+            Some(slot) => Err(Error::Expired {
+                key: key.to_owned(),
+                reason: slot.expired.as_deref().unwrap_or_default().to_owned(),
+            }),
+            None => Err(Error::MissingKey { key: key.to_owned() }),
+        }
+    }
+
+    /// The value of `key`.
+    #[inline]
+    pub fn get(&self, key: &str) -> Result<&SecretValue, Error> {
+        self.slot(key).map(|slot| &slot.value)
+    }
+
+    /// The value of `key` as text.
+    #[inline]
+    pub fn get_str(&self, key: &str) -> Result<&str, Error> {
+        self.get(key)?
+            .expose_str()
+            .ok_or_else(|| Error::NotUtf8 { key: key.to_owned() })
+    }
+
+    /// The items of a `StringList` value (comma-separated).
+    pub fn get_list(&self, key: &str) -> Result<Vec<&str>, Error> {
+        Ok(self.get_str(key)?.split(',').collect())
+    }
+
+    /// The value of `key` decoded from JSON into `T`. The error names the key and type and
+    /// where decoding failed, never the value.
+    ///
+    /// `T` holds a copy of the plaintext: prefer field types that zeroize on drop (such as
+    /// `zeroize::Zeroizing<String>`) for secrets.
+    pub fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<T, Error> {
+        let value = self.get(key)?;
+        serde_json::from_slice(value.expose_bytes()).map_err(|e| Error::json::<T>(key, &e))
+    }
+
+    /// Where the value of `key` came from.
+    pub fn info(&self, key: &str) -> Option<&ValueInfo> {
+        self.0.values.get(key).map(|slot| &*slot.info)
+    }
+
+    /// Every key, sorted.
+    pub fn keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self.0.values.keys().map(|k| &**k).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.0.values.len()
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.0.values.is_empty()
+    }
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot").field("keys", &self.keys()).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,155 @@
+//! [`MemorySource`]: values held in memory, for tests, local development and benchmarks.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::{CallContext, CallError, CallErrorKind, Declaration, Fetched, Item, ItemResult, Source};
+use crate::error::ItemError;
+use crate::value::SecretValue;
+
+/// Values kept in memory, changeable at run time: stands in for a real store in tests and local
+/// development. One `fetch` is one call named `MemoryFetch`, whatever the number of items.
+///
+/// ```
+/// use lambda_secrets::{MemorySource, Secrets};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let mem = MemorySource::new();
+/// mem.set("/app/db_password", "hunter2");
+/// mem.set("/app/flags/beta", "on");
+/// let secrets = Secrets::builder()
+///     .add(mem.value("db", "/app/db_password"))
+///     .add(mem.tree("", "/app/flags"))
+///     .load()
+///     .await
+///     .unwrap();
+/// let snapshot = secrets.snapshot();
+/// assert_eq!(snapshot.get_str("db").unwrap(), "hunter2");
+/// assert_eq!(snapshot.get_str("beta").unwrap(), "on");
+/// assert_eq!(mem.fetches(), 1);
+/// # });
+/// ```
+#[derive(Clone, Default)]
+pub struct MemorySource {
+    inner: Arc<MemoryInner>,
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    values: Mutex<BTreeMap<String, (SecretValue, u64)>>,
+    failing: AtomicBool,
+    fetches: AtomicU64,
+    latency: Mutex<Duration>,
+}
+
+impl std::fmt::Debug for MemorySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<String> = self.inner.values.lock().unwrap().keys().cloned().collect();
+        f.debug_struct("MemorySource").field("ids", &ids).finish()
+    }
+}
+
+impl MemorySource {
+    /// An empty source.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `id` to `value`, bumping its version (1 for a new id).
+    pub fn set(&self, id: impl Into<String>, value: impl Into<SecretValue>) {
+        let mut values = self.inner.values.lock().unwrap();
+        let entry = values.entry(id.into()).or_insert_with(|| (SecretValue::from(""), 0));
+        *entry = (value.into(), entry.1 + 1);
+    }
+
+    /// Removes `id`.
+    pub fn remove(&self, id: &str) {
+        self.inner.values.lock().unwrap().remove(id);
+    }
+
+    /// While `true`, every fetch fails with a retryable error (an outage).
+    pub fn set_failing(&self, failing: bool) {
+        self.inner.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Delay of every fetch.
+    pub fn set_latency(&self, latency: Duration) {
+        *self.inner.latency.lock().unwrap() = latency;
+    }
+
+    /// Fetch calls made so far (attempts, including failed ones).
+    pub fn fetches(&self) -> u64 {
+        self.inner.fetches.load(Ordering::SeqCst)
+    }
+
+    /// Declares `key` as the value `id`.
+    pub fn value(&self, key: impl Into<String>, id: impl Into<String>) -> Declaration {
+        Declaration::new(key, self.inner.clone(), Item::One(id.into()))
+    }
+
+    /// Declares every id under `prefix`, keyed by `key_prefix` + the id relative to `prefix`.
+    pub fn tree(&self, key_prefix: impl Into<String>, prefix: impl Into<String>) -> Declaration {
+        Declaration::new(key_prefix, self.inner.clone(), Item::Tree(prefix.into()))
+    }
+}
+
+impl Source for MemoryInner {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn fetch<'a>(&'a self, items: &'a [Item], calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>> {
+        Box::pin(async move {
+            let attempt = || async {
+                self.fetches.fetch_add(1, Ordering::SeqCst);
+                let latency = *self.latency.lock().unwrap();
+                if !latency.is_zero() {
+                    tokio::time::sleep(latency).await;
+                }
+                if self.failing.load(Ordering::SeqCst) {
+                    return Err(CallError::new(CallErrorKind::Transient, "MemoryFetch: source is failing"));
+                }
+                let values = self.values.lock().unwrap();
+                Ok(items.iter().map(|item| lookup(&values, item)).collect::<Vec<_>>())
+            };
+            match calls.call("MemoryFetch", attempt).await {
+                Ok(results) => results,
+                Err(e) => items.iter().map(|_| Err(ItemError::Failed(e.to_string()))).collect(),
+            }
+        })
+    }
+}
+
+fn lookup(values: &BTreeMap<String, (SecretValue, u64)>, item: &Item) -> ItemResult {
+    let fetched = |id: &str, relative: Option<String>, (value, version): &(SecretValue, u64)| Fetched {
+        relative,
+        name: id.to_owned(),
+        version: Some(version.to_string()),
+        value: value.clone(),
+    };
+    match item {
+        Item::One(id) => values
+            .get(id)
+            .map(|v| vec![fetched(id, None, v)])
+            .ok_or(ItemError::NotFound),
+        Item::Tree(prefix) => {
+            let found: Vec<Fetched> = values
+                .range(prefix.clone()..)
+                .take_while(|(id, _)| id.starts_with(prefix.as_str()))
+                .map(|(id, v)| {
+                    let relative = id[prefix.len()..].trim_start_matches('/').to_owned();
+                    fetched(id, Some(relative), v)
+                })
+                .collect();
+            if found.is_empty() {
+                Err(ItemError::NotFound)
+            } else {
+                Ok(found)
+            }
+        }
+    }
+}

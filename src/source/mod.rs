@@ -1,0 +1,569 @@
+//! Sources: where values come from. A source fetches a set of [`Item`]s, batching as its API
+//! allows, and makes every API call through the [`CallContext`] it is given, so that counting,
+//! retries and deadlines are applied the same way to every source.
+//!
+//! A new source (a local file for development, an in-memory map for tests, another AWS service)
+//! is one type implementing [`Source`]; declarations that use it are made with
+//! [`Declaration::new`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+
+use crate::error::ItemError;
+use crate::value::SecretValue;
+
+#[cfg(feature = "ssm")]
+pub mod ssm;
+
+mod memory;
+pub use memory::MemorySource;
+
+/// Something to fetch from a source.
+///
+/// ```
+/// use lambda_secrets::Item;
+/// let one = Item::One("/prod/db/password".into());
+/// let all = Item::Tree("/prod/app/".into());
+/// assert_ne!(one, all);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Item {
+    /// One value by id (for SSM: a name or ARN, with an optional `:version` or `:label`).
+    One(String),
+    /// Every value under a prefix (for SSM: a path, recursive); keys are relative to it.
+    Tree(String),
+}
+
+impl Item {
+    /// The id or prefix as given.
+    pub fn id(&self) -> &str {
+        match self {
+            Item::One(id) | Item::Tree(id) => id,
+        }
+    }
+}
+
+/// One value a source returned.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// For [`Item::Tree`]: the value's name relative to the prefix (`db/password`). `None` for
+    /// [`Item::One`].
+    pub relative: Option<String>,
+    /// The full name of what was fetched (for SSM, the parameter name).
+    pub name: String,
+    /// The version the source reported (for SSM, the parameter version number).
+    pub version: Option<String>,
+    /// The plaintext.
+    pub value: SecretValue,
+}
+
+/// The outcome for one item: its value(s), or why not.
+pub type ItemResult = Result<Vec<Fetched>, ItemError>;
+
+/// A place values come from.
+///
+/// `fetch` receives distinct items and returns one result per item, in the same order. It
+/// batches as the API allows and runs batches concurrently; every API call goes through
+/// [`CallContext::call`].
+///
+/// ```
+/// use futures_util::future::BoxFuture;
+/// use lambda_secrets::{CallContext, Fetched, Item, ItemError, ItemResult, Secrets, Source};
+///
+/// /// Values from environment variables named after the item (development only!).
+/// struct EnvSource;
+///
+/// impl Source for EnvSource {
+///     fn kind(&self) -> &'static str {
+///         "env"
+///     }
+///     fn fetch<'a>(&'a self, items: &'a [Item], _calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>> {
+///         Box::pin(async move {
+///             items
+///                 .iter()
+///                 .map(|item| match std::env::var(item.id()) {
+///                     Ok(v) => Ok(vec![Fetched { relative: None, name: item.id().into(), version: None, value: v.into() }]),
+///                     Err(_) => Err(ItemError::NotFound),
+///                 })
+///                 .collect()
+///         })
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// std::env::set_var("GREETING", "hello");
+/// let env: std::sync::Arc<dyn Source> = std::sync::Arc::new(EnvSource);
+/// let secrets = Secrets::builder()
+///     .add(lambda_secrets::Declaration::new("greeting", env, Item::One("GREETING".into())))
+///     .load()
+///     .await
+///     .unwrap();
+/// assert_eq!(secrets.snapshot().get_str("greeting").unwrap(), "hello");
+/// # });
+/// ```
+pub trait Source: Send + Sync + 'static {
+    /// A short label for errors, logs and the check CLI (`ssm`, `secretsmanager`, `file`).
+    fn kind(&self) -> &'static str;
+
+    /// Fetches `items` (distinct); returns one result per item, in order.
+    fn fetch<'a>(
+        &'a self,
+        items: &'a [Item],
+        calls: &'a CallContext,
+    ) -> BoxFuture<'a, Vec<ItemResult>>;
+}
+
+/// A key (or, for a tree, a key prefix) bound to an item of a source, with its TTL.
+///
+/// Sources offer helpers that make these (`SsmSource::parameter`); `Declaration::new` is for
+/// sources of your own.
+///
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use lambda_secrets::{Declaration, Item, MemorySource};
+///
+/// let mem = MemorySource::new();
+/// let decl = Declaration::new("api_key", Arc::new(mem), Item::One("api".into()))
+///     .ttl(Duration::from_secs(60));
+/// assert_eq!(decl.key(), "api");
+/// # let _ = decl;
+/// ```
+#[derive(Clone)]
+pub struct Declaration {
+    pub(crate) key: String,
+    pub(crate) source: Arc<dyn Source>,
+    pub(crate) item: Item,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) invalid: Option<(&'static str, String, String)>,
+}
+
+impl Declaration {
+    /// Binds `key` to `item` of `source`. For an [`Item::Tree`], `key` is a prefix put before
+    /// every relative name (often `""`).
+    pub fn new(key: impl Into<String>, source: Arc<dyn Source>, item: Item) -> Self {
+        Declaration {
+            key: key.into(),
+            source,
+            item,
+            ttl: None,
+            invalid: None,
+        }
+    }
+
+    /// Overrides the builder's default TTL for this declaration.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// The key (or key prefix, for a tree).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Marks the declaration as rejected; `load` reports it as [`Error::InvalidInput`](crate::Error::InvalidInput).
+    pub fn rejected(mut self, what: &'static str, input: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.invalid = Some((what, input.into(), reason.into()));
+        self
+    }
+}
+
+impl fmt::Debug for Declaration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Declaration")
+            .field("key", &self.key)
+            .field("source", &self.source.kind())
+            .field("item", &self.item)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+/// How a failed API call should be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallErrorKind {
+    /// The service throttled the call: retried with backoff.
+    Throttled,
+    /// A 5xx, a timeout or a cut connection: retried with backoff.
+    Transient,
+    /// Access denied: not retried.
+    Denied,
+    /// The thing asked for does not exist: not retried.
+    NotFound,
+    /// Anything else: not retried.
+    Fatal,
+}
+
+/// A failed API call, classified for retry. Its message names operations, codes and resources,
+/// never values.
+///
+/// ```
+/// use lambda_secrets::{CallError, CallErrorKind};
+/// let e = CallError::new(CallErrorKind::Throttled, "ThrottlingException: Rate exceeded");
+/// assert!(e.is_retryable());
+/// ```
+#[derive(Debug, Clone)]
+pub struct CallError {
+    kind: CallErrorKind,
+    message: String,
+}
+
+impl CallError {
+    /// A classified error.
+    pub fn new(kind: CallErrorKind, message: impl Into<String>) -> Self {
+        CallError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Its classification.
+    pub fn kind(&self) -> CallErrorKind {
+        self.kind
+    }
+
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, CallErrorKind::Throttled | CallErrorKind::Transient)
+    }
+
+    /// Converts to the per-item error, naming `action` for access errors.
+    pub fn into_item_error(self, action: &str) -> ItemError {
+        match self.kind {
+            CallErrorKind::Denied => ItemError::Denied {
+                action: action.to_owned(),
+                detail: self.message,
+            },
+            CallErrorKind::NotFound => ItemError::NotFound,
+            _ => ItemError::Failed(self.message),
+        }
+    }
+
+    /// Classifies an AWS SDK error: throttling codes and 5xx, timeouts and dispatch failures
+    /// are retryable; `AccessDenied*` is [`CallErrorKind::Denied`].
+    #[cfg(feature = "aws")]
+    pub fn from_sdk<E, R>(operation: &str, err: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Self
+    where
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+        R: fmt::Debug + HttpStatus + 'static,
+    {
+        use aws_smithy_runtime_api::client::result::SdkError;
+        match &err {
+            SdkError::ServiceError(ctx) => {
+                let code = ctx.err().code().unwrap_or("Unknown").to_owned();
+                let message = ctx.err().message().unwrap_or("").to_owned();
+                let status = ctx.raw().status_code();
+                let kind = classify_code(&code, status);
+                CallError::new(kind, format!("{operation}: {code} (HTTP {status}): {message}"))
+            }
+            SdkError::TimeoutError(_) => CallError::new(CallErrorKind::Transient, format!("{operation}: timed out")),
+            SdkError::DispatchFailure(d) if !d.is_user() => CallError::new(
+                CallErrorKind::Transient,
+                format!("{operation}: could not send the request ({})", error_chain(&err)),
+            ),
+            SdkError::ResponseError(_) => CallError::new(
+                CallErrorKind::Transient,
+                format!("{operation}: the response was cut or unreadable ({})", error_chain(&err)),
+            ),
+            _ => CallError::new(CallErrorKind::Fatal, format!("{operation}: {}", error_chain(&err))),
+        }
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// The status code of a raw HTTP response (implemented for the SDK's response type).
+#[cfg(feature = "aws")]
+pub trait HttpStatus {
+    /// The status code.
+    fn status_code(&self) -> u16;
+}
+
+#[cfg(feature = "aws")]
+impl HttpStatus for aws_smithy_runtime_api::http::Response {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+#[cfg(feature = "aws")]
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        parts.push(e.to_string());
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
+/// Classifies an AWS error code and HTTP status.
+pub(crate) fn classify_code(code: &str, status: u16) -> CallErrorKind {
+    const THROTTLING: &[&str] = &[
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "ProvisionedThroughputExceededException",
+        "SlowDown",
+    ];
+    if THROTTLING.contains(&code) || status == 429 {
+        CallErrorKind::Throttled
+    } else if code.starts_with("AccessDenied") || code == "UnauthorizedOperation" || code == "NotAuthorized" {
+        CallErrorKind::Denied
+    } else if code == "ParameterNotFound" || code == "ResourceNotFoundException" || code == "ParameterVersionNotFound" {
+        CallErrorKind::NotFound
+    } else if status >= 500 {
+        CallErrorKind::Transient
+    } else {
+        CallErrorKind::Fatal
+    }
+}
+
+/// How API calls are retried: full-jitter exponential backoff, within a deadline.
+///
+/// ```
+/// use std::time::Duration;
+/// use lambda_secrets::RetryPolicy;
+/// let policy = RetryPolicy::default();
+/// assert_eq!(policy.max_attempts, 5);
+/// assert!(policy.attempt_timeout <= Duration::from_secs(3));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts per call, including the first.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt (before jitter); doubles each attempt.
+    pub base_delay: Duration,
+    /// Upper bound of one backoff.
+    pub max_delay: Duration,
+    /// Time one HTTP attempt may take before it is abandoned and retried (a call cut by a
+    /// Lambda freeze never answers).
+    pub attempt_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(2),
+            attempt_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full jitter: uniform in `[0, min(max_delay, base * 2^retry))`.
+    pub(crate) fn backoff(&self, retry: u32) -> Duration {
+        let exp = self.base_delay.saturating_mul(1u32 << retry.min(20));
+        exp.min(self.max_delay).mul_f64(fastrand::f64())
+    }
+}
+
+/// Per-operation API call counts and retry figures, shared by all clones of a [`Secrets`](crate::Secrets).
+#[derive(Debug, Default)]
+pub(crate) struct CallStats {
+    calls: Mutex<BTreeMap<&'static str, u64>>,
+    pub(crate) throttled: AtomicU64,
+    pub(crate) retries: AtomicU64,
+}
+
+impl CallStats {
+    pub(crate) fn calls(&self) -> BTreeMap<String, u64> {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    fn count(&self, operation: &'static str) {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        *calls.entry(operation).or_default() += 1;
+    }
+}
+
+/// What a source's API calls go through: counting, retries with backoff, a per-attempt timeout
+/// and the deadline of the load or refresh in progress.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    stats: Arc<CallStats>,
+    policy: RetryPolicy,
+    deadline: Instant,
+}
+
+impl CallContext {
+    pub(crate) fn new(stats: Arc<CallStats>, policy: RetryPolicy, deadline: Instant) -> Self {
+        CallContext {
+            stats,
+            policy,
+            deadline,
+        }
+    }
+
+    /// When the load or refresh in progress must be done.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Makes one API call `operation` (e.g. `"GetParameters"`), retrying retryable failures
+    /// with full-jitter exponential backoff while the deadline allows.
+    pub async fn call<T, F, Fut>(&self, operation: &'static str, mut attempt: F) -> Result<T, CallError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let mut retry = 0;
+        loop {
+            self.stats.count(operation);
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            let timeout = self.policy.attempt_timeout.min(left);
+            let result = match tokio::time::timeout(timeout, attempt()).await {
+                Ok(result) => result,
+                Err(_) => Err(CallError::new(
+                    CallErrorKind::Transient,
+                    format!("{operation}: no answer within {timeout:?}"),
+                )),
+            };
+            let err = match result {
+                Ok(v) => return Ok(v),
+                Err(err) => err,
+            };
+            if err.kind == CallErrorKind::Throttled {
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+            }
+            if !err.is_retryable() {
+                return Err(err);
+            }
+            retry += 1;
+            let delay = self.policy.backoff(retry - 1);
+            if retry >= self.policy.max_attempts || Instant::now() + delay >= self.deadline {
+                tracing::warn!(operation, attempts = retry, error = %err, "giving up on AWS call");
+                return Err(CallError::new(
+                    err.kind,
+                    format!("{} (gave up after {retry} attempt(s))", err.message),
+                ));
+            }
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(operation, retry, ?delay, error = %err, "retrying AWS call");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(deadline: Duration) -> (CallContext, Arc<CallStats>) {
+        let stats = Arc::new(CallStats::default());
+        let policy = RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            attempt_timeout: Duration::from_millis(200),
+        };
+        (CallContext::new(stats.clone(), policy, Instant::now() + deadline), stats)
+    }
+
+    #[tokio::test]
+    async fn retries_throttling_then_succeeds() {
+        let (ctx, stats) = ctx(Duration::from_secs(5));
+        let mut n = 0;
+        let out = ctx
+            .call("GetParameters", || {
+                n += 1;
+                let fail = n < 3;
+                async move {
+                    if fail {
+                        Err(CallError::new(CallErrorKind::Throttled, "ThrottlingException"))
+                    } else {
+                        Ok(7)
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, 7);
+        assert_eq!(stats.calls()["GetParameters"], 3);
+        assert_eq!(stats.throttled.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.retries.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn does_not_retry_denied_and_stops_after_max_attempts() {
+        let (ctx, stats) = ctx(Duration::from_secs(5));
+        let err = ctx
+            .call("GetParameters", || async { Err::<(), _>(CallError::new(CallErrorKind::Denied, "no")) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), CallErrorKind::Denied);
+        assert_eq!(stats.calls()["GetParameters"], 1);
+
+        let err = ctx
+            .call("GetParametersByPath", || async {
+                Err::<(), _>(CallError::new(CallErrorKind::Transient, "HTTP 503"))
+            })
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("gave up after 4 attempt(s)"), "{err}");
+        assert_eq!(stats.calls()["GetParametersByPath"], 4);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_never_answers_is_abandoned_and_retried() {
+        let (ctx, stats) = ctx(Duration::from_secs(5));
+        let mut n = 0;
+        let out = ctx
+            .call("GetParameters", || {
+                n += 1;
+                let hang = n == 1;
+                async move {
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, CallError>("ok")
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, "ok");
+        assert_eq!(stats.calls()["GetParameters"], 2);
+    }
+
+    #[test]
+    fn classifies_codes() {
+        assert_eq!(classify_code("ThrottlingException", 400), CallErrorKind::Throttled);
+        assert_eq!(classify_code("AccessDeniedException", 400), CallErrorKind::Denied);
+        assert_eq!(classify_code("InternalServerError", 500), CallErrorKind::Transient);
+        assert_eq!(classify_code("ValidationException", 400), CallErrorKind::Fatal);
+        assert_eq!(classify_code("ParameterNotFound", 400), CallErrorKind::NotFound);
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        let p = RetryPolicy::default();
+        for retry in 0..40 {
+            assert!(p.backoff(retry) <= p.max_delay);
+        }
+    }
+}

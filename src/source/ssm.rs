@@ -1,0 +1,441 @@
+//! [`SsmSource`]: AWS Systems Manager Parameter Store, by name (batched `GetParameters`, at most
+//! 10 names a call) and by path (`GetParametersByPath`, recursive, every page).
+
+use std::sync::Arc;
+
+use aws_sdk_ssm::config::retry::RetryConfig;
+use aws_sdk_ssm::types::Parameter;
+use aws_sdk_ssm::Client;
+use futures_util::future::{join_all, BoxFuture};
+
+use super::{CallContext, CallError, CallErrorKind, Declaration, Fetched, Item, ItemResult, Source};
+use crate::error::ItemError;
+use crate::value::SecretValue;
+
+/// Names per `GetParameters` call (the API's limit).
+pub const MAX_NAMES_PER_CALL: usize = 10;
+const PAGE_SIZE: i32 = 10;
+
+/// SSM Parameter Store.
+///
+/// The client comes from your `SdkConfig` (or a client you built): this crate never chooses
+/// credentials, Region or behavior version. The SDK's own retries are turned off on the
+/// client it uses, because retries are owned by this crate's [`RetryPolicy`](crate::RetryPolicy)
+/// (one owner of retry policy, so attempts are never multiplied).
+///
+/// ```no_run
+/// use lambda_secrets::{Secrets, SsmSource};
+/// use std::time::Duration;
+///
+/// # async fn run() -> Result<(), lambda_secrets::Error> {
+/// let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+/// let ssm = SsmSource::new(&config);
+/// let secrets = Secrets::builder()
+///     .add(ssm.parameter("db_password", "/prod/db/password"))
+///     .add(ssm.parameter("api_key", "/prod/api-key:3").ttl(Duration::from_secs(60)))
+///     .add(ssm.parameter("hosts", "/prod/hosts")) // a StringList: snapshot.get_list("hosts")
+///     .add(ssm.path("/prod/app/")) // keys relative to the path: "feature/flag", ...
+///     .load()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SsmSource {
+    inner: Arc<SsmInner>,
+}
+
+struct SsmInner {
+    client: Client,
+    decrypt: bool,
+}
+
+impl std::fmt::Debug for SsmSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SsmSource").field("decrypt", &self.inner.decrypt).finish()
+    }
+}
+
+impl SsmSource {
+    /// A source using a client made from `config`.
+    pub fn new(config: &aws_types::SdkConfig) -> Self {
+        let conf = aws_sdk_ssm::config::Builder::from(config)
+            .retry_config(RetryConfig::disabled())
+            .build();
+        Self::with_client(Client::from_conf(conf))
+    }
+
+    /// A source using (a copy of) `client`, with the SDK's retries turned off.
+    pub fn from_client(client: &Client) -> Self {
+        let conf = client
+            .config()
+            .to_builder()
+            .retry_config(RetryConfig::disabled())
+            .build();
+        Self::with_client(Client::from_conf(conf))
+    }
+
+    fn with_client(client: Client) -> Self {
+        SsmSource {
+            inner: Arc::new(SsmInner {
+                client,
+                decrypt: true,
+            }),
+        }
+    }
+
+    /// Whether SecureString values are decrypted (the default). With `false` the ciphertext is
+    /// returned and `kms:Decrypt` is not needed.
+    pub fn with_decryption(self, decrypt: bool) -> Self {
+        SsmSource {
+            inner: Arc::new(SsmInner {
+                client: self.inner.client.clone(),
+                decrypt,
+            }),
+        }
+    }
+
+    /// Declares `key` as the parameter `name`: a name (`/prod/db/password`), an ARN, or either
+    /// with a selector, `:VERSION` or `:LABEL`. A malformed name is reported by `load`.
+    ///
+    /// ```
+    /// # let config = aws_types::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
+    /// let ssm = lambda_secrets::SsmSource::new(&config);
+    /// let ok = ssm.parameter("db", "/prod/db/password:2");
+    /// # let _ = ok;
+    /// ```
+    pub fn parameter(&self, key: impl Into<String>, name: impl Into<String>) -> Declaration {
+        let name = name.into();
+        let decl = Declaration::new(key, self.inner.clone(), Item::One(name.clone()));
+        match validate_name(&name) {
+            Ok(()) => decl,
+            Err(reason) => decl.rejected("SSM parameter name", name, reason),
+        }
+    }
+
+    /// Declares every parameter under `path` (recursive); each key is the parameter's name
+    /// relative to the path (`/prod/app/db/url` under `/prod/app` is `db/url`).
+    pub fn path(&self, path: impl Into<String>) -> Declaration {
+        self.path_with_prefix("", path)
+    }
+
+    /// Like [`path`](Self::path), with `prefix` put before every key.
+    pub fn path_with_prefix(&self, prefix: impl Into<String>, path: impl Into<String>) -> Declaration {
+        let path = path.into();
+        let decl = Declaration::new(prefix, self.inner.clone(), Item::Tree(path.clone()));
+        match validate_path(&path) {
+            Ok(()) => decl,
+            Err(reason) => decl.rejected("SSM path", path, reason),
+        }
+    }
+}
+
+const NAME_CHARS: &str = "letters, digits and `_ . - /`";
+
+fn name_char_ok(c: char, reference: bool) -> bool {
+    c.is_ascii_alphanumeric() || "_.-/".contains(c) || (reference && "+=,@".contains(c))
+}
+
+/// Splits an SSM id into (name, selector), resolving an ARN to its parameter name.
+fn split_id(id: &str) -> Result<(String, Option<&str>), String> {
+    let (name, arn) = if let Some(rest) = id.strip_prefix("arn:") {
+        // arn:PARTITION:ssm:REGION:ACCOUNT:parameter/NAME
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        if parts.len() != 5 || parts[1] != "ssm" || parts[0].is_empty() {
+            return Err("an ARN must look like arn:aws:ssm:REGION:ACCOUNT:parameter/NAME".into());
+        }
+        let Some(name) = parts[4].strip_prefix("parameter/") else {
+            return Err("an SSM parameter ARN's resource must start with `parameter/`".into());
+        };
+        (name, true)
+    } else {
+        (id, false)
+    };
+    let (name, selector) = match name.split_once(':') {
+        Some((n, s)) => (n, Some(s)),
+        None => (name, None),
+    };
+    let name = if arn && name.contains('/') {
+        format!("/{name}")
+    } else {
+        name.to_owned()
+    };
+    Ok((name, selector))
+}
+
+fn validate_name(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("the name is empty".into());
+    }
+    if id.len() > 2048 {
+        return Err("a name is at most 2048 characters".into());
+    }
+    let (name, selector) = split_id(id)?;
+    let reference = name.starts_with("/aws/reference/secretsmanager/");
+    if let Some(bad) = name.chars().find(|c| !name_char_ok(*c, reference)) {
+        return Err(format!("{bad:?} is not allowed; names use {NAME_CHARS}"));
+    }
+    if name.is_empty() || name == "/" || name.ends_with('/') || name.contains("//") {
+        return Err("a name must not be empty, end with `/` or contain `//`".into());
+    }
+    if name.contains('/') && !name.starts_with('/') {
+        return Err("a hierarchical name must start with `/`".into());
+    }
+    if name.matches('/').count() > 15 {
+        return Err("a name has at most 15 levels".into());
+    }
+    if let Some(sel) = selector {
+        let is_version = !sel.is_empty() && sel.bytes().all(|b| b.is_ascii_digit());
+        let is_label = !sel.is_empty()
+            && sel.len() <= 100
+            && !sel.starts_with(|c: char| c.is_ascii_digit())
+            && sel.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if is_version && sel.starts_with('0') {
+            return Err("a version selector is a number from 1".into());
+        }
+        if !is_version && !is_label {
+            return Err(format!(
+                "selector `{sel}` is neither a version (`:3`) nor a label (`:prod`, letters, digits and `._-`, not starting with a digit)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err("a path starts with `/`".into());
+    }
+    if let Some(bad) = path.chars().find(|c| !name_char_ok(*c, false)) {
+        return Err(format!("{bad:?} is not allowed; paths use {NAME_CHARS}"));
+    }
+    if path.contains("//") {
+        return Err("a path must not contain `//`".into());
+    }
+    Ok(())
+}
+
+impl Source for SsmInner {
+    fn kind(&self) -> &'static str {
+        "ssm"
+    }
+
+    fn fetch<'a>(&'a self, items: &'a [Item], calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>> {
+        Box::pin(async move {
+            let names: Vec<usize> = (0..items.len()).filter(|&i| matches!(items[i], Item::One(_))).collect();
+            let paths: Vec<usize> = (0..items.len()).filter(|&i| matches!(items[i], Item::Tree(_))).collect();
+            let by_name = join_all(names.chunks(MAX_NAMES_PER_CALL).map(|chunk| {
+                let ids: Vec<&str> = chunk.iter().map(|&i| items[i].id()).collect();
+                async move { (chunk, self.get_parameters(&ids, calls).await) }
+            }));
+            let by_path = join_all(paths.iter().map(|&i| async move { (i, self.get_by_path(items[i].id(), calls).await) }));
+            let (by_name, by_path) = futures_util::join!(by_name, by_path);
+
+            let mut out: Vec<Option<ItemResult>> = vec![None; items.len()];
+            for (chunk, results) in by_name {
+                for (&i, r) in chunk.iter().zip(results) {
+                    out[i] = Some(r);
+                }
+            }
+            for (i, r) in by_path {
+                out[i] = Some(r);
+            }
+            out.into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(ItemError::Failed("not fetched".into()))))
+                .collect()
+        })
+    }
+}
+
+impl SsmInner {
+    /// One `GetParameters` call for up to 10 ids; one result per id. When the call is denied
+    /// for a batch, each id is tried alone so that the error names exactly the denied ones.
+    async fn get_parameters(&self, ids: &[&str], calls: &CallContext) -> Vec<ItemResult> {
+        match self.get_parameters_call(ids, calls).await {
+            Err(err) if err.kind() == CallErrorKind::Denied && ids.len() > 1 => {
+                let single = ids.iter().map(|id| async move {
+                    match self.get_parameters_call(&[id], calls).await {
+                        Ok(mut r) => r.pop().unwrap_or(Err(ItemError::NotFound)),
+                        Err(e) => Err(denied_action(e, "ssm:GetParameters")),
+                    }
+                });
+                join_all(single).await
+            }
+            Err(err) => ids.iter().map(|_| Err(denied_action(err.clone(), "ssm:GetParameters"))).collect(),
+            Ok(results) => results,
+        }
+    }
+
+    async fn get_parameters_call(&self, ids: &[&str], calls: &CallContext) -> Result<Vec<ItemResult>, CallError> {
+        let names: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+        let out = calls
+            .call("GetParameters", || {
+                let send = self
+                    .client
+                    .get_parameters()
+                    .set_names(Some(names.clone()))
+                    .with_decryption(self.decrypt)
+                    .send();
+                async move { send.await.map_err(|e| CallError::from_sdk("GetParameters", e)) }
+            })
+            .await?;
+        let invalid = out.invalid_parameters.unwrap_or_default();
+        let mut results: Vec<ItemResult> = Vec::with_capacity(ids.len());
+        let mut params: Vec<Option<Parameter>> = out.parameters.unwrap_or_default().into_iter().map(Some).collect();
+        for id in ids {
+            if invalid.iter().any(|n| n == id) {
+                results.push(Err(ItemError::NotFound));
+                continue;
+            }
+            let found = split_id(id).ok().and_then(|(name, selector)| {
+                params
+                    .iter_mut()
+                    .find(|p| p.as_ref().is_some_and(|p| matches_request(p, &name, selector)))
+                    .and_then(Option::take)
+            });
+            results.push(match found {
+                Some(p) => Ok(vec![fetched(p, None)]),
+                None => Err(ItemError::Failed("GetParameters returned no value and no error for it".into())),
+            });
+        }
+        Ok(results)
+    }
+
+    async fn get_by_path(&self, path: &str, calls: &CallContext) -> ItemResult {
+        let mut values = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = calls
+                .call("GetParametersByPath", || {
+                    let send = self
+                        .client
+                        .get_parameters_by_path()
+                        .path(path)
+                        .recursive(true)
+                        .with_decryption(self.decrypt)
+                        .max_results(PAGE_SIZE)
+                        .set_next_token(token.clone())
+                        .send();
+                    async move { send.await.map_err(|e| CallError::from_sdk("GetParametersByPath", e)) }
+                })
+                .await
+                .map_err(|e| denied_action(e, "ssm:GetParametersByPath"))?;
+            for p in page.parameters.unwrap_or_default() {
+                let relative = relative_name(path, p.name().unwrap_or_default());
+                values.push(fetched(p, Some(relative)));
+            }
+            token = page.next_token.filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
+            }
+        }
+        if values.is_empty() {
+            return Err(ItemError::Failed(
+                "no parameters under this path (or none readable); check the path".into(),
+            ));
+        }
+        Ok(values)
+    }
+}
+
+/// A denial that mentions `kms:Decrypt` is about the SecureString's key, not the SSM action.
+fn denied_action(err: CallError, ssm_action: &str) -> ItemError {
+    let action = if err.message().contains("kms:Decrypt") || err.message().contains("KMS") {
+        "kms:Decrypt"
+    } else {
+        ssm_action
+    };
+    err.into_item_error(action)
+}
+
+fn matches_request(p: &Parameter, name: &str, selector: Option<&str>) -> bool {
+    let p_name = p.name().unwrap_or_default();
+    let p_name = split_id(p_name).map(|(n, _)| n).unwrap_or_else(|_| p_name.to_owned());
+    let p_selector = p.selector().map(|s| s.trim_start_matches(':')).filter(|s| !s.is_empty());
+    let name_ok = p_name == name || p.arn().is_some_and(|arn| arn == name);
+    name_ok && (p_selector == selector || (p_selector.is_none() && selector_matches(p, selector)))
+}
+
+/// Whether `p` is what `selector` asked for when the response omits the selector.
+fn selector_matches(p: &Parameter, selector: Option<&str>) -> bool {
+    match selector {
+        None => true,
+        Some(s) if s.bytes().all(|b| b.is_ascii_digit()) => p.version().to_string() == s,
+        // A label cannot be checked from a `Parameter`; the name matched.
+        Some(_label) => true,
+    }
+}
+
+fn relative_name(path: &str, name: &str) -> String {
+    name.strip_prefix(path)
+        .unwrap_or(name)
+        .trim_start_matches('/')
+        .to_owned()
+}
+
+fn fetched(mut p: Parameter, relative: Option<String>) -> Fetched {
+    let value = SecretValue::from(p.value.take().unwrap_or_default());
+    Fetched {
+        relative,
+        name: p.name.take().unwrap_or_default(),
+        version: Some(p.version().to_string()),
+        value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_names_arns_and_selectors() {
+        for ok in [
+            "/prod/db/password",
+            "plain_name",
+            "/prod/db/password:3",
+            "/prod/db/password:live",
+            "arn:aws:ssm:us-east-1:123456789012:parameter/prod/db",
+            "arn:aws:ssm:us-east-1:123456789012:parameter/prod/db:2",
+            "arn:aws-cn:ssm:cn-north-1:123456789012:parameter/plain",
+            "/aws/reference/secretsmanager/my+secret@x",
+        ] {
+            assert_eq!(validate_name(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_names_saying_why() {
+        for (bad, why) in [
+            ("", "empty"),
+            ("/prod/db password", "' ' is not allowed"),
+            ("prod/db", "must start with `/`"),
+            ("/prod/db/", "end with `/`"),
+            ("/prod/db:", "neither a version"),
+            ("/prod/db:0", "number from 1"),
+            ("/prod/db:1abc", "neither a version"),
+            ("arn:aws:s3:::bucket", "ARN"),
+            ("arn:aws:ssm:us-east-1:123:secret/x", "`parameter/`"),
+        ] {
+            let err = validate_name(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+        assert!(validate_path("prod").unwrap_err().contains("starts with `/`"));
+        assert_eq!(validate_path("/prod/app/"), Ok(()));
+    }
+
+    #[test]
+    fn splits_ids() {
+        assert_eq!(split_id("/a/b:3").unwrap(), ("/a/b".into(), Some("3")));
+        assert_eq!(
+            split_id("arn:aws:ssm:r:1:parameter/a/b:lbl").unwrap(),
+            ("/a/b".into(), Some("lbl"))
+        );
+        assert_eq!(split_id("arn:aws:ssm:r:1:parameter/plain").unwrap(), ("plain".into(), None));
+    }
+
+    #[test]
+    fn relative_names() {
+        assert_eq!(relative_name("/prod/app", "/prod/app/db/url"), "db/url");
+        assert_eq!(relative_name("/prod/app/", "/prod/app/db/url"), "db/url");
+        assert_eq!(relative_name("/", "/x"), "x");
+    }
+}

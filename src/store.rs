@@ -1,0 +1,790 @@
+//! The store: one entry ("unit") per distinct source item, refresh scheduling, single-flight,
+//! last-good-on-failure, and publication of immutable [`Snapshot`]s.
+//!
+//! Invocations never lock anything on the warm path: they load the current snapshot (one atomic
+//! load) and compare one instant with `check_at`. Only when something is due do they take the
+//! lock, mark the due units in flight (so later invocations don't), publish a snapshot with the
+//! next check instant, and spawn the refresh. Lambda freezes the process between invocations, so
+//! nothing here relies on a timer: every refresh is started by an invocation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use futures_util::future::join_all;
+use rustc_hash::FxHashMap;
+use tokio::sync::watch;
+
+use crate::error::{Error, Failure, ItemError};
+use crate::snapshot::{Slot, Snapshot, SnapshotData, ValueInfo};
+use crate::source::{CallContext, CallStats, Declaration, Fetched, Item, ItemResult, RetryPolicy, Source};
+
+/// Tuning of loading and refreshing (set through [`SecretsBuilder`](crate::SecretsBuilder)).
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) default_ttl: Duration,
+    pub(crate) jitter: f64,
+    pub(crate) max_staleness: Option<Duration>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) load_timeout: Duration,
+    pub(crate) refresh_timeout: Duration,
+    pub(crate) max_wait: Duration,
+    pub(crate) failure_backoff: Duration,
+    pub(crate) failure_backoff_max: Duration,
+    pub(crate) refresh_now_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            default_ttl: Duration::from_secs(300),
+            jitter: 0.1,
+            max_staleness: None,
+            retry: RetryPolicy::default(),
+            load_timeout: Duration::from_secs(8),
+            refresh_timeout: Duration::from_secs(5),
+            max_wait: Duration::from_secs(5),
+            failure_backoff: Duration::from_secs(1),
+            failure_backoff_max: Duration::from_secs(60),
+            refresh_now_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Maximum staleness when none is configured: three TTLs.
+const DEFAULT_STALENESS_TTLS: u32 = 3;
+const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// One distinct (source, item) and the keys bound to it.
+struct Unit {
+    source: Arc<dyn Source>,
+    item: Item,
+    /// Keys (for a tree: key prefixes) bound to the item.
+    keys: Vec<String>,
+    ttl: Duration,
+    staleness: Duration,
+    values: Vec<(Box<str>, SecretValueAndInfo)>,
+    fetched_at: Instant,
+    refresh_at: Instant,
+    failures: u32,
+    in_flight: Option<Instant>,
+    forced_at: Option<Instant>,
+    completed: u64,
+    last_error: Option<ItemError>,
+    expired: Option<Arc<str>>,
+}
+
+type SecretValueAndInfo = (crate::SecretValue, Arc<ValueInfo>);
+
+impl Unit {
+    fn stale_at(&self) -> Instant {
+        self.fetched_at + self.staleness
+    }
+
+    fn describe(&self) -> String {
+        format!("{} `{}`", self.source.kind(), self.item.id())
+    }
+
+    fn failures(&self, error: &ItemError) -> Vec<Failure> {
+        self.keys
+            .iter()
+            .map(|key| Failure {
+                key: key.clone(),
+                source: self.source.kind(),
+                id: self.item.id().to_owned(),
+                error: error.clone(),
+            })
+            .collect()
+    }
+
+    fn set_values(&mut self, fetched: Vec<Fetched>) {
+        let kind = self.source.kind();
+        let mut values = Vec::new();
+        for f in fetched {
+            let info = Arc::new(ValueInfo {
+                source: kind,
+                name: f.name,
+                version: f.version,
+            });
+            for key in &self.keys {
+                let key: Box<str> = match (&self.item, &f.relative) {
+                    (Item::Tree(_), Some(rel)) => format!("{key}{rel}").into(),
+                    _ => key.as_str().into(),
+                };
+                values.push((key, (f.value.clone(), info.clone())));
+            }
+            if matches!(self.item, Item::One(_)) {
+                break;
+            }
+        }
+        self.values = values;
+    }
+}
+
+pub(crate) struct Store {
+    config: Config,
+    pub(crate) calls: Arc<CallStats>,
+    pub(crate) refreshes: AtomicU64,
+    pub(crate) refresh_failures: AtomicU64,
+    current: ArcSwap<SnapshotData>,
+    units: Mutex<Vec<Unit>>,
+    /// Bumped each time a refresh finishes (success or failure); waiters watch it.
+    completed: watch::Sender<u64>,
+}
+
+impl Store {
+    /// Validates the declarations, fetches everything once (all sources concurrently) and
+    /// publishes the first snapshot. Fails with every failing key listed.
+    pub(crate) async fn load(config: Config, decls: Vec<Declaration>) -> Result<Arc<Store>, Error> {
+        let mut units = plan(&config, decls)?;
+        let calls = Arc::new(CallStats::default());
+        let started = Instant::now();
+        let ctx = CallContext::new(calls.clone(), config.retry, started + config.load_timeout);
+        let targets: Vec<_> = units.iter().map(|u| (u.source.clone(), u.item.clone())).collect();
+        let results = fetch_all(&targets, &ctx).await;
+
+        let now = Instant::now();
+        let factor = jitter_factor(config.jitter);
+        let mut failures = Vec::new();
+        for (unit, result) in units.iter_mut().zip(results) {
+            match result {
+                Ok(fetched) if !fetched.is_empty() => unit.set_values(fetched),
+                Ok(_) => failures.extend(unit.failures(&ItemError::NotFound)),
+                Err(e) => failures.extend(unit.failures(&e)),
+            }
+            unit.fetched_at = now;
+            unit.refresh_at = now + unit.ttl.mul_f64(factor);
+        }
+        if !failures.is_empty() {
+            return Err(Error::Load { failures });
+        }
+        let mut duplicates = Vec::new();
+        let data = build_snapshot(&units, &config, &mut duplicates);
+        if let Some((key, first, second)) = duplicates.into_iter().next() {
+            return Err(Error::DuplicateKey { key, first, second });
+        }
+        tracing::info!(
+            values = data.values.len(),
+            sources = units.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "lambda-secrets loaded"
+        );
+        Ok(Arc::new(Store {
+            config,
+            calls,
+            refreshes: AtomicU64::new(0),
+            refresh_failures: AtomicU64::new(0),
+            current: ArcSwap::from_pointee(data),
+            units: Mutex::new(units),
+            completed: watch::Sender::new(0),
+        }))
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current snapshot, and whether some value in it is past its maximum staleness (the
+    /// caller should then wait with [`fresh_snapshot`](Self::fresh_snapshot)). Starts the
+    /// refresh of due values off the request path.
+    #[inline]
+    pub(crate) fn snapshot(self: &Arc<Self>) -> (Snapshot, bool) {
+        let snap = self.current.load_full();
+        let now = Instant::now();
+        if now < snap.check_at {
+            return (Snapshot(snap), false);
+        }
+        self.start_due_refreshes(now);
+        let snap = self.current.load_full();
+        let must_wait = now >= snap.stale_at;
+        (Snapshot(snap), must_wait)
+    }
+
+    /// The current snapshot, after waiting (at most `max_wait`) for the refresh of values past
+    /// their maximum staleness.
+    pub(crate) async fn fresh_snapshot(self: &Arc<Self>, max_wait: Duration) -> Snapshot {
+        let (snap, wait) = self.snapshot();
+        if !wait {
+            return snap;
+        }
+        let mut done = self.completed.subscribe();
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            let (snap, wait) = self.snapshot();
+            if !wait {
+                return snap;
+            }
+            if tokio::time::timeout_at(deadline, done.changed()).await.is_err() {
+                tracing::warn!(?max_wait, "refresh of values past their maximum staleness did not finish in time; serving the last values");
+                return snap;
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Unit>> {
+        self.units.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn idle(&self, unit: &Unit, now: Instant) -> bool {
+        // A refresh whose task was lost (its runtime dropped) is given up after twice its budget.
+        unit.in_flight
+            .is_none_or(|t| now.saturating_duration_since(t) > self.config.refresh_timeout * 2)
+    }
+
+    fn start_due_refreshes(self: &Arc<Self>, now: Instant) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut units = self.lock();
+        let due = |u: &Unit| u.refresh_at <= now || (u.expired.is_none() && u.stale_at() <= now);
+        if !units.iter().any(|u| self.idle(u, now) && due(u)) {
+            return;
+        }
+        // Refresh together everything due within the jitter window, so that a container's keys
+        // keep being fetched in few batched calls instead of drifting apart.
+        let batch: Vec<usize> = (0..units.len())
+            .filter(|&i| {
+                let u = &units[i];
+                self.idle(u, now) && (due(u) || u.refresh_at <= now + u.ttl.mul_f64(self.config.jitter))
+            })
+            .collect();
+        for &i in &batch {
+            units[i].in_flight = Some(now);
+        }
+        self.publish(&units);
+        drop(units);
+        let store = self.clone();
+        runtime.spawn(async move { store.refresh(batch).await });
+    }
+
+    async fn refresh(self: Arc<Self>, batch: Vec<usize>) {
+        let targets: Vec<_> = {
+            let units = self.lock();
+            batch
+                .iter()
+                .map(|&i| (units[i].source.clone(), units[i].item.clone()))
+                .collect()
+        };
+        let ctx = CallContext::new(
+            self.calls.clone(),
+            self.config.retry,
+            Instant::now() + self.config.refresh_timeout,
+        );
+        let results = fetch_all(&targets, &ctx).await;
+        let now = Instant::now();
+        let factor = jitter_factor(self.config.jitter);
+        let mut units = self.lock();
+        for (&i, result) in batch.iter().zip(results) {
+            let unit = &mut units[i];
+            unit.in_flight = None;
+            unit.completed += 1;
+            let result = result.and_then(|f| if f.is_empty() { Err(ItemError::NotFound) } else { Ok(f) });
+            match result {
+                Ok(fetched) => {
+                    unit.set_values(fetched);
+                    unit.fetched_at = now;
+                    unit.refresh_at = now + unit.ttl.mul_f64(factor);
+                    unit.failures = 0;
+                    unit.expired = None;
+                    unit.last_error = None;
+                    self.refreshes.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    unit.failures += 1;
+                    let backoff = self
+                        .config
+                        .failure_backoff
+                        .saturating_mul(1 << (unit.failures - 1).min(16))
+                        .min(self.config.failure_backoff_max)
+                        .mul_f64(0.5 + 0.5 * fastrand::f64());
+                    let past_limit = now >= unit.stale_at();
+                    unit.refresh_at = if past_limit {
+                        unit.expired = Some(error.to_string().into());
+                        now + backoff
+                    } else {
+                        (now + backoff).min(unit.stale_at())
+                    };
+                    tracing::warn!(
+                        keys = ?unit.keys,
+                        source = unit.source.kind(),
+                        id = unit.item.id(),
+                        %error,
+                        failures = unit.failures,
+                        retry_in_ms = unit.refresh_at.saturating_duration_since(now).as_millis() as u64,
+                        past_max_staleness = past_limit,
+                        "lambda-secrets refresh failed; serving the last good value"
+                    );
+                    unit.last_error = Some(error);
+                    self.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.publish(&units);
+        drop(units);
+        self.completed.send_modify(|n| *n += 1);
+        tracing::debug!(units = batch.len(), "lambda-secrets refresh finished");
+    }
+
+    /// Fetches `key`'s item now, unless a forced refresh of it happened less than the
+    /// configured interval ago (then the current snapshot is returned without a call).
+    pub(crate) async fn refresh_now(self: &Arc<Self>, key: &str) -> Result<Snapshot, Error> {
+        let Some(index) = self.current.load().values.get(key).map(|s| s.unit) else {
+            return Err(Error::MissingKey { key: key.to_owned() });
+        };
+        let mut done = self.completed.subscribe();
+        let target = {
+            let mut units = self.lock();
+            let now = Instant::now();
+            let idle = self.idle(&units[index], now);
+            let unit = &mut units[index];
+            if idle {
+                if unit
+                    .forced_at
+                    .is_some_and(|t| now.duration_since(t) < self.config.refresh_now_interval)
+                {
+                    tracing::debug!(key, "refresh_now ignored: forced refresh too recent");
+                    drop(units);
+                    return Ok(Snapshot(self.current.load_full()));
+                }
+                unit.forced_at = Some(now);
+                unit.in_flight = Some(now);
+                let target = unit.completed + 1;
+                self.publish(&units);
+                let store = self.clone();
+                tokio::spawn(async move { store.refresh(vec![index]).await });
+                target
+            } else {
+                unit.completed + 1
+            }
+        };
+        let deadline = tokio::time::Instant::now() + self.config.refresh_timeout * 2;
+        loop {
+            {
+                let units = self.lock();
+                let unit = &units[index];
+                if unit.completed >= target {
+                    return match &unit.last_error {
+                        None => Ok(Snapshot(self.current.load_full())),
+                        Some(e) => Err(Error::Load {
+                            failures: unit.failures(e),
+                        }),
+                    };
+                }
+            }
+            if tokio::time::timeout_at(deadline, done.changed()).await.is_err() {
+                return Err(Error::Load {
+                    failures: self.lock()[index].failures(&ItemError::Failed("refresh did not finish in time".into())),
+                });
+            }
+        }
+    }
+
+    fn publish(&self, units: &[Unit]) {
+        let mut duplicates = Vec::new();
+        let data = build_snapshot(units, &self.config, &mut duplicates);
+        for (key, first, second) in duplicates {
+            tracing::warn!(key, first, second, "lambda-secrets: key produced twice; keeping the first");
+        }
+        self.current.store(Arc::new(data));
+    }
+}
+
+fn jitter_factor(jitter: f64) -> f64 {
+    1.0 - jitter * fastrand::f64()
+}
+
+fn build_snapshot(units: &[Unit], config: &Config, duplicates: &mut Vec<(String, String, String)>) -> SnapshotData {
+    let far = Instant::now() + MAX_TTL * 4;
+    let mut values: FxHashMap<Box<str>, Slot> = FxHashMap::default();
+    let mut owner: HashMap<&str, usize> = HashMap::new();
+    let (mut next_due, mut stale_at) = (far, far);
+    for (index, unit) in units.iter().enumerate() {
+        let due = match unit.in_flight {
+            Some(t) => t + config.refresh_timeout * 2,
+            None => unit.refresh_at,
+        };
+        next_due = next_due.min(due);
+        if unit.expired.is_none() {
+            stale_at = stale_at.min(unit.stale_at());
+        }
+        for (key, (value, info)) in &unit.values {
+            if let Some(&first) = owner.get(&**key) {
+                if first != index {
+                    duplicates.push((key.to_string(), units[first].describe(), unit.describe()));
+                }
+                continue;
+            }
+            owner.insert(key, index);
+            values.insert(
+                key.clone(),
+                Slot {
+                    value: value.clone(),
+                    info: info.clone(),
+                    unit: index,
+                    expired: unit.expired.clone(),
+                },
+            );
+        }
+    }
+    SnapshotData {
+        values,
+        check_at: next_due.min(stale_at),
+        stale_at,
+    }
+}
+
+/// Validates declarations and merges them into units: an item declared twice is fetched once.
+fn plan(config: &Config, decls: Vec<Declaration>) -> Result<Vec<Unit>, Error> {
+    if !(0.0..=0.5).contains(&config.jitter) {
+        return Err(Error::InvalidInput {
+            what: "TTL jitter",
+            input: config.jitter.to_string(),
+            reason: "must be between 0.0 and 0.5".into(),
+        });
+    }
+    let mut units: Vec<Unit> = Vec::new();
+    let mut index: HashMap<(*const (), Item), usize> = HashMap::new();
+    let mut one_keys: HashMap<String, String> = HashMap::new();
+    let now = Instant::now();
+    for decl in decls {
+        if let Some((what, input, reason)) = decl.invalid {
+            return Err(Error::InvalidInput { what, input, reason });
+        }
+        let ttl = decl.ttl.unwrap_or(config.default_ttl);
+        if ttl < Duration::from_millis(1) || ttl > MAX_TTL {
+            return Err(Error::InvalidInput {
+                what: "TTL",
+                input: format!("{ttl:?}"),
+                reason: format!("the TTL of key `{}` must be between 1 ms and 7 days", decl.key),
+            });
+        }
+        let staleness = match config.max_staleness {
+            Some(s) if s < ttl => {
+                return Err(Error::InvalidInput {
+                    what: "max staleness",
+                    input: format!("{s:?}"),
+                    reason: format!("it is shorter than the TTL {ttl:?} of key `{}`; it must be at least the TTL", decl.key),
+                })
+            }
+            Some(s) => s,
+            None => ttl * DEFAULT_STALENESS_TTLS,
+        };
+        if let Item::One(_) = decl.item {
+            if decl.key.is_empty() {
+                return Err(Error::InvalidInput {
+                    what: "key",
+                    input: String::new(),
+                    reason: format!("the key for {} `{}` is empty", decl.source.kind(), decl.item.id()),
+                });
+            }
+            let described = format!("{} `{}`", decl.source.kind(), decl.item.id());
+            if let Some(first) = one_keys.insert(decl.key.clone(), described.clone()) {
+                if first != described {
+                    return Err(Error::DuplicateKey {
+                        key: decl.key,
+                        first,
+                        second: described,
+                    });
+                }
+            }
+        }
+        let ptr = Arc::as_ptr(&decl.source) as *const ();
+        let i = *index.entry((ptr, decl.item.clone())).or_insert_with(|| {
+            units.push(Unit {
+                source: decl.source.clone(),
+                item: decl.item.clone(),
+                keys: Vec::new(),
+                ttl,
+                staleness,
+                values: Vec::new(),
+                fetched_at: now,
+                refresh_at: now,
+                failures: 0,
+                in_flight: None,
+                forced_at: None,
+                completed: 0,
+                last_error: None,
+                expired: None,
+            });
+            units.len() - 1
+        });
+        let unit = &mut units[i];
+        unit.ttl = unit.ttl.min(ttl);
+        unit.staleness = unit.staleness.min(staleness);
+        if !unit.keys.contains(&decl.key) {
+            unit.keys.push(decl.key);
+        }
+    }
+    Ok(units)
+}
+
+/// Fetches every target, grouping items by source (one `fetch` per source, all concurrently).
+async fn fetch_all(targets: &[(Arc<dyn Source>, Item)], ctx: &CallContext) -> Vec<ItemResult> {
+    let mut groups: Vec<(Arc<dyn Source>, Vec<usize>)> = Vec::new();
+    for (i, (source, _)) in targets.iter().enumerate() {
+        match groups.iter_mut().find(|(s, _)| Arc::ptr_eq(s, source)) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((source.clone(), vec![i])),
+        }
+    }
+    let fetches = groups.iter().map(|(source, members)| async move {
+        let items: Vec<Item> = members.iter().map(|&i| targets[i].1.clone()).collect();
+        let results = source.fetch(&items, ctx).await;
+        (members, results)
+    });
+    let mut out: Vec<Option<ItemResult>> = vec![None; targets.len()];
+    for (members, results) in join_all(fetches).await {
+        for (&i, result) in members.iter().zip(results) {
+            out[i] = Some(result);
+        }
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(ItemError::Failed("the source returned no result for it".into()))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{Error, MemorySource, RetryPolicy, Secrets};
+
+    fn quick_retry() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 1,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+            attempt_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Polls until `cond` holds (bounded), driving refreshes through `snapshot()`.
+    async fn eventually(secrets: &Secrets, cond: impl Fn(&crate::Snapshot) -> bool) -> bool {
+        for _ in 0..400 {
+            if cond(&secrets.snapshot()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn an_item_declared_twice_is_fetched_once_under_both_keys() {
+        let mem = MemorySource::new();
+        mem.set("/db", "pw");
+        let secrets = Secrets::builder()
+            .add(mem.value("a", "/db"))
+            .add(mem.value("b", "/db"))
+            .add(mem.value("a", "/db"))
+            .load()
+            .await
+            .unwrap();
+        let snap = secrets.snapshot();
+        assert_eq!(snap.get_str("a").unwrap(), "pw");
+        assert_eq!(snap.get_str("b").unwrap(), "pw");
+        assert_eq!(snap.len(), 2);
+        assert_eq!(mem.fetches(), 1);
+    }
+
+    #[tokio::test]
+    async fn bad_declarations_are_rejected_naming_the_input() {
+        let mem = MemorySource::new();
+        mem.set("/a", "1");
+        mem.set("/b", "2");
+        let err = Secrets::builder()
+            .add(mem.value("k", "/a"))
+            .add(mem.value("k", "/b"))
+            .load()
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, Error::DuplicateKey { key, .. } if key == "k"), "{err}");
+
+        let err = Secrets::builder()
+            .add(mem.value("k", "/a").ttl(Duration::from_secs(60)))
+            .max_staleness(Duration::from_secs(10))
+            .load()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("shorter than the TTL"), "{err}");
+
+        let err = Secrets::builder().add(mem.value("k", "/a")).ttl_jitter(0.9).load().await.unwrap_err();
+        assert!(err.to_string().contains("TTL jitter"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn missing_items_fail_the_load_listing_every_key() {
+        let mem = MemorySource::new();
+        mem.set("/a", "1");
+        let err = Secrets::builder()
+            .add(mem.value("a", "/a"))
+            .add(mem.value("b", "/missing-b"))
+            .add(mem.value("c", "/missing-c"))
+            .load()
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("could not load 2 value(s)"), "{text}");
+        assert!(text.contains("key `b` (memory `/missing-b`): not found"), "{text}");
+        assert!(text.contains("key `c` (memory `/missing-c`)"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn tree_keys_are_relative_with_prefix() {
+        let mem = MemorySource::new();
+        mem.set("/app/db/url", "u");
+        mem.set("/app/flag", "f");
+        mem.set("/other", "o");
+        let secrets = Secrets::builder().add(mem.tree("cfg/", "/app")).load().await.unwrap();
+        assert_eq!(secrets.snapshot().keys(), ["cfg/db/url", "cfg/flag"]);
+    }
+
+    #[tokio::test]
+    async fn past_ttl_the_current_value_is_served_while_the_refresh_runs() {
+        let mem = MemorySource::new();
+        mem.set("/k", "old");
+        let secrets = Secrets::builder()
+            .add(mem.value("k", "/k").ttl(Duration::from_millis(30)))
+            .max_staleness(Duration::from_secs(60))
+            .load()
+            .await
+            .unwrap();
+        mem.set("/k", "new");
+        mem.set_latency(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        // Due: this read starts the refresh and is served the current value at once.
+        assert_eq!(secrets.snapshot().get_str("k").unwrap(), "old");
+        assert!(eventually(&secrets, |s| s.get_str("k").unwrap() == "new").await);
+        assert_eq!(mem.fetches(), 2);
+        assert_eq!(secrets.stats().refreshes, 1);
+        assert_eq!(secrets.snapshot().info("k").unwrap().version.as_deref(), Some("2"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_thousand_readers_of_a_stale_key_cause_one_fetch() {
+        let mem = MemorySource::new();
+        mem.set("/k", "old");
+        let secrets = Secrets::builder()
+            .add(mem.value("k", "/k").ttl(Duration::from_millis(20)))
+            .max_staleness(Duration::from_millis(20))
+            .load()
+            .await
+            .unwrap();
+        mem.set("/k", "new");
+        mem.set_latency(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let readers: Vec<_> = (0..1000)
+            .map(|_| {
+                let secrets = secrets.clone();
+                tokio::spawn(async move { secrets.fresh_snapshot().await.get_str("k").unwrap().to_owned() })
+            })
+            .collect();
+        for reader in readers {
+            // Past max staleness, every reader waits for the one refresh and sees its value.
+            assert_eq!(reader.await.unwrap(), "new");
+        }
+        assert_eq!(mem.fetches(), 2, "one load + one refresh");
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_last_good_value_then_recovers() {
+        let mem = MemorySource::new();
+        mem.set("/k", "good");
+        let secrets = Secrets::builder()
+            .add(mem.value("k", "/k").ttl(Duration::from_millis(20)))
+            .max_staleness(Duration::from_secs(60))
+            .retry_policy(quick_retry())
+            .failure_backoff(Duration::from_millis(10), Duration::from_millis(20))
+            .load()
+            .await
+            .unwrap();
+        mem.set_failing(true);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(eventually(&secrets, |_| secrets.stats().refresh_failures >= 2).await);
+        assert_eq!(secrets.snapshot().get_str("k").unwrap(), "good");
+        mem.set("/k", "rotated");
+        mem.set_failing(false);
+        assert!(eventually(&secrets, |s| s.get_str("k").unwrap() == "rotated").await);
+    }
+
+    #[tokio::test]
+    async fn past_max_staleness_a_failed_refresh_makes_the_key_expired() {
+        let mem = MemorySource::new();
+        mem.set("/k", "good");
+        let secrets = Secrets::builder()
+            .add(mem.value("k", "/k").ttl(Duration::from_millis(20)))
+            .max_staleness(Duration::from_millis(40))
+            .retry_policy(quick_retry())
+            .failure_backoff(Duration::from_secs(30), Duration::from_secs(30))
+            .load()
+            .await
+            .unwrap();
+        mem.set_failing(true);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let snap = secrets.fresh_snapshot().await;
+        let err = snap.get("k").unwrap_err();
+        assert!(matches!(&err, Error::Expired { key, .. } if key == "k"), "{err}");
+        assert!(!err.to_string().contains("good"));
+        // No waiting on every invocation after that: the next refresh is backed off.
+        let before = mem.fetches();
+        let _ = secrets.fresh_snapshot().await;
+        assert_eq!(mem.fetches(), before);
+    }
+
+    #[tokio::test]
+    async fn refresh_now_fetches_at_once_and_is_guarded_against_loops() {
+        let mem = MemorySource::new();
+        mem.set("/pw", "v1");
+        let secrets = Secrets::builder()
+            .add(mem.value("pw", "/pw"))
+            .refresh_now_interval(Duration::from_secs(60))
+            .load()
+            .await
+            .unwrap();
+        mem.set("/pw", "v2");
+        let snap = secrets.refresh_now("pw").await.unwrap();
+        assert_eq!(snap.get_str("pw").unwrap(), "v2");
+        assert_eq!(secrets.snapshot().get_str("pw").unwrap(), "v2");
+        mem.set("/pw", "v3");
+        for _ in 0..100 {
+            secrets.refresh_now("pw").await.unwrap();
+        }
+        assert_eq!(mem.fetches(), 2, "one load + one forced refresh");
+        assert!(matches!(secrets.refresh_now("nope").await, Err(Error::MissingKey { .. })));
+    }
+
+    #[tokio::test]
+    async fn refresh_now_reports_a_failed_fetch() {
+        let mem = MemorySource::new();
+        mem.set("/pw", "v1");
+        let secrets = Secrets::builder()
+            .add(mem.value("pw", "/pw"))
+            .retry_policy(quick_retry())
+            .load()
+            .await
+            .unwrap();
+        mem.set_failing(true);
+        let err = secrets.refresh_now("pw").await.unwrap_err();
+        assert!(err.to_string().contains("key `pw`"), "{err}");
+        assert_eq!(secrets.snapshot().get_str("pw").unwrap(), "v1");
+    }
+
+    #[tokio::test]
+    async fn keys_due_together_are_refreshed_in_one_fetch() {
+        let mem = MemorySource::new();
+        for i in 0..20 {
+            mem.set(format!("/k{i}"), "v");
+        }
+        let mut builder = Secrets::builder().default_ttl(Duration::from_millis(30));
+        for i in 0..20 {
+            builder = builder.add(mem.value(format!("k{i}"), format!("/k{i}")));
+        }
+        let secrets = builder.load().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let _ = secrets.snapshot();
+        assert!(eventually(&secrets, |_| secrets.stats().refreshes == 20).await);
+        assert_eq!(mem.fetches(), 2);
+    }
+}
