@@ -1,1 +1,130 @@
-fn main(){}
+//! Warm-path cost, side by side in one run:
+//! - an invocation through `SecretsLayer` vs the bare handler, both reading 100 cached values;
+//! - one value read from a `Snapshot` vs `moka::sync::Cache::get` on the same keys.
+//!
+//! `cargo bench --bench warm_path`
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, BatchSize, Criterion};
+use futures_util::FutureExt;
+use lambda_runtime::{Context, LambdaEvent};
+use lambda_secrets::{MemorySource, Secrets, Snapshot};
+use tower::{Service, ServiceBuilder};
+
+#[path = "common/report.rs"]
+mod report;
+
+const KEYS: usize = 100;
+
+fn keys() -> Vec<String> {
+    (0..KEYS).map(|i| format!("key_{i:03}")).collect()
+}
+
+fn load() -> Secrets {
+    let mem = MemorySource::new();
+    let mut builder = Secrets::builder().default_ttl(Duration::from_secs(3600));
+    for key in keys() {
+        mem.set(format!("/app/{key}"), format!("value-of-{key}"));
+        builder = builder.add(mem.value(key.clone(), format!("/app/{key}")));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(builder.load()).unwrap()
+}
+
+/// The handler both sides run: read every value and add up the lengths.
+fn read_all(secrets: &Snapshot, keys: &[String]) -> usize {
+    keys.iter().map(|k| secrets.get(k).map(|v| v.len()).unwrap_or(0)).sum()
+}
+
+fn event() -> LambdaEvent<()> {
+    LambdaEvent::new((), Context::default())
+}
+
+fn invocation(c: &mut Criterion) {
+    let secrets = load();
+    let keys = keys();
+    let mut group = c.benchmark_group("invocation_100_values");
+
+    // Bare: the handler gets a snapshot it was handed once, outside the measurement.
+    let snapshot = secrets.snapshot();
+    let mut bare = tower::service_fn(|(event, snap): (LambdaEvent<()>, Snapshot)| {
+        let n = read_all(&snap, &keys);
+        drop(event);
+        async move { Ok::<_, Infallible>(n) }
+    });
+    group.bench_function("bare_handler", |b| {
+        b.iter_batched(
+            || (event(), snapshot.clone()),
+            |req| bare.call(black_box(req)).now_or_never().unwrap().unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+
+    let owned_keys = std::sync::Arc::new(keys.clone());
+    let mut layered = ServiceBuilder::new().layer(secrets.layer()).service(tower::service_fn(
+        move |(event, snap): (LambdaEvent<()>, Snapshot)| {
+            let keys = &owned_keys;
+            let n = read_all(&snap, &keys);
+            drop(event);
+            async move { Ok::<_, Infallible>(n) }
+        },
+    ));
+    group.bench_function("through_layer", |b| {
+        b.iter_batched(
+            event,
+            |req| layered.call(black_box(req)).now_or_never().unwrap().unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn value_read(c: &mut Criterion) {
+    let secrets = load();
+    let keys = keys();
+    let snapshot = secrets.snapshot();
+    let moka: moka::sync::Cache<String, lambda_secrets::SecretValue> = moka::sync::Cache::builder()
+        .time_to_live(Duration::from_secs(3600))
+        .build();
+    for key in &keys {
+        moka.insert(key.clone(), snapshot.get(key).unwrap().clone());
+    }
+    let mut group = c.benchmark_group("one_value_read");
+    let mut i = 0usize;
+    group.bench_function("snapshot_get", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(snapshot.get(black_box(&keys[i])).unwrap().len())
+        })
+    });
+    group.bench_function("moka_get", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(moka.get(black_box(&keys[i])).unwrap().len())
+        })
+    });
+    group.bench_function("secrets_snapshot_then_get", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(secrets.snapshot().get(black_box(&keys[i])).unwrap().len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = invocation, value_read
+}
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    println!("\n== warm path, side by side (medians of this run) ==");
+    report::compare("invocation_100_values", "through_layer", "bare_handler");
+    report::compare("one_value_read", "snapshot_get", "moka_get");
+    report::compare("one_value_read", "secrets_snapshot_then_get", "snapshot_get");
+}

@@ -1,1 +1,29 @@
-fn main(){}
+//! A `lambda_http` function (API Gateway / function URL) whose handler reads its secrets from the
+//! request extensions. The same layer works in front of an axum `Router`: take
+//! `Extension(secrets): Extension<Snapshot>` in a handler.
+
+use lambda_http::{service_fn, Body, Error, Request, Response};
+use lambda_secrets::{Secrets, Snapshot, SsmSource};
+use tower::ServiceBuilder;
+
+async fn handler(req: Request) -> Result<Response<Body>, Error> {
+    let secrets = req.extensions().get::<Snapshot>().expect("SecretsLayer is installed");
+    // Use the secret (e.g. to sign a downstream call); answer only with harmless facts about it.
+    let token = secrets.get("upstream_token")?;
+    let body = format!("{{\"token_bytes\":{}}}", token.len());
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from(body))?)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let ssm = SsmSource::new(&config);
+    let secrets = Secrets::builder()
+        .add(ssm.parameter("upstream_token", "/lambda-secrets/example/upstream-token"))
+        .load()
+        .await?;
+    let service = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(handler));
+    lambda_http::run(service).await
+}

@@ -1,1 +1,61 @@
-fn main(){}
+//! A `lambda_runtime` function whose secrets come from SSM Parameter Store.
+//!
+//! At INIT it loads the parameter named by `API_KEY_PARAM` (default `/lambda-secrets/example/api-key`)
+//! and everything under `CONFIG_PATH` (default `/lambda-secrets/example/config`, optional); each
+//! invocation answers with the key's length and version (never the key). A missing parameter
+//! fails INIT with an error naming it. `SECRETS_TTL` (e.g. `2s`, default `5m`) sets the TTL.
+//!
+//! Run it locally with cargo-lambda against an emulator:
+//! `AWS_ENDPOINT_URL=http://127.0.0.1:5000 cargo lambda watch --example lambda_runtime_handler`.
+
+use std::time::Duration;
+
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_secrets::{Secrets, Snapshot, SsmSource};
+use serde_json::{json, Value};
+use tower::ServiceBuilder;
+
+async fn handler((event, secrets): (LambdaEvent<Value>, Snapshot)) -> Result<Value, Error> {
+    let api_key = secrets.get("api_key")?;
+    let version = secrets.info("api_key").and_then(|i| i.version.clone());
+    Ok(json!({
+        "api_key_length": api_key.len(),
+        "api_key_version": version,
+        "config_keys": secrets.keys().into_iter().filter(|k| *k != "api_key").collect::<Vec<_>>(),
+        "echo": event.payload.get("name"),
+    }))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt().with_env_filter("info").without_time().init();
+
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let ssm = SsmSource::new(&config);
+    let param = std::env::var("API_KEY_PARAM").unwrap_or_else(|_| "/lambda-secrets/example/api-key".into());
+    let ttl = match std::env::var("SECRETS_TTL") {
+        Ok(t) => humantime_like(&t)?,
+        Err(_) => Duration::from_secs(300),
+    };
+    let mut builder = Secrets::builder().default_ttl(ttl).add(ssm.parameter("api_key", param));
+    if let Ok(path) = std::env::var("CONFIG_PATH") {
+        builder = builder.add(ssm.path_with_prefix("config/", path));
+    }
+    // During INIT: a missing or denied parameter ends INIT here with an error naming it.
+    let secrets = builder.load().await?;
+
+    let service = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(handler));
+    lambda_runtime::run(service).await
+}
+
+/// `500ms`, `2s`, `5m`: enough for an example without another dependency.
+fn humantime_like(text: &str) -> Result<Duration, Error> {
+    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = num.parse().map_err(|_| format!("SECRETS_TTL `{text}` is not like 500ms, 2s or 5m"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(format!("SECRETS_TTL `{text}` is not like 500ms, 2s or 5m").into()),
+    })
+}

@@ -1,1 +1,136 @@
-fn main(){}
+//! `lambda-secrets check`: loads parameters through the public API exactly as a handler would and
+//! prints, per value, its key, source, name, version and byte length (never the value), then the
+//! AWS calls made per operation. Honors the standard AWS environment (credentials, Region,
+//! `AWS_ENDPOINT_URL`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use lambda_secrets::{Secrets, Snapshot, SsmSource, Stats};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "lambda-secrets", version, about = "Pre-deploy checks for lambda-secrets")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the given parameters and paths as a function would; print what was loaded (never a value).
+    Check(Check),
+}
+
+#[derive(Parser)]
+struct Check {
+    /// SSM parameter name or ARN, with an optional `:version` or `:label` (repeatable). Its key is the name.
+    #[arg(long = "param", value_name = "NAME")]
+    params: Vec<String>,
+    /// SSM path, loaded recursively (repeatable). Keys are the full parameter names.
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<String>,
+    /// TTL of every value, e.g. `300ms`, `1s`, `5m` (default 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ttl: Option<Duration>,
+    /// Re-read through the cache N more times.
+    #[arg(long, default_value_t = 0)]
+    repeat: u32,
+    /// Milliseconds between re-reads.
+    #[arg(long = "interval-ms", default_value_t = 1000)]
+    interval_ms: u64,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let Command::Check(check) = Cli::parse().command;
+    match run(check).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
+    if check.params.is_empty() && check.paths.is_empty() {
+        eprintln!("error: nothing to check; give at least one --param NAME or --path PATH");
+        return Ok(ExitCode::from(2));
+    }
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let ssm = SsmSource::new(&config);
+    let mut builder = Secrets::builder();
+    if let Some(ttl) = check.ttl {
+        builder = builder.default_ttl(ttl);
+    }
+    for name in &check.params {
+        builder = builder.add(ssm.parameter(name.clone(), name.clone()));
+    }
+    for path in &check.paths {
+        let prefix = if path.ends_with('/') { path.clone() } else { format!("{path}/") };
+        builder = builder.add(ssm.path_with_prefix(prefix, path.clone()));
+    }
+    let secrets = builder.load().await?;
+
+    let mut failed = false;
+    for round in 0..=check.repeat {
+        if round > 0 {
+            tokio::time::sleep(Duration::from_millis(check.interval_ms)).await;
+        }
+        let snapshot = secrets.fresh_snapshot().await;
+        failed |= print_round(&snapshot, round, check.json, check.repeat > 0);
+    }
+    print_summary(&secrets.stats(), check.json);
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Prints one line per value; returns whether some value could not be read.
+fn print_round(snapshot: &Snapshot, round: u32, as_json: bool, show_round: bool) -> bool {
+    let mut failed = false;
+    if !as_json && show_round {
+        println!("round {round}");
+    }
+    if !as_json && round == 0 || !as_json && show_round {
+        println!("{:<40} {:<8} {:<40} {:>8} {:>8}", "KEY", "SOURCE", "NAME", "VERSION", "BYTES");
+    }
+    for key in snapshot.keys() {
+        let info = snapshot.info(key).expect("listed key has info");
+        let version = info.version.as_deref().unwrap_or("-");
+        let bytes = match snapshot.get(key) {
+            Ok(value) => value.len(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        if as_json {
+            let version = version.parse::<u64>().map(|v| json!(v)).unwrap_or_else(|_| json!(version));
+            let line = json!({"round": round, "key": key, "source": info.source, "name": info.name, "version": version, "bytes": bytes});
+            println!("{line}");
+        } else {
+            println!("{key:<40} {:<8} {:<40} {version:>8} {bytes:>8}", info.source, info.name);
+        }
+    }
+    failed
+}
+
+fn print_summary(stats: &Stats, as_json: bool) {
+    if as_json {
+        let line = json!({"calls": stats.calls, "throttled": stats.throttled, "retries": stats.retries});
+        println!("{line}");
+    } else {
+        let calls: Vec<String> = stats.calls.iter().map(|(op, n)| format!("{op}={n}")).collect();
+        println!(
+            "calls: {}  throttled: {}  retries: {}",
+            calls.join(" "),
+            stats.throttled,
+            stats.retries
+        );
+    }
+}

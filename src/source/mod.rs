@@ -347,7 +347,7 @@ pub(crate) fn classify_code(code: &str, status: u16) -> CallErrorKind {
 /// use std::time::Duration;
 /// use lambda_secrets::RetryPolicy;
 /// let policy = RetryPolicy::default();
-/// assert_eq!(policy.max_attempts, 5);
+/// assert_eq!(policy.max_attempts, 6);
 /// assert!(policy.attempt_timeout <= Duration::from_secs(3));
 /// ```
 #[derive(Debug, Clone, Copy)]
@@ -366,8 +366,8 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(50),
+            max_attempts: 6,
+            base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(2),
             attempt_timeout: Duration::from_secs(3),
         }

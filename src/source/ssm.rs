@@ -223,7 +223,8 @@ impl Source for SsmInner {
         Box::pin(async move {
             let names: Vec<usize> = (0..items.len()).filter(|&i| matches!(items[i], Item::One(_))).collect();
             let paths: Vec<usize> = (0..items.len()).filter(|&i| matches!(items[i], Item::Tree(_))).collect();
-            let by_name = join_all(names.chunks(MAX_NAMES_PER_CALL).map(|chunk| {
+            let chunks = batches(items, &names);
+            let by_name = join_all(chunks.iter().map(|chunk| {
                 let ids: Vec<&str> = chunk.iter().map(|&i| items[i].id()).collect();
                 async move { (chunk, self.get_parameters(&ids, calls).await) }
             }));
@@ -337,6 +338,27 @@ impl SsmInner {
     }
 }
 
+/// Groups names into `GetParameters` calls of at most 10, never putting two selectors of one
+/// parameter in the same call: a response's `Selector` field is optional (emulators omit it),
+/// and without it two versions of one name could not be told apart.
+fn batches(items: &[Item], names: &[usize]) -> Vec<Vec<usize>> {
+    let mut chunks: Vec<(Vec<usize>, Vec<String>)> = Vec::new();
+    for &i in names {
+        let base = split_id(items[i].id()).map(|(n, _)| n).unwrap_or_default();
+        match chunks
+            .iter_mut()
+            .find(|(members, bases)| members.len() < MAX_NAMES_PER_CALL && !bases.contains(&base))
+        {
+            Some((members, bases)) => {
+                members.push(i);
+                bases.push(base);
+            }
+            None => chunks.push((vec![i], vec![base])),
+        }
+    }
+    chunks.into_iter().map(|(members, _)| members).collect()
+}
+
 /// A denial that mentions `kms:Decrypt` is about the SecureString's key, not the SSM action.
 fn denied_action(err: CallError, ssm_action: &str) -> ItemError {
     let action = if err.message().contains("kms:Decrypt") || err.message().contains("KMS") {
@@ -430,6 +452,20 @@ mod tests {
             ("/a/b".into(), Some("lbl"))
         );
         assert_eq!(split_id("arn:aws:ssm:r:1:parameter/plain").unwrap(), ("plain".into(), None));
+    }
+
+    #[test]
+    fn batches_hold_ten_names_and_one_selector_per_name() {
+        let mut items: Vec<Item> = (0..25).map(|i| Item::One(format!("/p{i}"))).collect();
+        items.push(Item::One("/p0:1".into()));
+        items.push(Item::One("/p0:live".into()));
+        let names: Vec<usize> = (0..items.len()).collect();
+        let chunks = batches(&items, &names);
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 7]);
+        for chunk in &chunks {
+            let p0 = chunk.iter().filter(|&&i| items[i].id().starts_with("/p0")).count();
+            assert!(p0 <= 1, "{chunk:?}");
+        }
     }
 
     #[test]
