@@ -276,7 +276,12 @@ fn private_moto_reset_wipes_state() {
     rt.block_on(async {
         let client = ssm_client(&moto.endpoint).await;
         put_param(&client, "/reset/me", "v", "String").await;
-        client.get_parameter().name("/reset/me").send().await.unwrap();
+        client
+            .get_parameter()
+            .name("/reset/me")
+            .send()
+            .await
+            .unwrap();
         moto.reset();
         let err = client
             .get_parameter()
@@ -290,6 +295,20 @@ fn private_moto_reset_wipes_state() {
 
 /// Records moto's answers to the calls the crate makes. Run with
 /// `cargo test --test support_selftest moto_behaviour -- --nocapture`.
+///
+/// Seen with moto 5.2.1 (real SSM differs where marked *):
+/// * GetParameters with an ARN name: the ARN lands in `InvalidParameters`*
+///   (GetParameter with an ARN works and returns the plain name).
+/// * `name:1` / `name:label`: `Name` is the plain name, `Selector` is absent*,
+///   `Version` is the selected version, `ARN` is the plain ARN.
+/// * Missing or unknown selectors: the requested string, selector included,
+///   is returned in `InvalidParameters`.
+/// * The same name twice in one call is returned once; `name` and `name:1`
+///   are both returned.
+/// * More than 10 names: `ValidationException`.
+/// * StringList: `"a,b,c"` as stored. SecureString without decryption:
+///   `"kms:alias/aws/ssm:<plaintext>"`*; with decryption: the plaintext.
+/// * GetParametersByPath, 25 parameters, `max_results(10)`: pages 10, 10, 5.
 #[tokio::test]
 async fn moto_behaviour_report() {
     let (_proxy, _, seed) = setup().await;
@@ -328,15 +347,68 @@ async fn moto_behaviour_report() {
         }
     }
 
+    for (what, query) in &cases[..3] {
+        match seed.get_parameter().name(query).send().await {
+            Ok(out) => {
+                let p = out.parameter().unwrap();
+                println!(
+                    "GetParameter [{what}]: name={:?} selector={:?} version={} arn={:?} value={:?}",
+                    p.name(),
+                    p.selector(),
+                    p.version(),
+                    p.arn(),
+                    p.value()
+                );
+            }
+            Err(e) => println!(
+                "GetParameter [{what}] -> error code={:?} message={:?}",
+                e.code(),
+                e.message()
+            ),
+        }
+    }
+
+    // The same parameter twice (plain and with selector) in one call.
+    let out = seed
+        .get_parameters()
+        .names(&name)
+        .names(format!("{name}:1"))
+        .names(&name)
+        .send()
+        .await
+        .unwrap();
+    println!(
+        "GetParameters [plain + :1 + plain again]: {:?} invalid={:?}",
+        out.parameters()
+            .iter()
+            .map(|p| (p.name(), p.selector(), p.version(), p.value()))
+            .collect::<Vec<_>>(),
+        out.invalid_parameters()
+    );
+
+    // More than 10 names in one call.
+    let mut many = seed.get_parameters();
+    for i in 0..11 {
+        many = many.names(format!("{prefix}/many{i}"));
+    }
+    match many.send().await {
+        Ok(out) => println!(
+            "GetParameters [11 names] -> ok, invalid={}",
+            out.invalid_parameters().len()
+        ),
+        Err(e) => println!(
+            "GetParameters [11 names] -> error code={:?} message={:?}",
+            e.code(),
+            e.message()
+        ),
+    }
+
     let list = format!("{prefix}/list");
     put_param(&seed, &list, "a,b,c", "StringList").await;
     let out = seed.get_parameters().names(&list).send().await.unwrap();
     let p = &out.parameters()[0];
-    println!(
-        "StringList: type={:?} value={:?}",
-        p.r#type(),
-        p.value()
-    );
+    assert_eq!(p.value(), Some("a,b,c"));
+    println!("StringList: type={:?} value={:?}", p.r#type(), p.value());
 
     let secure = format!("{prefix}/secure");
     put_param(&seed, &secure, "s3cret", "SecureString").await;
@@ -348,10 +420,11 @@ async fn moto_behaviour_report() {
             .send()
             .await
             .unwrap();
-        println!(
-            "SecureString with_decryption({decrypt}): value={:?}",
-            out.parameters()[0].value()
-        );
+        let value = out.parameters()[0].value().unwrap_or_default();
+        println!("SecureString with_decryption({decrypt}): value={value:?}");
+        if decrypt {
+            assert_eq!(value, "s3cret");
+        }
     }
 
     let bulk = format!("{prefix}/bulk");

@@ -34,6 +34,7 @@ pub struct Moto {
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,
     addr: SocketAddr,
+    /// moto's stderr during startup (removed once moto answers).
     log: PathBuf,
     child: Mutex<Child>,
     /// Keeping the write end of moto's stdin open keeps moto alive.
@@ -118,6 +119,8 @@ impl Moto {
             stdin: Mutex::new(stdin),
         };
         moto.wait_ready();
+        // moto keeps its descriptor; only startup errors were of interest.
+        let _ = std::fs::remove_file(&moto.log);
         moto
     }
 
@@ -146,8 +149,11 @@ impl Moto {
         }
     }
 
+    /// moto's stderr so far (startup only); removes the file.
     fn log_contents(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("<{e}>"))
+        let text = std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("<{e}>"));
+        let _ = std::fs::remove_file(&self.log);
+        text
     }
 
     /// The server's port.
@@ -186,7 +192,10 @@ impl Moto {
             .ok_or_else(|| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("not an HTTP response: {:?}", text.chars().take(80).collect::<String>()),
+                    format!(
+                        "not an HTTP response: {:?}",
+                        text.chars().take(80).collect::<String>()
+                    ),
                 )
             })?;
         let body = text
@@ -207,6 +216,5 @@ impl Drop for Moto {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_file(&self.log);
     }
 }

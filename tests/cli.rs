@@ -1,0 +1,115 @@
+//! The `lambda-secrets check` binary against the moto emulator, through the fault proxy.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use support::{moto, put_param, ssm_client, unique_prefix, FaultProxy};
+
+fn check(endpoint: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lambda-secrets"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .arg("check");
+    cmd
+}
+
+/// Runs a command to completion without blocking the proxy's runtime thread.
+trait Run {
+    fn run(&mut self) -> std::process::Output;
+}
+
+impl Run for Command {
+    fn run(&mut self) -> std::process::Output {
+        tokio::task::block_in_place(|| self.output().unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_what_was_loaded_never_the_value() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let seed = ssm_client(&moto().endpoint).await;
+    let prefix = unique_prefix("cli");
+    let a = format!("{prefix}/a");
+    put_param(&seed, &a, "value-aaaa", "SecureString").await;
+    put_param(&seed, &a, "value-aaaa-2", "SecureString").await;
+    for i in 0..3 {
+        put_param(&seed, &format!("{prefix}/tree/p{i}"), &format!("tree-value-{i}"), "String").await;
+    }
+    let out = check(&proxy.endpoint())
+        .args(["--param", &a, "--path", &format!("{prefix}/tree")])
+        .run();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let line = stdout.lines().find(|l| l.starts_with(&a)).expect(&stdout);
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols, [a.as_str(), "ssm", a.as_str(), "2", "12"], "{stdout}");
+    assert!(stdout.contains(&format!("{prefix}/tree/p2")), "{stdout}");
+    assert!(stdout.contains("calls: GetParameters=1 GetParametersByPath=1"), "{stdout}");
+    assert!(!stdout.contains("value-"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_json_and_missing_names() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let seed = ssm_client(&moto().endpoint).await;
+    let prefix = unique_prefix("clijson");
+    let a = format!("{prefix}/a");
+    put_param(&seed, &a, "abc", "String").await;
+    let out = check(&proxy.endpoint()).args(["--param", &a, "--json"]).run();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        lines[0],
+        serde_json::json!({"round": 0, "key": a, "source": "ssm", "name": a, "version": 1, "bytes": 3})
+    );
+    assert_eq!(lines[1], serde_json::json!({"calls": {"GetParameters": 1}, "throttled": 0, "retries": 0}));
+
+    let missing = format!("{prefix}/missing");
+    let out = check(&proxy.endpoint())
+        .args(["--param", &a, "--param", &missing, "--param", "bad name"])
+        .run();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("invalid SSM parameter name `bad name`"), "{stderr}");
+    let out = check(&proxy.endpoint()).args(["--param", &a, "--param", &missing]).run();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains(&format!("key `{missing}` (ssm `{missing}`): not found")), "{stderr}");
+    assert!(!stderr.contains("abc"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_repeat_shows_a_rotation_through_the_cache() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let seed = ssm_client(&moto().endpoint).await;
+    let name = format!("{}/rotating", unique_prefix("clirepeat"));
+    put_param(&seed, &name, "v1", "String").await;
+    let mut child = check(&proxy.endpoint())
+        .args(["--param", &name, "--ttl", "300ms", "--repeat", "4", "--interval-ms", "400", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: serde_json::Value =
+        tokio::task::block_in_place(|| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap());
+    assert_eq!(first["version"], 1);
+    put_param(&seed, &name, "v2-longer", "String").await;
+    let rest: Vec<serde_json::Value> = tokio::task::block_in_place(|| {
+        let rest = lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+        assert!(child.wait().unwrap().success());
+        rest
+    });
+    let last_round = &rest[rest.len() - 2];
+    assert_eq!((last_round["round"].clone(), last_round["version"].clone()), (4.into(), 2.into()), "{rest:?}");
+    assert_eq!(last_round["bytes"], 9);
+    let summary = rest.last().unwrap();
+    assert!(summary["calls"]["GetParameters"].as_u64().unwrap() >= 2, "{summary}");
+}
