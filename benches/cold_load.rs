@@ -32,14 +32,24 @@ async fn load_batched(ssm: &SsmSource, names: &[String]) -> Secrets {
 async fn load_naive(client: &aws_sdk_ssm::Client, names: &[String]) -> Vec<String> {
     let mut values = Vec::with_capacity(names.len());
     for name in names {
-        let out = client.get_parameter().name(name).with_decryption(true).send().await.expect("naive load");
+        let out = client
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+            .expect("naive load");
         values.push(out.parameter.and_then(|p| p.value).unwrap_or_default());
     }
     values
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let moto = support::moto();
     let (proxy, names, ssm, client) = rt.block_on(async {
         let proxy = support::FaultProxy::start(&moto.endpoint).await;
@@ -52,7 +62,12 @@ fn main() {
             names.push(name);
         }
         let config = support::sdk_config(&proxy.endpoint()).await;
-        (proxy, names, SsmSource::new(&config), aws_sdk_ssm::Client::new(&config))
+        (
+            proxy,
+            names,
+            SsmSource::new(&config),
+            aws_sdk_ssm::Client::new(&config),
+        )
     });
 
     // Call counts of one load each.
@@ -75,24 +90,44 @@ fn main() {
         .measurement_time(Duration::from_secs(5));
     let mut group = c.benchmark_group("cold_load_100_names");
     group.bench_function("lambda_secrets_batched", |b| {
-        b.to_async(&rt).iter(|| async { black_box(load_batched(&ssm, &names).await) })
+        b.to_async(&rt)
+            .iter(|| async { black_box(load_batched(&ssm, &names).await) })
     });
     group.bench_function("naive_get_parameter_per_name", |b| {
-        b.to_async(&rt).iter(|| async { black_box(load_naive(&client, &names).await) })
+        b.to_async(&rt)
+            .iter(|| async { black_box(load_naive(&client, &names).await) })
     });
     // One round trip for reference: a single GetParameters call of 10 names.
     group.bench_function("one_get_parameters_call_10_names", |b| {
         b.to_async(&rt).iter(|| async {
-            let out = client.get_parameters().set_names(Some(names[..10].to_vec())).with_decryption(true).send().await;
+            let out = client
+                .get_parameters()
+                .set_names(Some(names[..10].to_vec()))
+                .with_decryption(true)
+                .send()
+                .await;
             black_box(out.expect("one call"))
         })
     });
     group.finish();
     c.final_summary();
 
-    println!("\n== cold load of {NAMES} names, emulator + {LATENCY:?} added per call (medians of this run) ==");
-    report::compare("cold_load_100_names", "lambda_secrets_batched", "naive_get_parameter_per_name");
-    report::compare("cold_load_100_names", "lambda_secrets_batched", "one_get_parameters_call_10_names");
+    println!(
+        "\n== cold load of {NAMES} names, emulator + {LATENCY:?} added per call (medians of this run) =="
+    );
+    report::compare(
+        "cold_load_100_names",
+        "lambda_secrets_batched",
+        "naive_get_parameter_per_name",
+    );
+    report::compare(
+        "cold_load_100_names",
+        "lambda_secrets_batched",
+        "one_get_parameters_call_10_names",
+    );
     println!("calls per load: lambda-secrets {batched_calls:?}, naive {naive_calls:?}");
-    println!("one batched load: {one_batched:?} = {:.1} round trips of {LATENCY:?}", one_batched.as_secs_f64() / LATENCY.as_secs_f64());
+    println!(
+        "one batched load: {one_batched:?} = {:.1} round trips of {LATENCY:?}",
+        one_batched.as_secs_f64() / LATENCY.as_secs_f64()
+    );
 }

@@ -30,13 +30,18 @@ fn load() -> Secrets {
         mem.set(format!("/app/{key}"), format!("value-of-{key}"));
         builder = builder.add(mem.value(key.clone(), format!("/app/{key}")));
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(builder.load()).unwrap()
 }
 
 /// The handler both sides run: read every value and add up the lengths.
 fn read_all(secrets: &Snapshot, keys: &[String]) -> usize {
-    keys.iter().map(|k| secrets.get(k).map(|v| v.len()).unwrap_or(0)).sum()
+    keys.iter()
+        .map(|k| secrets.get(k).map(|v| v.len()).unwrap_or(0))
+        .sum()
 }
 
 fn event() -> LambdaEvent<()> {
@@ -64,14 +69,15 @@ fn invocation(c: &mut Criterion) {
     });
 
     let owned_keys = std::sync::Arc::new(keys.clone());
-    let mut layered = ServiceBuilder::new().layer(secrets.layer()).service(tower::service_fn(
-        move |(event, snap): (LambdaEvent<()>, Snapshot)| {
-            let keys = &owned_keys;
-            let n = read_all(&snap, &keys);
-            drop(event);
-            async move { Ok::<_, Infallible>(n) }
-        },
-    ));
+    let mut layered = ServiceBuilder::new()
+        .layer(secrets.layer())
+        .service(tower::service_fn(
+            move |(event, snap): (LambdaEvent<()>, Snapshot)| {
+                let n = read_all(&snap, &owned_keys);
+                drop(event);
+                async move { Ok::<_, Infallible>(n) }
+            },
+        ));
     group.bench_function("through_layer", |b| {
         b.iter_batched(
             event,

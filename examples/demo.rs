@@ -36,7 +36,13 @@ async fn main() {
     let prefix = support::unique_prefix("demo");
     let password = format!("{prefix}/db/password");
     support::put_param(&seed, &password, "correct horse battery", "SecureString").await;
-    support::put_param(&seed, &format!("{prefix}/api-key"), "k-1234567890", "SecureString").await;
+    support::put_param(
+        &seed,
+        &format!("{prefix}/api-key"),
+        "k-1234567890",
+        "SecureString",
+    )
+    .await;
     for i in 0..12 {
         support::put_param(&seed, &format!("{prefix}/config/flag-{i:02}"), "on", "String").await;
     }
@@ -61,7 +67,9 @@ async fn main() {
         proxy.calls_all()
     );
 
-    let function = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(handler));
+    let function = ServiceBuilder::new()
+        .layer(secrets.layer())
+        .service(service_fn(handler));
     // One invocation, as the Lambda runtime makes it: `ready`, then `call`.
     let invoke = |n: u32| {
         let event = LambdaEvent::new(json!({ "n": n }), Context::default());
@@ -73,15 +81,27 @@ async fn main() {
     };
     println!("invocation 1: {}", invoke(1).await);
 
-    support::put_param(&seed, &password, "rotated: correct horse battery staple", "SecureString").await;
+    support::put_param(
+        &seed,
+        &password,
+        "rotated: correct horse battery staple",
+        "SecureString",
+    )
+    .await;
     println!("rotated {password} in the emulator (now version 2); TTL is {ttl:?}");
-    println!("invocation 2 (within TTL, served from memory): {}", invoke(2).await);
+    println!(
+        "invocation 2 (within TTL, served from memory): {}",
+        invoke(2).await
+    );
 
     let rotated_at = Instant::now();
     for n in 3.. {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let out = invoke(n).await;
-        println!("invocation {n} at +{:.1}s: {out}", rotated_at.elapsed().as_secs_f64());
+        println!(
+            "invocation {n} at +{:.1}s: {out}",
+            rotated_at.elapsed().as_secs_f64()
+        );
         if out["db_password_version"] == "2" {
             break;
         }

@@ -7,7 +7,10 @@ use lambda_secrets::{Secrets, Snapshot, SsmSource};
 use tower::ServiceBuilder;
 
 async fn handler(req: Request) -> Result<Response<Body>, Error> {
-    let secrets = req.extensions().get::<Snapshot>().expect("SecretsLayer is installed");
+    let secrets = req
+        .extensions()
+        .get::<Snapshot>()
+        .expect("SecretsLayer is installed");
     // Use the secret (e.g. to sign a downstream call); answer only with harmless facts about it.
     let token = secrets.get("upstream_token")?;
     let body = format!("{{\"token_bytes\":{}}}", token.len());
@@ -24,6 +27,8 @@ async fn main() -> Result<(), Error> {
         .add(ssm.parameter("upstream_token", "/lambda-secrets/example/upstream-token"))
         .load()
         .await?;
-    let service = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(handler));
+    let service = ServiceBuilder::new()
+        .layer(secrets.layer())
+        .service(service_fn(handler));
     lambda_http::run(service).await
 }

@@ -28,7 +28,10 @@ async fn handler((event, secrets): (LambdaEvent<Value>, Snapshot)) -> Result<Val
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt().with_env_filter("info").without_time().init();
+    tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .without_time()
+        .init();
 
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let ssm = SsmSource::new(&config);
@@ -37,21 +40,30 @@ async fn main() -> Result<(), Error> {
         Ok(t) => humantime_like(&t)?,
         Err(_) => Duration::from_secs(300),
     };
-    let mut builder = Secrets::builder().default_ttl(ttl).add(ssm.parameter("api_key", param));
+    let mut builder = Secrets::builder()
+        .default_ttl(ttl)
+        .add(ssm.parameter("api_key", param));
     if let Ok(path) = std::env::var("CONFIG_PATH") {
         builder = builder.add(ssm.path_with_prefix("config/", path));
     }
     // During INIT: a missing or denied parameter ends INIT here with an error naming it.
-    let secrets = builder.load().await?;
+    let secrets = builder
+        .load()
+        .await
+        .inspect_err(|e| tracing::error!("INIT failed: {e}"))?;
 
-    let service = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(handler));
+    let service = ServiceBuilder::new()
+        .layer(secrets.layer())
+        .service(service_fn(handler));
     lambda_runtime::run(service).await
 }
 
 /// `500ms`, `2s`, `5m`: enough for an example without another dependency.
 fn humantime_like(text: &str) -> Result<Duration, Error> {
     let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = num.parse().map_err(|_| format!("SECRETS_TTL `{text}` is not like 500ms, 2s or 5m"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("SECRETS_TTL `{text}` is not like 500ms, 2s or 5m"))?;
     Ok(match unit {
         "ms" => Duration::from_millis(n),
         "s" | "" => Duration::from_secs(n),

@@ -176,7 +176,9 @@ where
 
 #[cfg(feature = "lambda-runtime")]
 fn remaining(deadline_ms: u64) -> Option<Duration> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
     (deadline_ms > 0).then(|| Duration::from_millis(deadline_ms).saturating_sub(now))
 }
 
@@ -254,7 +256,11 @@ mod tests {
         let secrets = secrets(&mem).await;
         let mut service = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(
             |(event, secrets): (lambda_runtime::LambdaEvent<String>, Snapshot)| async move {
-                Ok::<_, Infallible>(format!("{}:{}", event.payload, secrets.get("token").unwrap().len()))
+                Ok::<_, Infallible>(format!(
+                    "{}:{}",
+                    event.payload,
+                    secrets.get("token").unwrap().len()
+                ))
             },
         ));
         let event = lambda_runtime::LambdaEvent::new("hi".to_owned(), lambda_runtime::Context::default());
@@ -268,17 +274,20 @@ mod tests {
         let secrets = secrets(&mem).await;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let rx = std::sync::Arc::new(tokio::sync::Mutex::new(Some(rx)));
-        let mut service = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(move |req: http::Request<()>| {
-            let rx = rx.clone();
-            async move {
-                let snap = req.extensions().get::<Snapshot>().unwrap().clone();
-                let before = snap.get_str("token").unwrap().to_owned();
-                if let Some(rx) = rx.lock().await.take() {
-                    rx.await.unwrap();
-                }
-                Ok::<_, Infallible>((before, snap.get_str("token").unwrap().to_owned()))
-            }
-        }));
+        let mut service =
+            ServiceBuilder::new()
+                .layer(secrets.layer())
+                .service(service_fn(move |req: http::Request<()>| {
+                    let rx = rx.clone();
+                    async move {
+                        let snap = req.extensions().get::<Snapshot>().unwrap().clone();
+                        let before = snap.get_str("token").unwrap().to_owned();
+                        if let Some(rx) = rx.lock().await.take() {
+                            rx.await.unwrap();
+                        }
+                        Ok::<_, Infallible>((before, snap.get_str("token").unwrap().to_owned()))
+                    }
+                }));
         let call = service.ready().await.unwrap().call(http::Request::new(()));
         let running = tokio::spawn(call);
         mem.set("/token", "rotated");
@@ -287,7 +296,13 @@ mod tests {
         tx.send(()).unwrap();
         let (before, after) = running.await.unwrap().unwrap();
         assert_eq!((before.as_str(), after.as_str()), ("abc", "abc"));
-        let (now, _) = service.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+        let (now, _) = service
+            .ready()
+            .await
+            .unwrap()
+            .call(http::Request::new(()))
+            .await
+            .unwrap();
         assert_eq!(now, "rotated");
     }
 }

@@ -71,6 +71,7 @@ pub use snapshot::{Snapshot, ValueInfo};
 #[cfg(feature = "ssm")]
 pub use source::ssm::SsmSource;
 pub use source::{
-    CallContext, CallError, CallErrorKind, Declaration, Fetched, Item, ItemResult, MemorySource, RetryPolicy, Source,
+    CallContext, CallError, CallErrorKind, Declaration, Fetched, Item, ItemResult, MemorySource, RetryPolicy,
+    Source,
 };
 pub use value::SecretValue;

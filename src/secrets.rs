@@ -39,7 +39,9 @@ pub struct Secrets {
 
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Secrets").field("snapshot", &self.store.snapshot().0).finish()
+        f.debug_struct("Secrets")
+            .field("snapshot", &self.store.snapshot().0)
+            .finish()
     }
 }
 
@@ -156,6 +158,7 @@ pub struct SecretsBuilder {
 
 impl SecretsBuilder {
     /// Adds a declaration (made by a source: `ssm.parameter(..)`, `ssm.path(..)`).
+    #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, declaration: Declaration) -> Self {
         self.decls.push(declaration);
         self

@@ -148,6 +148,8 @@ impl Snapshot {
 
 impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Snapshot").field("keys", &self.keys()).finish_non_exhaustive()
+        f.debug_struct("Snapshot")
+            .field("keys", &self.keys())
+            .finish_non_exhaustive()
     }
 }

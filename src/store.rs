@@ -280,7 +280,13 @@ impl Store {
             let unit = &mut units[i];
             unit.in_flight = None;
             unit.completed += 1;
-            let result = result.and_then(|f| if f.is_empty() { Err(ItemError::NotFound) } else { Ok(f) });
+            let result = result.and_then(|f| {
+                if f.is_empty() {
+                    Err(ItemError::NotFound)
+                } else {
+                    Ok(f)
+                }
+            });
             match result {
                 Ok(fetched) => {
                     unit.set_values(fetched);
@@ -375,7 +381,8 @@ impl Store {
             }
             if tokio::time::timeout_at(deadline, done.changed()).await.is_err() {
                 return Err(Error::Load {
-                    failures: self.lock()[index].failures(&ItemError::Failed("refresh did not finish in time".into())),
+                    failures: self.lock()[index]
+                        .failures(&ItemError::Failed("refresh did not finish in time".into())),
                 });
             }
         }
@@ -385,7 +392,12 @@ impl Store {
         let mut duplicates = Vec::new();
         let data = build_snapshot(units, &self.config, &mut duplicates);
         for (key, first, second) in duplicates {
-            tracing::warn!(key, first, second, "lambda-secrets: key produced twice; keeping the first");
+            tracing::warn!(
+                key,
+                first,
+                second,
+                "lambda-secrets: key produced twice; keeping the first"
+            );
         }
         self.current.store(Arc::new(data));
     }
@@ -395,7 +407,11 @@ fn jitter_factor(jitter: f64) -> f64 {
     1.0 - jitter * fastrand::f64()
 }
 
-fn build_snapshot(units: &[Unit], config: &Config, duplicates: &mut Vec<(String, String, String)>) -> SnapshotData {
+fn build_snapshot(
+    units: &[Unit],
+    config: &Config,
+    duplicates: &mut Vec<(String, String, String)>,
+) -> SnapshotData {
     let far = Instant::now() + MAX_TTL * 4;
     let mut values: FxHashMap<Box<str>, Slot> = FxHashMap::default();
     let mut owner: HashMap<&str, usize> = HashMap::new();
@@ -465,7 +481,10 @@ fn plan(config: &Config, decls: Vec<Declaration>) -> Result<Vec<Unit>, Error> {
                 return Err(Error::InvalidInput {
                     what: "max staleness",
                     input: format!("{s:?}"),
-                    reason: format!("it is shorter than the TTL {ttl:?} of key `{}`; it must be at least the TTL", decl.key),
+                    reason: format!(
+                        "it is shorter than the TTL {ttl:?} of key `{}`; it must be at least the TTL",
+                        decl.key
+                    ),
                 })
             }
             Some(s) => s,
@@ -600,7 +619,10 @@ mod tests {
             .load()
             .await
             .unwrap_err();
-        assert!(matches!(&err, Error::DuplicateKey { key, .. } if key == "k"), "{err}");
+        assert!(
+            matches!(&err, Error::DuplicateKey { key, .. } if key == "k"),
+            "{err}"
+        );
 
         let err = Secrets::builder()
             .add(mem.value("k", "/a").ttl(Duration::from_secs(60)))
@@ -610,7 +632,12 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("shorter than the TTL"), "{err}");
 
-        let err = Secrets::builder().add(mem.value("k", "/a")).ttl_jitter(0.9).load().await.unwrap_err();
+        let err = Secrets::builder()
+            .add(mem.value("k", "/a"))
+            .ttl_jitter(0.9)
+            .load()
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("TTL jitter"), "{err}");
     }
 
@@ -627,7 +654,10 @@ mod tests {
             .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("could not load 2 value(s)"), "{text}");
-        assert!(text.contains("key `b` (memory `/missing-b`): not found"), "{text}");
+        assert!(
+            text.contains("key `b` (memory `/missing-b`): not found"),
+            "{text}"
+        );
         assert!(text.contains("key `c` (memory `/missing-c`)"), "{text}");
     }
 
@@ -637,7 +667,11 @@ mod tests {
         mem.set("/app/db/url", "u");
         mem.set("/app/flag", "f");
         mem.set("/other", "o");
-        let secrets = Secrets::builder().add(mem.tree("cfg/", "/app")).load().await.unwrap();
+        let secrets = Secrets::builder()
+            .add(mem.tree("cfg/", "/app"))
+            .load()
+            .await
+            .unwrap();
         assert_eq!(secrets.snapshot().keys(), ["cfg/db/url", "cfg/flag"]);
     }
 
@@ -659,7 +693,10 @@ mod tests {
         assert!(eventually(&secrets, |s| s.get_str("k").unwrap() == "new").await);
         assert_eq!(mem.fetches(), 2);
         assert_eq!(secrets.stats().refreshes, 1);
-        assert_eq!(secrets.snapshot().info("k").unwrap().version.as_deref(), Some("2"));
+        assert_eq!(
+            secrets.snapshot().info("k").unwrap().version.as_deref(),
+            Some("2")
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -752,7 +789,10 @@ mod tests {
             secrets.refresh_now("pw").await.unwrap();
         }
         assert_eq!(mem.fetches(), 2, "one load + one forced refresh");
-        assert!(matches!(secrets.refresh_now("nope").await, Err(Error::MissingKey { .. })));
+        assert!(matches!(
+            secrets.refresh_now("nope").await,
+            Err(Error::MissingKey { .. })
+        ));
     }
 
     #[tokio::test]

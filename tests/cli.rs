@@ -40,18 +40,31 @@ async fn check_prints_what_was_loaded_never_the_value() {
     put_param(&seed, &a, "value-aaaa", "SecureString").await;
     put_param(&seed, &a, "value-aaaa-2", "SecureString").await;
     for i in 0..3 {
-        put_param(&seed, &format!("{prefix}/tree/p{i}"), &format!("tree-value-{i}"), "String").await;
+        put_param(
+            &seed,
+            &format!("{prefix}/tree/p{i}"),
+            &format!("tree-value-{i}"),
+            "String",
+        )
+        .await;
     }
     let out = check(&proxy.endpoint())
         .args(["--param", &a, "--path", &format!("{prefix}/tree")])
         .run();
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = stdout.lines().find(|l| l.starts_with(&a)).expect(&stdout);
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(cols, [a.as_str(), "ssm", a.as_str(), "2", "12"], "{stdout}");
     assert!(stdout.contains(&format!("{prefix}/tree/p2")), "{stdout}");
-    assert!(stdout.contains("calls: GetParameters=1 GetParametersByPath=1"), "{stdout}");
+    assert!(
+        stdout.contains("calls: GetParameters=1 GetParametersByPath=1"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("value-"), "{stdout}");
 }
 
@@ -70,7 +83,10 @@ async fn check_json_and_missing_names() {
         lines[0],
         serde_json::json!({"round": 0, "key": a, "source": "ssm", "name": a, "version": 1, "bytes": 3})
     );
-    assert_eq!(lines[1], serde_json::json!({"calls": {"GetParameters": 1}, "throttled": 0, "retries": 0}));
+    assert_eq!(
+        lines[1],
+        serde_json::json!({"calls": {"GetParameters": 1}, "throttled": 0, "retries": 0})
+    );
 
     let missing = format!("{prefix}/missing");
     let out = check(&proxy.endpoint())
@@ -78,11 +94,19 @@ async fn check_json_and_missing_names() {
         .run();
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("invalid SSM parameter name `bad name`"), "{stderr}");
-    let out = check(&proxy.endpoint()).args(["--param", &a, "--param", &missing]).run();
+    assert!(
+        stderr.contains("invalid SSM parameter name `bad name`"),
+        "{stderr}"
+    );
+    let out = check(&proxy.endpoint())
+        .args(["--param", &a, "--param", &missing])
+        .run();
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains(&format!("key `{missing}` (ssm `{missing}`): not found")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("key `{missing}` (ssm `{missing}`): not found")),
+        "{stderr}"
+    );
     assert!(!stderr.contains("abc"), "{stderr}");
 }
 
@@ -93,7 +117,17 @@ async fn check_repeat_shows_a_rotation_through_the_cache() {
     let name = format!("{}/rotating", unique_prefix("clirepeat"));
     put_param(&seed, &name, "v1", "String").await;
     let mut child = check(&proxy.endpoint())
-        .args(["--param", &name, "--ttl", "300ms", "--repeat", "4", "--interval-ms", "400", "--json"])
+        .args([
+            "--param",
+            &name,
+            "--ttl",
+            "300ms",
+            "--repeat",
+            "4",
+            "--interval-ms",
+            "400",
+            "--json",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -103,13 +137,22 @@ async fn check_repeat_shows_a_rotation_through_the_cache() {
     assert_eq!(first["version"], 1);
     put_param(&seed, &name, "v2-longer", "String").await;
     let rest: Vec<serde_json::Value> = tokio::task::block_in_place(|| {
-        let rest = lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+        let rest = lines
+            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+            .collect();
         assert!(child.wait().unwrap().success());
         rest
     });
     let last_round = &rest[rest.len() - 2];
-    assert_eq!((last_round["round"].clone(), last_round["version"].clone()), (4.into(), 2.into()), "{rest:?}");
+    assert_eq!(
+        (last_round["round"].clone(), last_round["version"].clone()),
+        (4.into(), 2.into()),
+        "{rest:?}"
+    );
     assert_eq!(last_round["bytes"], 9);
     let summary = rest.last().unwrap();
-    assert!(summary["calls"]["GetParameters"].as_u64().unwrap() >= 2, "{summary}");
+    assert!(
+        summary["calls"]["GetParameters"].as_u64().unwrap() >= 2,
+        "{summary}"
+    );
 }

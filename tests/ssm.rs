@@ -67,7 +67,10 @@ async fn twenty_five_names_take_three_get_parameters_calls() {
     let snap = secrets.snapshot();
     assert_eq!(snap.len(), 26);
     for i in 0..25 {
-        assert_eq!(snap.get_str(&format!("k{i:02}")).unwrap(), format!("value-{i:02}"));
+        assert_eq!(
+            snap.get_str(&format!("k{i:02}")).unwrap(),
+            format!("value-{i:02}")
+        );
     }
     assert_eq!(snap.get_str("again").unwrap(), "value-00");
     assert_eq!(secrets.stats().calls["GetParameters"], 3);
@@ -77,7 +80,11 @@ async fn twenty_five_names_take_three_get_parameters_calls() {
 async fn a_path_is_read_across_pages_with_relative_keys() {
     let e = env("path").await;
     for i in 0..25 {
-        let name = format!("{}/app/{}/p{i:02}", e.prefix, if i % 2 == 0 { "db" } else { "api" });
+        let name = format!(
+            "{}/app/{}/p{i:02}",
+            e.prefix,
+            if i % 2 == 0 { "db" } else { "api" }
+        );
         put_param(&e.seed, &name, &format!("v{i}"), "String").await;
     }
     put_param(&e.seed, &format!("{}/other", e.prefix), "x", "String").await;
@@ -92,7 +99,10 @@ async fn a_path_is_read_across_pages_with_relative_keys() {
     assert_eq!(snap.get_str("api/p01").unwrap(), "v1");
     assert!(snap.get("other").is_err());
     let pages = e.proxy.calls("GetParametersByPath");
-    assert!(pages >= 3, "25 parameters at 10 a page take at least 3 pages, saw {pages}");
+    assert!(
+        pages >= 3,
+        "25 parameters at 10 a page take at least 3 pages, saw {pages}"
+    );
 }
 
 #[tokio::test]
@@ -149,7 +159,13 @@ async fn missing_and_denied_names_are_all_listed_in_one_error() {
     let denied = format!("{}/denied", e.prefix);
     put_param(&e.seed, &ok, "ok-value-123", "SecureString").await;
     put_param(&e.seed, &denied, "denied-value-456", "String").await;
-    put_param(&e.seed, &format!("{}/tree/x", e.prefix), "tree-value-789", "String").await;
+    put_param(
+        &e.seed,
+        &format!("{}/tree/x", e.prefix),
+        "tree-value-789",
+        "String",
+    )
+    .await;
     e.proxy.deny("GetParameters", &denied);
     e.proxy.deny("GetParametersByPath", &format!("{}/tree", e.prefix));
     let err = Secrets::builder()
@@ -162,12 +178,26 @@ async fn missing_and_denied_names_are_all_listed_in_one_error() {
         .await
         .unwrap_err();
     let text = err.to_string();
-    let Error::Load { failures } = &err else { panic!("{text}") };
+    let Error::Load { failures } = &err else {
+        panic!("{text}")
+    };
     assert_eq!(failures.len(), 4, "{text}");
-    assert!(text.contains(&format!("key `missing` (ssm `{}/missing`): not found", e.prefix)), "{text}");
-    assert!(text.contains(&format!("key `missing_version` (ssm `{ok}:7`): not found")), "{text}");
-    assert!(text.contains("key `denied`") && text.contains("grant `ssm:GetParameters`"), "{text}");
-    assert!(text.contains("key `tree/`") && text.contains("grant `ssm:GetParametersByPath`"), "{text}");
+    assert!(
+        text.contains(&format!("key `missing` (ssm `{}/missing`): not found", e.prefix)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("key `missing_version` (ssm `{ok}:7`): not found")),
+        "{text}"
+    );
+    assert!(
+        text.contains("key `denied`") && text.contains("grant `ssm:GetParameters`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("key `tree/`") && text.contains("grant `ssm:GetParametersByPath`"),
+        "{text}"
+    );
     assert!(!text.contains("key `ok`"), "{text}");
     for value in ["ok-value-123", "denied-value-456", "tree-value-789"] {
         assert!(!text.contains(value), "{text}");
@@ -187,11 +217,18 @@ async fn a_changed_value_is_picked_up_after_its_ttl_without_restart() {
         .await
         .unwrap();
     put_param(&e.seed, &name, "after-rotation", "SecureString").await;
-    assert_eq!(secrets.snapshot().get_str("api_key").unwrap(), "before", "within TTL: cached");
+    assert_eq!(
+        secrets.snapshot().get_str("api_key").unwrap(),
+        "before",
+        "within TTL: cached"
+    );
     assert_eq!(e.proxy.calls("GetParameters"), 1);
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert!(eventually(&secrets, |s| s.get_str("api_key").unwrap() == "after-rotation").await);
-    assert_eq!(secrets.snapshot().info("api_key").unwrap().version.as_deref(), Some("2"));
+    assert_eq!(
+        secrets.snapshot().info("api_key").unwrap().version.as_deref(),
+        Some("2")
+    );
     assert_eq!(e.proxy.calls("GetParameters"), 2, "one refresh");
 }
 
@@ -252,7 +289,11 @@ async fn five_hundreds_and_cut_connections_are_retried() {
     put_param(&e.seed, &name, "v", "String").await;
     e.proxy.drop_connections_next(1);
     e.proxy.fail_next(2, 503);
-    let secrets = Secrets::builder().add(e.ssm.parameter("k", &name)).load().await.unwrap();
+    let secrets = Secrets::builder()
+        .add(e.ssm.parameter("k", &name))
+        .load()
+        .await
+        .unwrap();
     assert_eq!(secrets.snapshot().get_str("k").unwrap(), "v");
     let stats = secrets.stats();
     assert_eq!(e.proxy.calls("GetParameters"), 4, "{:?}", e.proxy.calls_all());
@@ -318,7 +359,11 @@ async fn no_seeded_value_reaches_errors_debug_or_tracing() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let values = ["hunter2-alpha-secret", "hunter2-beta-secret", "hunter2-gamma-secret"];
+    let values = [
+        "hunter2-alpha-secret",
+        "hunter2-beta-secret",
+        "hunter2-gamma-secret",
+    ];
     let names: Vec<String> = (0..3).map(|i| format!("{}/s{i}", e.prefix)).collect();
     for (name, value) in names.iter().zip(values) {
         put_param(&e.seed, name, value, "SecureString").await;
@@ -336,13 +381,21 @@ async fn no_seeded_value_reaches_errors_debug_or_tracing() {
     let secrets = Secrets::builder()
         .add(e.ssm.parameter("a", &names[0]).ttl(Duration::from_millis(50)))
         .add(e.ssm.parameter("b", &names[1]).ttl(Duration::from_millis(50)))
-        .add(e.ssm.path_with_prefix("p/", &e.prefix).ttl(Duration::from_millis(50)))
+        .add(
+            e.ssm
+                .path_with_prefix("p/", &e.prefix)
+                .ttl(Duration::from_millis(50)),
+        )
         .max_staleness(Duration::from_millis(100))
         .retry_policy(quick_retries())
         .load()
         .await
         .unwrap();
-    texts.push(format!("{secrets:?} {:?} {:?}", secrets.snapshot(), secrets.get("a").unwrap()));
+    texts.push(format!(
+        "{secrets:?} {:?} {:?}",
+        secrets.snapshot(),
+        secrets.get("a").unwrap()
+    ));
     texts.push(format!("{:?}", secrets.get_json::<Vec<u32>>("b").unwrap_err()));
     texts.push(secrets.get_json::<Vec<u32>>("b").unwrap_err().to_string());
     e.proxy.fail_all(Some(500));
@@ -355,7 +408,10 @@ async fn no_seeded_value_reaches_errors_debug_or_tracing() {
     e.proxy.fail_all(None);
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("refresh failed"), "the failures were logged: {logs}");
+    assert!(
+        logs.contains("refresh failed"),
+        "the failures were logged: {logs}"
+    );
     texts.push(logs);
     for text in &texts {
         for value in values {

@@ -60,13 +60,7 @@ async fn counts_per_operation() {
     for _ in 0..2 {
         client.get_parameter().name(&a).send().await.unwrap();
     }
-    let out = client
-        .get_parameters()
-        .names(&a)
-        .names(&b)
-        .send()
-        .await
-        .unwrap();
+    let out = client.get_parameters().names(&a).names(&b).send().await.unwrap();
     assert_eq!(out.parameters().len(), 2);
     client
         .get_parameters_by_path()
@@ -276,19 +270,9 @@ fn private_moto_reset_wipes_state() {
     rt.block_on(async {
         let client = ssm_client(&moto.endpoint).await;
         put_param(&client, "/reset/me", "v", "String").await;
-        client
-            .get_parameter()
-            .name("/reset/me")
-            .send()
-            .await
-            .unwrap();
+        client.get_parameter().name("/reset/me").send().await.unwrap();
         moto.reset();
-        let err = client
-            .get_parameter()
-            .name("/reset/me")
-            .send()
-            .await
-            .unwrap_err();
+        let err = client.get_parameter().name("/reset/me").send().await.unwrap_err();
         assert_eq!(err.code(), Some("ParameterNotFound"));
     });
 }

@@ -11,7 +11,11 @@ fn criterion_dir() -> PathBuf {
 
 /// Median time in ns of `group/bench`, from this run's estimates.
 pub fn median_ns(group: &str, bench: &str) -> Option<f64> {
-    let path = criterion_dir().join(group).join(bench).join("new").join("estimates.json");
+    let path = criterion_dir()
+        .join(group)
+        .join(bench)
+        .join("new")
+        .join("estimates.json");
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     json["median"]["point_estimate"].as_f64()
 }

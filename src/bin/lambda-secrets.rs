@@ -11,7 +11,11 @@ use lambda_secrets::{Secrets, Snapshot, SsmSource, Stats};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "lambda-secrets", version, about = "Pre-deploy checks for lambda-secrets")]
+#[command(
+    name = "lambda-secrets",
+    version,
+    about = "Pre-deploy checks for lambda-secrets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,7 +76,11 @@ async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
         builder = builder.add(ssm.parameter(name.clone(), name.clone()));
     }
     for path in &check.paths {
-        let prefix = if path.ends_with('/') { path.clone() } else { format!("{path}/") };
+        let prefix = if path.ends_with('/') {
+            path.clone()
+        } else {
+            format!("{path}/")
+        };
         builder = builder.add(ssm.path_with_prefix(prefix, path.clone()));
     }
     let secrets = builder.load().await?;
@@ -86,7 +94,11 @@ async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
         failed |= print_round(&snapshot, round, check.json, check.repeat > 0);
     }
     print_summary(&secrets.stats(), check.json);
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Prints one line per value; returns whether some value could not be read.
@@ -95,8 +107,11 @@ fn print_round(snapshot: &Snapshot, round: u32, as_json: bool, show_round: bool)
     if !as_json && show_round {
         println!("round {round}");
     }
-    if !as_json && round == 0 || !as_json && show_round {
-        println!("{:<40} {:<8} {:<40} {:>8} {:>8}", "KEY", "SOURCE", "NAME", "VERSION", "BYTES");
+    if !as_json && (round == 0 || show_round) {
+        println!(
+            "{:<40} {:<8} {:<40} {:>8} {:>8}",
+            "KEY", "SOURCE", "NAME", "VERSION", "BYTES"
+        );
     }
     for key in snapshot.keys() {
         let info = snapshot.info(key).expect("listed key has info");
@@ -110,11 +125,17 @@ fn print_round(snapshot: &Snapshot, round: u32, as_json: bool, show_round: bool)
             }
         };
         if as_json {
-            let version = version.parse::<u64>().map(|v| json!(v)).unwrap_or_else(|_| json!(version));
+            let version = version
+                .parse::<u64>()
+                .map(|v| json!(v))
+                .unwrap_or_else(|_| json!(version));
             let line = json!({"round": round, "key": key, "source": info.source, "name": info.name, "version": version, "bytes": bytes});
             println!("{line}");
         } else {
-            println!("{key:<40} {:<8} {:<40} {version:>8} {bytes:>8}", info.source, info.name);
+            println!(
+                "{key:<40} {:<8} {:<40} {version:>8} {bytes:>8}",
+                info.source, info.name
+            );
         }
     }
     failed

@@ -62,7 +62,9 @@ impl MemorySource {
     /// Sets `id` to `value`, bumping its version (1 for a new id).
     pub fn set(&self, id: impl Into<String>, value: impl Into<SecretValue>) {
         let mut values = self.inner.values.lock().unwrap();
-        let entry = values.entry(id.into()).or_insert_with(|| (SecretValue::from(""), 0));
+        let entry = values
+            .entry(id.into())
+            .or_insert_with(|| (SecretValue::from(""), 0));
         *entry = (value.into(), entry.1 + 1);
     }
 
@@ -111,14 +113,20 @@ impl Source for MemoryInner {
                     tokio::time::sleep(latency).await;
                 }
                 if self.failing.load(Ordering::SeqCst) {
-                    return Err(CallError::new(CallErrorKind::Transient, "MemoryFetch: source is failing"));
+                    return Err(CallError::new(
+                        CallErrorKind::Transient,
+                        "MemoryFetch: source is failing",
+                    ));
                 }
                 let values = self.values.lock().unwrap();
                 Ok(items.iter().map(|item| lookup(&values, item)).collect::<Vec<_>>())
             };
             match calls.call("MemoryFetch", attempt).await {
                 Ok(results) => results,
-                Err(e) => items.iter().map(|_| Err(ItemError::Failed(e.to_string()))).collect(),
+                Err(e) => items
+                    .iter()
+                    .map(|_| Err(ItemError::Failed(e.to_string())))
+                    .collect(),
             }
         })
     }

@@ -112,11 +112,7 @@ pub trait Source: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     /// Fetches `items` (distinct); returns one result per item, in order.
-    fn fetch<'a>(
-        &'a self,
-        items: &'a [Item],
-        calls: &'a CallContext,
-    ) -> BoxFuture<'a, Vec<ItemResult>>;
+    fn fetch<'a>(&'a self, items: &'a [Item], calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>>;
 }
 
 /// A key (or, for a tree, a key prefix) bound to an item of a source, with its TTL.
@@ -125,14 +121,12 @@ pub trait Source: Send + Sync + 'static {
 /// sources of your own.
 ///
 /// ```
-/// use std::{sync::Arc, time::Duration};
-/// use lambda_secrets::{Declaration, Item, MemorySource};
+/// use std::time::Duration;
+/// use lambda_secrets::MemorySource;
 ///
 /// let mem = MemorySource::new();
-/// let decl = Declaration::new("api_key", Arc::new(mem), Item::One("api".into()))
-///     .ttl(Duration::from_secs(60));
-/// assert_eq!(decl.key(), "api");
-/// # let _ = decl;
+/// let decl = mem.value("api_key", "/prod/api").ttl(Duration::from_secs(60));
+/// assert_eq!(decl.key(), "api_key");
 /// ```
 #[derive(Clone)]
 pub struct Declaration {
@@ -168,7 +162,12 @@ impl Declaration {
     }
 
     /// Marks the declaration as rejected; `load` reports it as [`Error::InvalidInput`](crate::Error::InvalidInput).
-    pub fn rejected(mut self, what: &'static str, input: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn rejected(
+        mut self,
+        what: &'static str,
+        input: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         self.invalid = Some((what, input.into(), reason.into()));
         self
     }
@@ -254,7 +253,10 @@ impl CallError {
     /// Classifies an AWS SDK error: throttling codes and 5xx, timeouts and dispatch failures
     /// are retryable; `AccessDenied*` is [`CallErrorKind::Denied`].
     #[cfg(feature = "aws")]
-    pub fn from_sdk<E, R>(operation: &str, err: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Self
+    pub fn from_sdk<E, R>(
+        operation: &str,
+        err: aws_smithy_runtime_api::client::result::SdkError<E, R>,
+    ) -> Self
     where
         E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
         R: fmt::Debug + HttpStatus + 'static,
@@ -268,16 +270,24 @@ impl CallError {
                 let kind = classify_code(&code, status);
                 CallError::new(kind, format!("{operation}: {code} (HTTP {status}): {message}"))
             }
-            SdkError::TimeoutError(_) => CallError::new(CallErrorKind::Transient, format!("{operation}: timed out")),
+            SdkError::TimeoutError(_) => {
+                CallError::new(CallErrorKind::Transient, format!("{operation}: timed out"))
+            }
             SdkError::DispatchFailure(d) if !d.is_user() => CallError::new(
                 CallErrorKind::Transient,
                 format!("{operation}: could not send the request ({})", error_chain(&err)),
             ),
             SdkError::ResponseError(_) => CallError::new(
                 CallErrorKind::Transient,
-                format!("{operation}: the response was cut or unreadable ({})", error_chain(&err)),
+                format!(
+                    "{operation}: the response was cut or unreadable ({})",
+                    error_chain(&err)
+                ),
             ),
-            _ => CallError::new(CallErrorKind::Fatal, format!("{operation}: {}", error_chain(&err))),
+            _ => CallError::new(
+                CallErrorKind::Fatal,
+                format!("{operation}: {}", error_chain(&err)),
+            ),
         }
     }
 }
@@ -316,6 +326,7 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Classifies an AWS error code and HTTP status.
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
 pub(crate) fn classify_code(code: &str, status: u16) -> CallErrorKind {
     const THROTTLING: &[&str] = &[
         "ThrottlingException",
@@ -332,7 +343,10 @@ pub(crate) fn classify_code(code: &str, status: u16) -> CallErrorKind {
         CallErrorKind::Throttled
     } else if code.starts_with("AccessDenied") || code == "UnauthorizedOperation" || code == "NotAuthorized" {
         CallErrorKind::Denied
-    } else if code == "ParameterNotFound" || code == "ResourceNotFoundException" || code == "ParameterVersionNotFound" {
+    } else if code == "ParameterNotFound"
+        || code == "ResourceNotFoundException"
+        || code == "ParameterVersionNotFound"
+    {
         CallErrorKind::NotFound
     } else if status >= 500 {
         CallErrorKind::Transient
@@ -482,7 +496,10 @@ mod tests {
             max_delay: Duration::from_millis(5),
             attempt_timeout: Duration::from_millis(200),
         };
-        (CallContext::new(stats.clone(), policy, Instant::now() + deadline), stats)
+        (
+            CallContext::new(stats.clone(), policy, Instant::now() + deadline),
+            stats,
+        )
     }
 
     #[tokio::test]
@@ -513,7 +530,9 @@ mod tests {
     async fn does_not_retry_denied_and_stops_after_max_attempts() {
         let (ctx, stats) = ctx(Duration::from_secs(5));
         let err = ctx
-            .call("GetParameters", || async { Err::<(), _>(CallError::new(CallErrorKind::Denied, "no")) })
+            .call("GetParameters", || async {
+                Err::<(), _>(CallError::new(CallErrorKind::Denied, "no"))
+            })
             .await
             .unwrap_err();
         assert_eq!(err.kind(), CallErrorKind::Denied);
@@ -552,9 +571,15 @@ mod tests {
 
     #[test]
     fn classifies_codes() {
-        assert_eq!(classify_code("ThrottlingException", 400), CallErrorKind::Throttled);
+        assert_eq!(
+            classify_code("ThrottlingException", 400),
+            CallErrorKind::Throttled
+        );
         assert_eq!(classify_code("AccessDeniedException", 400), CallErrorKind::Denied);
-        assert_eq!(classify_code("InternalServerError", 500), CallErrorKind::Transient);
+        assert_eq!(
+            classify_code("InternalServerError", 500),
+            CallErrorKind::Transient
+        );
         assert_eq!(classify_code("ValidationException", 400), CallErrorKind::Fatal);
         assert_eq!(classify_code("ParameterNotFound", 400), CallErrorKind::NotFound);
     }

@@ -51,7 +51,9 @@ struct SsmInner {
 
 impl std::fmt::Debug for SsmSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SsmSource").field("decrypt", &self.inner.decrypt).finish()
+        f.debug_struct("SsmSource")
+            .field("decrypt", &self.inner.decrypt)
+            .finish()
     }
 }
 
@@ -188,7 +190,9 @@ fn validate_name(id: &str) -> Result<(), String> {
         let is_label = !sel.is_empty()
             && sel.len() <= 100
             && !sel.starts_with(|c: char| c.is_ascii_digit())
-            && sel.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            && sel
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         if is_version && sel.starts_with('0') {
             return Err("a version selector is a number from 1".into());
         }
@@ -221,15 +225,23 @@ impl Source for SsmInner {
 
     fn fetch<'a>(&'a self, items: &'a [Item], calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>> {
         Box::pin(async move {
-            let names: Vec<usize> = (0..items.len()).filter(|&i| matches!(items[i], Item::One(_))).collect();
-            let paths: Vec<usize> = (0..items.len()).filter(|&i| matches!(items[i], Item::Tree(_))).collect();
+            let names: Vec<usize> = (0..items.len())
+                .filter(|&i| matches!(items[i], Item::One(_)))
+                .collect();
+            let paths: Vec<usize> = (0..items.len())
+                .filter(|&i| matches!(items[i], Item::Tree(_)))
+                .collect();
             let chunks = batches(items, &names);
             let by_name = join_all(chunks.iter().map(|chunk| {
                 let ids: Vec<&str> = chunk.iter().map(|&i| items[i].id()).collect();
                 async move { (chunk, self.get_parameters(&ids, calls).await) }
             }));
-            let by_path = join_all(paths.iter().map(|&i| async move { (i, self.get_by_path(items[i].id(), calls).await) }));
-            let (by_name, by_path) = futures_util::join!(by_name, by_path);
+            let by_path = join_all(
+                paths
+                    .iter()
+                    .map(|&i| async move { (i, self.get_by_path(items[i].id(), calls).await) }),
+            );
+            let (by_name, by_path) = futures_util::future::join(by_name, by_path).await;
 
             let mut out: Vec<Option<ItemResult>> = vec![None; items.len()];
             for (chunk, results) in by_name {
@@ -261,12 +273,19 @@ impl SsmInner {
                 });
                 join_all(single).await
             }
-            Err(err) => ids.iter().map(|_| Err(denied_action(err.clone(), "ssm:GetParameters"))).collect(),
+            Err(err) => ids
+                .iter()
+                .map(|_| Err(denied_action(err.clone(), "ssm:GetParameters")))
+                .collect(),
             Ok(results) => results,
         }
     }
 
-    async fn get_parameters_call(&self, ids: &[&str], calls: &CallContext) -> Result<Vec<ItemResult>, CallError> {
+    async fn get_parameters_call(
+        &self,
+        ids: &[&str],
+        calls: &CallContext,
+    ) -> Result<Vec<ItemResult>, CallError> {
         let names: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
         let out = calls
             .call("GetParameters", || {
@@ -281,7 +300,8 @@ impl SsmInner {
             .await?;
         let invalid = out.invalid_parameters.unwrap_or_default();
         let mut results: Vec<ItemResult> = Vec::with_capacity(ids.len());
-        let mut params: Vec<Option<Parameter>> = out.parameters.unwrap_or_default().into_iter().map(Some).collect();
+        let mut params: Vec<Option<Parameter>> =
+            out.parameters.unwrap_or_default().into_iter().map(Some).collect();
         for id in ids {
             if invalid.iter().any(|n| n == id) {
                 results.push(Err(ItemError::NotFound));
@@ -295,7 +315,9 @@ impl SsmInner {
             });
             results.push(match found {
                 Some(p) => Ok(vec![fetched(p, None)]),
-                None => Err(ItemError::Failed("GetParameters returned no value and no error for it".into())),
+                None => Err(ItemError::Failed(
+                    "GetParameters returned no value and no error for it".into(),
+                )),
             });
         }
         Ok(results)
@@ -316,7 +338,10 @@ impl SsmInner {
                         .max_results(PAGE_SIZE)
                         .set_next_token(token.clone())
                         .send();
-                    async move { send.await.map_err(|e| CallError::from_sdk("GetParametersByPath", e)) }
+                    async move {
+                        send.await
+                            .map_err(|e| CallError::from_sdk("GetParametersByPath", e))
+                    }
                 })
                 .await
                 .map_err(|e| denied_action(e, "ssm:GetParametersByPath"))?;
@@ -342,21 +367,32 @@ impl SsmInner {
 /// parameter in the same call: a response's `Selector` field is optional (emulators omit it),
 /// and without it two versions of one name could not be told apart.
 fn batches(items: &[Item], names: &[usize]) -> Vec<Vec<usize>> {
-    let mut chunks: Vec<(Vec<usize>, Vec<String>)> = Vec::new();
+    // Names with the most selectors first, so that they spread over the fewest calls.
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     for &i in names {
         let base = split_id(items[i].id()).map(|(n, _)| n).unwrap_or_default();
-        match chunks
-            .iter_mut()
-            .find(|(members, bases)| members.len() < MAX_NAMES_PER_CALL && !bases.contains(&base))
-        {
-            Some((members, bases)) => {
-                members.push(i);
-                bases.push(base);
-            }
-            None => chunks.push((vec![i], vec![base])),
+        match groups.iter_mut().find(|(b, _)| *b == base) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((base, vec![i])),
         }
     }
-    chunks.into_iter().map(|(members, _)| members).collect()
+    groups.sort_by_key(|(_, members)| std::cmp::Reverse(members.len()));
+    let mut chunks: Vec<(Vec<usize>, Vec<&str>)> = Vec::new();
+    for (base, members) in &groups {
+        for &i in members {
+            match chunks
+                .iter_mut()
+                .find(|(chunk, bases)| chunk.len() < MAX_NAMES_PER_CALL && !bases.contains(&base.as_str()))
+            {
+                Some((chunk, bases)) => {
+                    chunk.push(i);
+                    bases.push(base);
+                }
+                None => chunks.push((vec![i], vec![base])),
+            }
+        }
+    }
+    chunks.into_iter().map(|(chunk, _)| chunk).collect()
 }
 
 /// A denial that mentions `kms:Decrypt` is about the SecureString's key, not the SSM action.
@@ -371,8 +407,13 @@ fn denied_action(err: CallError, ssm_action: &str) -> ItemError {
 
 fn matches_request(p: &Parameter, name: &str, selector: Option<&str>) -> bool {
     let p_name = p.name().unwrap_or_default();
-    let p_name = split_id(p_name).map(|(n, _)| n).unwrap_or_else(|_| p_name.to_owned());
-    let p_selector = p.selector().map(|s| s.trim_start_matches(':')).filter(|s| !s.is_empty());
+    let p_name = split_id(p_name)
+        .map(|(n, _)| n)
+        .unwrap_or_else(|_| p_name.to_owned());
+    let p_selector = p
+        .selector()
+        .map(|s| s.trim_start_matches(':'))
+        .filter(|s| !s.is_empty());
     let name_ok = p_name == name || p.arn().is_some_and(|arn| arn == name);
     name_ok && (p_selector == selector || (p_selector.is_none() && selector_matches(p, selector)))
 }
@@ -451,7 +492,10 @@ mod tests {
             split_id("arn:aws:ssm:r:1:parameter/a/b:lbl").unwrap(),
             ("/a/b".into(), Some("lbl"))
         );
-        assert_eq!(split_id("arn:aws:ssm:r:1:parameter/plain").unwrap(), ("plain".into(), None));
+        assert_eq!(
+            split_id("arn:aws:ssm:r:1:parameter/plain").unwrap(),
+            ("plain".into(), None)
+        );
     }
 
     #[test]
@@ -463,7 +507,10 @@ mod tests {
         let chunks = batches(&items, &names);
         assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 7]);
         for chunk in &chunks {
-            let p0 = chunk.iter().filter(|&&i| items[i].id().starts_with("/p0")).count();
+            let p0 = chunk
+                .iter()
+                .filter(|&&i| items[i].id().starts_with("/p0"))
+                .count();
             assert!(p0 <= 1, "{chunk:?}");
         }
     }

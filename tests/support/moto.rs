@@ -96,10 +96,7 @@ impl Moto {
         ensure_moto_installed();
         let port = free_loopback_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let log = std::env::temp_dir().join(format!(
-            "lambda-secrets-moto-{}-{port}.log",
-            std::process::id()
-        ));
+        let log = std::env::temp_dir().join(format!("lambda-secrets-moto-{}-{port}.log", std::process::id()));
         let log_file = std::fs::File::create(&log)
             .unwrap_or_else(|e| panic!("support: create moto log {}: {e}", log.display()));
         let mut child = Command::new("python3")

@@ -245,9 +245,7 @@ impl FaultProxy {
     /// Requests for `op` whose body contains `needle` get a 400
     /// `AccessDeniedException` naming `needle` as the resource.
     pub fn deny(&self, op: &str, needle: &str) {
-        self.state()
-            .denies
-            .push((op.to_string(), needle.to_string()));
+        self.state().denies.push((op.to_string(), needle.to_string()));
     }
 
     pub fn clear_denies(&self) {
@@ -319,11 +317,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// `AmazonSSM.GetParameters` -> `("AmazonSSM", "GetParameters")`; requests
 /// without the header count under their path.
 fn identify(req: &Request<Incoming>) -> (String, String) {
-    match req
-        .headers()
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-    {
+    match req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()) {
         Some(target) => match target.rsplit_once('.') {
             Some((service, op)) => (service.to_string(), op.to_string()),
             None => (String::new(), target.to_string()),
@@ -456,10 +450,7 @@ fn access_denied_message(service: &str, op: &str, needle: &str) -> String {
             "secretsmanager",
             format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{needle}"),
         ),
-        "TrentService" => (
-            "kms",
-            format!("arn:aws:kms:us-east-1:123456789012:key/{needle}"),
-        ),
+        "TrentService" => ("kms", format!("arn:aws:kms:us-east-1:123456789012:key/{needle}")),
         _ => {
             let slash = if needle.starts_with('/') { "" } else { "/" };
             (
@@ -512,11 +503,7 @@ async fn forward(
         let _ = conn.await;
     });
 
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
+    let path = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let mut out = Request::builder()
         .method(parts.method)
         .uri(path)
