@@ -268,6 +268,21 @@ mod tests {
         assert_eq!(out, "hi:3");
     }
 
+    /// `run` and `run_concurrent` accept the layered service (a compile-time check: the futures
+    /// are dropped unpolled).
+    #[tokio::test]
+    async fn the_layered_service_fits_the_lambda_runtime() {
+        let mem = MemorySource::new();
+        let secrets = secrets(&mem).await;
+        let service = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(
+            |(_event, secrets): (lambda_runtime::LambdaEvent<serde_json::Value>, Snapshot)| async move {
+                Ok::<_, lambda_runtime::Error>(secrets.len())
+            },
+        ));
+        drop(lambda_runtime::run(service.clone()));
+        drop(lambda_runtime::run_concurrent(service));
+    }
+
     #[tokio::test]
     async fn one_invocation_keeps_one_snapshot_while_a_refresh_lands() {
         let mem = MemorySource::new();

@@ -516,6 +516,33 @@ mod tests {
     }
 
     #[test]
+    fn responses_match_requests_by_name_arn_and_selector() {
+        let arn = "arn:aws:ssm:us-east-1:123456789012:parameter/prod/db";
+        // Real SSM echoes the selector; emulators may not.
+        let with_selector = Parameter::builder()
+            .name("/prod/db")
+            .arn(arn)
+            .version(3)
+            .selector(":3")
+            .build();
+        let without = Parameter::builder().name("/prod/db").arn(arn).version(3).build();
+        let latest = Parameter::builder().name("/prod/db").arn(arn).version(5).build();
+        fn matches(p: &Parameter, id: &str) -> bool {
+            let (name, selector) = split_id(id).unwrap();
+            matches_request(p, &name, selector)
+        }
+        assert!(matches(&with_selector, "/prod/db:3"));
+        assert!(matches(&with_selector, &format!("{arn}:3")));
+        assert!(!matches(&with_selector, "/prod/db"));
+        assert!(!matches(&with_selector, "/prod/db:live"));
+        assert!(matches(&without, "/prod/db:3"));
+        assert!(!matches(&latest, "/prod/db:3"));
+        assert!(matches(&latest, "/prod/db"));
+        assert!(matches(&latest, arn));
+        assert!(!matches(&latest, "/prod/other"));
+    }
+
+    #[test]
     fn relative_names() {
         assert_eq!(relative_name("/prod/app", "/prod/app/db/url"), "db/url");
         assert_eq!(relative_name("/prod/app/", "/prod/app/db/url"), "db/url");
