@@ -89,7 +89,8 @@ impl Error {
 fn redacted_json_detail(err: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let msg = err.to_string();
-    let safe = ["missing field", "unknown field", "duplicate field"];
+    // Field names from the user's type only (an "unknown field" would name a key of the secret).
+    let safe = ["missing field", "duplicate field"];
     let what = match err.classify() {
         Category::Data if safe.iter().any(|p| msg.starts_with(p)) => {
             msg.split(" at line").next().unwrap_or("").to_owned()

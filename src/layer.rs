@@ -198,6 +198,16 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let max_wait = self.secrets.store.config().max_wait;
+        // lambda_http puts the invocation's `Context` in the extensions: honor its deadline.
+        #[cfg(feature = "lambda-runtime")]
+        let max_wait = match request
+            .extensions()
+            .get::<lambda_runtime::Context>()
+            .and_then(|c| remaining(c.deadline))
+        {
+            Some(left) => max_wait.min(left.saturating_sub(Duration::from_millis(500))),
+            None => max_wait,
+        };
         self.call_with(request, max_wait, |mut request, snapshot| {
             request.extensions_mut().insert(snapshot);
             request

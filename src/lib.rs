@@ -68,6 +68,10 @@ pub use error::{Error, Failure, ItemError};
 pub use layer::{SecretsLayer, SecretsService};
 pub use secrets::{Secrets, SecretsBuilder, Stats};
 pub use snapshot::{Snapshot, ValueInfo};
+#[cfg(feature = "kms")]
+pub use source::kms::{KmsDeclaration, KmsSource};
+#[cfg(feature = "secretsmanager")]
+pub use source::secrets_manager::SecretsManagerSource;
 #[cfg(feature = "ssm")]
 pub use source::ssm::SsmSource;
 pub use source::{

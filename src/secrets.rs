@@ -40,7 +40,7 @@ pub struct Secrets {
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Secrets")
-            .field("snapshot", &self.store.snapshot().0)
+            .field("snapshot", &self.store.current())
             .finish()
     }
 }
@@ -159,8 +159,8 @@ pub struct SecretsBuilder {
 impl SecretsBuilder {
     /// Adds a declaration (made by a source: `ssm.parameter(..)`, `ssm.path(..)`).
     #[allow(clippy::should_implement_trait)]
-    pub fn add(mut self, declaration: Declaration) -> Self {
-        self.decls.push(declaration);
+    pub fn add(mut self, declaration: impl Into<Declaration>) -> Self {
+        self.decls.push(declaration.into());
         self
     }
 

@@ -27,8 +27,12 @@ pub struct ValueInfo {
     pub source: &'static str,
     /// The full name of what was fetched (the SSM parameter name).
     pub name: String,
-    /// The version the source reported (the SSM parameter version).
+    /// The version the source reported (SSM: the parameter version; Secrets Manager: the
+    /// version id).
     pub version: Option<String>,
+    /// When the source asked for the next refresh at the latest (Secrets Manager: the
+    /// secret's next scheduled rotation); the TTL is capped at it.
+    pub refresh_by: Option<std::time::SystemTime>,
 }
 
 #[derive(Clone)]

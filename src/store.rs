@@ -8,9 +8,9 @@
 //! nothing here relies on a timer: every refresh is started by an invocation.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use futures_util::future::join_all;
@@ -19,7 +19,9 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Failure, ItemError};
 use crate::snapshot::{Slot, Snapshot, SnapshotData, ValueInfo};
-use crate::source::{CallContext, CallStats, Declaration, Fetched, Item, ItemResult, RetryPolicy, Source};
+use crate::source::{
+    CallContext, CallStats, Declaration, Fetched, Item, RefreshResult, Refreshed, RetryPolicy, Source,
+};
 
 /// Tuning of loading and refreshing (set through [`SecretsBuilder`](crate::SecretsBuilder)).
 #[derive(Debug, Clone)]
@@ -56,27 +58,56 @@ impl Default for Config {
 /// Maximum staleness when none is configured: three TTLs.
 const DEFAULT_STALENESS_TTLS: u32 = 3;
 const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Upper bound of timeouts, waits and backoffs (a Lambda invocation lasts at most 15 minutes).
+const MAX_SETTING: Duration = Duration::from_secs(3600);
+
+/// The least time between a refresh and the next one asked for by a source's `refresh_by`.
+const MIN_REFRESH_GAP: Duration = Duration::from_secs(1);
+
+/// A key bound to a unit, optionally to one JSON field of its value.
+struct Binding {
+    /// The key (for a tree: the key prefix).
+    key: String,
+    field: Option<String>,
+}
 
 /// One distinct (source, item) and the keys bound to it.
 struct Unit {
     source: Arc<dyn Source>,
     item: Item,
-    /// Keys (for a tree: key prefixes) bound to the item.
-    keys: Vec<String>,
+    keys: Vec<Binding>,
     ttl: Duration,
     staleness: Duration,
     values: Vec<(Box<str>, SecretValueAndInfo)>,
+    /// Version of an [`Item::One`]'s value, handed to [`Source::refresh`].
+    version: Option<String>,
     fetched_at: Instant,
     refresh_at: Instant,
     failures: u32,
-    in_flight: Option<Instant>,
+    /// The refresh under way, if any.
+    in_flight: Option<InFlight>,
     forced_at: Option<Instant>,
-    completed: u64,
+    /// Generation of the last refresh started / finished (results of superseded ones are dropped).
+    started: u64,
+    finished: u64,
     last_error: Option<ItemError>,
     expired: Option<Arc<str>>,
 }
 
+/// A refresh under way. `alive` turns false when its task ends in any way (finished, panicked,
+/// or dropped with its runtime), so a lost refresh never blocks a unit; a refresh merely frozen
+/// with the process (Lambda between invocations) stays alive and is not started twice.
+struct InFlight {
+    since: Instant,
+    alive: Arc<AtomicBool>,
+}
+
 type SecretValueAndInfo = (crate::SecretValue, Arc<ValueInfo>);
+type Bound = (
+    Vec<(Box<str>, SecretValueAndInfo)>,
+    Option<String>,
+    Option<SystemTime>,
+);
 
 impl Unit {
     fn stale_at(&self) -> Instant {
@@ -87,39 +118,118 @@ impl Unit {
         format!("{} `{}`", self.source.kind(), self.item.id())
     }
 
-    fn failures(&self, error: &ItemError) -> Vec<Failure> {
-        self.keys
-            .iter()
-            .map(|key| Failure {
-                key: key.clone(),
-                source: self.source.kind(),
-                id: self.item.id().to_owned(),
-                error: error.clone(),
-            })
-            .collect()
+    fn failure(&self, key: &str, error: &ItemError) -> Failure {
+        Failure {
+            key: key.to_owned(),
+            source: self.source.kind(),
+            id: self.item.id().to_owned(),
+            error: error.clone(),
+        }
     }
 
-    fn set_values(&mut self, fetched: Vec<Fetched>) {
+    fn failures(&self, error: &ItemError) -> Vec<Failure> {
+        self.keys.iter().map(|b| self.failure(&b.key, error)).collect()
+    }
+
+    fn key_list(&self) -> Vec<&str> {
+        self.keys.iter().map(|b| b.key.as_str()).collect()
+    }
+
+    /// Binds fetched values to this unit's keys (taking JSON fields where asked); fails with
+    /// one failure per key that cannot be bound.
+    fn bind(&self, fetched: Vec<Fetched>) -> Result<Bound, Vec<Failure>> {
+        if fetched.is_empty() {
+            return Err(self.failures(&ItemError::NotFound));
+        }
         let kind = self.source.kind();
+        let version = fetched[0].version.clone();
+        let refresh_by = fetched.iter().filter_map(|f| f.refresh_by).min();
         let mut values = Vec::new();
-        for f in fetched {
+        let mut failures = Vec::new();
+        let take = if matches!(self.item, Item::One(_)) {
+            1
+        } else {
+            fetched.len()
+        };
+        for f in fetched.into_iter().take(take) {
             let info = Arc::new(ValueInfo {
                 source: kind,
                 name: f.name,
                 version: f.version,
+                refresh_by: f.refresh_by,
             });
-            for key in &self.keys {
+            for binding in &self.keys {
                 let key: Box<str> = match (&self.item, &f.relative) {
-                    (Item::Tree(_), Some(rel)) => format!("{key}{rel}").into(),
-                    _ => key.as_str().into(),
+                    (Item::Tree(_), Some(rel)) => format!("{}{rel}", binding.key).into(),
+                    _ => binding.key.as_str().into(),
                 };
-                values.push((key, (f.value.clone(), info.clone())));
-            }
-            if matches!(self.item, Item::One(_)) {
-                break;
+                let value = match &binding.field {
+                    None => f.value.clone(),
+                    Some(field) => match json_field(&f.value, field) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            failures.push(self.failure(&key, &e));
+                            continue;
+                        }
+                    },
+                };
+                values.push((key, (value, info.clone())));
             }
         }
+        if failures.is_empty() {
+            Ok((values, version, refresh_by))
+        } else {
+            Err(failures)
+        }
+    }
+
+    /// Takes newly fetched values.
+    fn accept(&mut self, (values, version, refresh_by): Bound, now: Instant, factor: f64) {
         self.values = values;
+        self.version = version;
+        self.confirm(refresh_by, now, factor);
+    }
+
+    /// Marks the values current as of `now` and schedules the next refresh.
+    fn confirm(&mut self, refresh_by: Option<SystemTime>, now: Instant, factor: f64) {
+        self.fetched_at = now;
+        self.refresh_at = now + self.ttl.mul_f64(factor);
+        if let Some(by) = refresh_by {
+            let until = by.duration_since(SystemTime::now()).unwrap_or_default();
+            self.refresh_at = self.refresh_at.min(now + until.max(MIN_REFRESH_GAP));
+        }
+        for (_, (_, info)) in &mut self.values {
+            if info.refresh_by != refresh_by {
+                let mut updated = (**info).clone();
+                updated.refresh_by = refresh_by;
+                *info = Arc::new(updated);
+            }
+        }
+        self.failures = 0;
+        self.expired = None;
+        self.last_error = None;
+    }
+}
+
+/// One field of a JSON object value. Errors name the field, never the value.
+fn json_field(value: &crate::SecretValue, field: &str) -> Result<crate::SecretValue, ItemError> {
+    use serde_json::value::RawValue;
+    let object: HashMap<std::borrow::Cow<'_, str>, &RawValue> = serde_json::from_slice(value.expose_bytes())
+        .map_err(|_| {
+            ItemError::Failed(format!(
+                "the value is not a JSON object, so its field `{field}` cannot be taken"
+            ))
+        })?;
+    let raw = object
+        .get(field)
+        .ok_or_else(|| ItemError::Failed(format!("the JSON object has no field `{field}`")))?
+        .get();
+    if raw.starts_with('"') {
+        let text: String = serde_json::from_str(raw)
+            .map_err(|_| ItemError::Failed(format!("field `{field}` is not a valid JSON string")))?;
+        Ok(text.into())
+    } else {
+        Ok(raw.into())
     }
 }
 
@@ -132,6 +242,8 @@ pub(crate) struct Store {
     units: Mutex<Vec<Unit>>,
     /// Bumped each time a refresh finishes (success or failure); waiters watch it.
     completed: watch::Sender<u64>,
+    /// Keys already warned about (produced twice), so the warning is logged once.
+    warned: Mutex<Vec<String>>,
 }
 
 impl Store {
@@ -142,20 +254,25 @@ impl Store {
         let calls = Arc::new(CallStats::default());
         let started = Instant::now();
         let ctx = CallContext::new(calls.clone(), config.retry, started + config.load_timeout);
-        let targets: Vec<_> = units.iter().map(|u| (u.source.clone(), u.item.clone())).collect();
-        let results = fetch_all(&targets, &ctx).await;
+        let targets: Vec<_> = units
+            .iter()
+            .map(|u| (u.source.clone(), u.item.clone(), None))
+            .collect();
+        let results = fetch_all(&targets, &ctx, false).await;
 
         let now = Instant::now();
         let factor = jitter_factor(config.jitter);
         let mut failures = Vec::new();
         for (unit, result) in units.iter_mut().zip(results) {
-            match result {
-                Ok(fetched) if !fetched.is_empty() => unit.set_values(fetched),
-                Ok(_) => failures.extend(unit.failures(&ItemError::NotFound)),
-                Err(e) => failures.extend(unit.failures(&e)),
+            let bound = match result {
+                Ok(Refreshed::Changed(fetched)) => unit.bind(fetched),
+                Ok(Refreshed::Unchanged { .. }) => Err(unit.failures(&ItemError::NotFound)),
+                Err(e) => Err(unit.failures(&e)),
+            };
+            match bound {
+                Ok(bound) => unit.accept(bound, now, factor),
+                Err(f) => failures.extend(f),
             }
-            unit.fetched_at = now;
-            unit.refresh_at = now + unit.ttl.mul_f64(factor);
         }
         if !failures.is_empty() {
             return Err(Error::Load { failures });
@@ -179,11 +296,17 @@ impl Store {
             current: ArcSwap::from_pointee(data),
             units: Mutex::new(units),
             completed: watch::Sender::new(0),
+            warned: Mutex::new(Vec::new()),
         }))
     }
 
     pub(crate) fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The current snapshot, with no side effect.
+    pub(crate) fn current(&self) -> Snapshot {
+        Snapshot(self.current.load_full())
     }
 
     /// The current snapshot, and whether some value in it is past its maximum staleness (the
@@ -227,44 +350,79 @@ impl Store {
         self.units.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn idle(&self, unit: &Unit, now: Instant) -> bool {
-        // A refresh whose task was lost (its runtime dropped) is given up after twice its budget.
+    fn idle(unit: &Unit) -> bool {
         unit.in_flight
-            .is_none_or(|t| now.saturating_duration_since(t) > self.config.refresh_timeout * 2)
+            .as_ref()
+            .is_none_or(|f| !f.alive.load(Ordering::Acquire))
     }
 
     fn start_due_refreshes(self: &Arc<Self>, now: Instant) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!("lambda-secrets: values are due for refresh but no tokio runtime is running here; they are not refreshed");
+            }
             return;
         };
         let mut units = self.lock();
         let due = |u: &Unit| u.refresh_at <= now || (u.expired.is_none() && u.stale_at() <= now);
-        if !units.iter().any(|u| self.idle(u, now) && due(u)) {
+        if !units.iter().any(|u| Self::idle(u) && due(u)) {
             return;
         }
         // Refresh together everything due within the jitter window, so that a container's keys
-        // keep being fetched in few batched calls instead of drifting apart.
+        // keep being fetched in few batched calls instead of drifting apart (healthy ones only:
+        // a failing unit keeps its backoff).
+        let window = |u: &Unit| u.failures == 0 && u.refresh_at <= now + u.ttl.mul_f64(self.config.jitter);
         let batch: Vec<usize> = (0..units.len())
-            .filter(|&i| {
-                let u = &units[i];
-                self.idle(u, now) && (due(u) || u.refresh_at <= now + u.ttl.mul_f64(self.config.jitter))
-            })
+            .filter(|&i| Self::idle(&units[i]) && (due(&units[i]) || window(&units[i])))
             .collect();
-        for &i in &batch {
-            units[i].in_flight = Some(now);
-        }
-        self.publish(&units);
+        let task = self.begin(&mut units, &batch, now);
         drop(units);
-        let store = self.clone();
-        runtime.spawn(async move { store.refresh(batch).await });
+        runtime.spawn(task);
     }
 
-    async fn refresh(self: Arc<Self>, batch: Vec<usize>) {
+    /// Marks `batch` in flight under a new generation, publishes, and returns the refresh task.
+    fn begin(
+        self: &Arc<Self>,
+        units: &mut [Unit],
+        batch: &[usize],
+        now: Instant,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let alive = Arc::new(AtomicBool::new(true));
+        let batch: Vec<(usize, u64)> = batch
+            .iter()
+            .map(|&i| {
+                let unit = &mut units[i];
+                unit.started += 1;
+                unit.in_flight = Some(InFlight {
+                    since: now,
+                    alive: alive.clone(),
+                });
+                (i, unit.started)
+            })
+            .collect();
+        self.publish(units);
+        let guard = RefreshGuard {
+            store: self.clone(),
+            batch: batch.clone(),
+            alive,
+            done: false,
+        };
+        self.clone().refresh(batch, now, guard)
+    }
+
+    async fn refresh(self: Arc<Self>, batch: Vec<(usize, u64)>, started: Instant, mut guard: RefreshGuard) {
         let targets: Vec<_> = {
             let units = self.lock();
             batch
                 .iter()
-                .map(|&i| (units[i].source.clone(), units[i].item.clone()))
+                .map(|&(i, _)| {
+                    (
+                        units[i].source.clone(),
+                        units[i].item.clone(),
+                        units[i].version.clone(),
+                    )
+                })
                 .collect()
         };
         let ctx = CallContext::new(
@@ -272,30 +430,45 @@ impl Store {
             self.config.retry,
             Instant::now() + self.config.refresh_timeout,
         );
-        let results = fetch_all(&targets, &ctx).await;
+        let results = fetch_all(&targets, &ctx, true).await;
         let now = Instant::now();
+        // Far over budget: the process was frozen mid-refresh. A failure then says nothing about
+        // the source; retry at the next invocation instead of counting it.
+        let frozen = now.saturating_duration_since(started)
+            > self.config.refresh_timeout + self.config.retry.attempt_timeout + Duration::from_secs(1);
         let factor = jitter_factor(self.config.jitter);
         let mut units = self.lock();
-        for (&i, result) in batch.iter().zip(results) {
+        for (&(i, generation), result) in batch.iter().zip(results) {
             let unit = &mut units[i];
+            if unit.started != generation {
+                continue; // superseded by a newer refresh
+            }
             unit.in_flight = None;
-            unit.completed += 1;
-            let result = result.and_then(|f| {
-                if f.is_empty() {
-                    Err(ItemError::NotFound)
-                } else {
-                    Ok(f)
+            unit.finished = generation;
+            let result = match result {
+                Ok(Refreshed::Changed(fetched)) => unit.bind(fetched).map(Some).map_err(|f| {
+                    f.into_iter()
+                        .next()
+                        .map(|f| f.error)
+                        .unwrap_or(ItemError::NotFound)
+                }),
+                Ok(Refreshed::Unchanged { refresh_by }) => {
+                    unit.confirm(refresh_by, now, factor);
+                    Ok(None)
                 }
-            });
+                Err(e) => Err(e),
+            };
             match result {
-                Ok(fetched) => {
-                    unit.set_values(fetched);
-                    unit.fetched_at = now;
-                    unit.refresh_at = now + unit.ttl.mul_f64(factor);
-                    unit.failures = 0;
-                    unit.expired = None;
-                    unit.last_error = None;
+                Ok(bound) => {
+                    if let Some(bound) = bound {
+                        unit.accept(bound, now, factor);
+                    }
                     self.refreshes.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) if frozen => {
+                    tracing::info!(keys = ?unit.key_list(), %error, "lambda-secrets refresh interrupted by a freeze; retrying at the next invocation");
+                    unit.refresh_at = now;
+                    unit.last_error = Some(error);
                 }
                 Err(error) => {
                     unit.failures += 1;
@@ -313,7 +486,7 @@ impl Store {
                         (now + backoff).min(unit.stale_at())
                     };
                     tracing::warn!(
-                        keys = ?unit.keys,
+                        keys = ?unit.key_list(),
                         source = unit.source.kind(),
                         id = unit.item.id(),
                         %error,
@@ -327,63 +500,91 @@ impl Store {
                 }
             }
         }
+        guard.done = true;
         self.publish(&units);
         drop(units);
+        drop(guard);
         self.completed.send_modify(|n| *n += 1);
         tracing::debug!(units = batch.len(), "lambda-secrets refresh finished");
     }
 
+    /// A refresh task that ended without finishing (panic, runtime dropped): clears its units.
+    fn abandon(&self, batch: &[(usize, u64)]) {
+        let mut units = self.lock();
+        for &(i, generation) in batch {
+            let unit = &mut units[i];
+            if unit.started == generation {
+                unit.in_flight = None;
+                unit.finished = generation;
+                unit.last_error = Some(ItemError::Failed("the refresh task ended early".into()));
+            }
+        }
+        self.publish(&units);
+        drop(units);
+        self.completed.send_modify(|n| *n += 1);
+    }
+
     /// Fetches `key`'s item now, unless a forced refresh of it happened less than the
-    /// configured interval ago (then the current snapshot is returned without a call).
+    /// configured interval ago (then the current snapshot is returned without a call). A
+    /// refresh already under way is waited for, and followed by a new one if it started before
+    /// this call (it may have read the value this call is about).
     pub(crate) async fn refresh_now(self: &Arc<Self>, key: &str) -> Result<Snapshot, Error> {
         let Some(index) = self.current.load().values.get(key).map(|s| s.unit) else {
             return Err(Error::MissingKey { key: key.to_owned() });
         };
+        let called = Instant::now();
         let mut done = self.completed.subscribe();
-        let target = {
-            let mut units = self.lock();
-            let now = Instant::now();
-            let idle = self.idle(&units[index], now);
-            let unit = &mut units[index];
-            if idle {
-                if unit
-                    .forced_at
-                    .is_some_and(|t| now.duration_since(t) < self.config.refresh_now_interval)
-                {
-                    tracing::debug!(key, "refresh_now ignored: forced refresh too recent");
-                    drop(units);
-                    return Ok(Snapshot(self.current.load_full()));
-                }
-                unit.forced_at = Some(now);
-                unit.in_flight = Some(now);
-                let target = unit.completed + 1;
-                self.publish(&units);
-                let store = self.clone();
-                tokio::spawn(async move { store.refresh(vec![index]).await });
-                target
-            } else {
-                unit.completed + 1
-            }
-        };
         let deadline = tokio::time::Instant::now() + self.config.refresh_timeout * 2;
         loop {
-            {
-                let units = self.lock();
+            let target = {
+                let mut units = self.lock();
+                let now = Instant::now();
                 let unit = &units[index];
-                if unit.completed >= target {
-                    return match &unit.last_error {
-                        None => Ok(Snapshot(self.current.load_full())),
-                        Some(e) => Err(Error::Load {
-                            failures: unit.failures(e),
-                        }),
-                    };
+                match &unit.in_flight {
+                    Some(f) if f.alive.load(Ordering::Acquire) => Some((unit.started, f.since >= called)),
+                    _ if unit
+                        .forced_at
+                        .is_some_and(|t| now.duration_since(t) < self.config.refresh_now_interval) =>
+                    {
+                        tracing::debug!(
+                            key,
+                            "refresh_now: forced refresh too recent; serving the current value"
+                        );
+                        return Ok(Snapshot(self.current.load_full()));
+                    }
+                    _ => {
+                        units[index].forced_at = Some(now);
+                        let task = self.begin(&mut units, &[index], now);
+                        drop(units);
+                        tokio::spawn(task);
+                        None
+                    }
                 }
-            }
-            if tokio::time::timeout_at(deadline, done.changed()).await.is_err() {
-                return Err(Error::Load {
-                    failures: self.lock()[index]
-                        .failures(&ItemError::Failed("refresh did not finish in time".into())),
-                });
+            };
+            // Wait for the refresh started by this call (or one started after it).
+            let (generation, accept) = target.unwrap_or((self.lock()[index].started, true));
+            loop {
+                {
+                    let units = self.lock();
+                    let unit = &units[index];
+                    if unit.finished >= generation {
+                        if !accept {
+                            break;
+                        }
+                        return match &unit.last_error {
+                            None => Ok(Snapshot(self.current.load_full())),
+                            Some(e) => Err(Error::Load {
+                                failures: unit.failures(e),
+                            }),
+                        };
+                    }
+                }
+                if tokio::time::timeout_at(deadline, done.changed()).await.is_err() {
+                    return Err(Error::Load {
+                        failures: self.lock()[index]
+                            .failures(&ItemError::Failed("the refresh did not finish in time".into())),
+                    });
+                }
             }
         }
     }
@@ -391,15 +592,39 @@ impl Store {
     fn publish(&self, units: &[Unit]) {
         let mut duplicates = Vec::new();
         let data = build_snapshot(units, &self.config, &mut duplicates);
-        for (key, first, second) in duplicates {
-            tracing::warn!(
-                key,
-                first,
-                second,
-                "lambda-secrets: key produced twice; keeping the first"
-            );
+        if !duplicates.is_empty() {
+            let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+            for (key, first, second) in duplicates {
+                if !warned.contains(&key) {
+                    tracing::warn!(
+                        key,
+                        kept = first,
+                        ignored = second,
+                        "lambda-secrets: key produced twice"
+                    );
+                    warned.push(key);
+                }
+            }
         }
         self.current.store(Arc::new(data));
+    }
+}
+
+/// Ends a refresh task's life: marks it not alive however it ends, and clears its units if it
+/// did not finish (a panic, or its runtime dropped).
+struct RefreshGuard {
+    store: Arc<Store>,
+    batch: Vec<(usize, u64)>,
+    alive: Arc<AtomicBool>,
+    done: bool,
+}
+
+impl Drop for RefreshGuard {
+    fn drop(&mut self) {
+        self.alive.store(false, Ordering::Release);
+        if !self.done {
+            self.store.abandon(&self.batch);
+        }
     }
 }
 
@@ -416,15 +641,29 @@ fn build_snapshot(
     let mut values: FxHashMap<Box<str>, Slot> = FxHashMap::default();
     let mut owner: HashMap<&str, usize> = HashMap::new();
     let (mut next_due, mut stale_at) = (far, far);
-    for (index, unit) in units.iter().enumerate() {
-        let due = match unit.in_flight {
-            Some(t) => t + config.refresh_timeout * 2,
+    for unit in units {
+        let due = match &unit.in_flight {
+            Some(f) => f.since + config.refresh_timeout * 2,
             None => unit.refresh_at,
         };
         next_due = next_due.min(due);
         if unit.expired.is_none() {
             stale_at = stale_at.min(unit.stale_at());
         }
+    }
+    // Explicitly declared keys win over keys found under a path: a parameter created under a
+    // path can never shadow a declared credential.
+    let explicit_first = units
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| matches!(u.item, Item::One(_)))
+        .chain(
+            units
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| matches!(u.item, Item::Tree(_))),
+        );
+    for (index, unit) in explicit_first {
         for (key, (value, info)) in &unit.values {
             if let Some(&first) = owner.get(&**key) {
                 if first != index {
@@ -453,6 +692,37 @@ fn build_snapshot(
 
 /// Validates declarations and merges them into units: an item declared twice is fetched once.
 fn plan(config: &Config, decls: Vec<Declaration>) -> Result<Vec<Unit>, Error> {
+    for (what, value) in [
+        ("max wait", config.max_wait),
+        ("load timeout", config.load_timeout),
+        ("refresh timeout", config.refresh_timeout),
+        ("failure backoff", config.failure_backoff_max),
+        ("refresh_now interval", config.refresh_now_interval),
+        ("retry attempt timeout", config.retry.attempt_timeout),
+        ("retry delay", config.retry.max_delay),
+    ] {
+        if value > MAX_SETTING {
+            return Err(Error::InvalidInput {
+                what,
+                input: format!("{value:?}"),
+                reason: format!("must be at most {MAX_SETTING:?}"),
+            });
+        }
+    }
+    if config.retry.max_attempts == 0 {
+        return Err(Error::InvalidInput {
+            what: "retry attempts",
+            input: "0".into(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    if let Some(s) = config.max_staleness.filter(|s| *s > MAX_TTL * 4) {
+        return Err(Error::InvalidInput {
+            what: "max staleness",
+            input: format!("{s:?}"),
+            reason: "must be at most 28 days".into(),
+        });
+    }
     if !(0.0..=0.5).contains(&config.jitter) {
         return Err(Error::InvalidInput {
             what: "TTL jitter",
@@ -518,12 +788,14 @@ fn plan(config: &Config, decls: Vec<Declaration>) -> Result<Vec<Unit>, Error> {
                 ttl,
                 staleness,
                 values: Vec::new(),
+                version: None,
                 fetched_at: now,
                 refresh_at: now,
                 failures: 0,
                 in_flight: None,
                 forced_at: None,
-                completed: 0,
+                started: 0,
+                finished: 0,
                 last_error: None,
                 expired: None,
             });
@@ -532,17 +804,29 @@ fn plan(config: &Config, decls: Vec<Declaration>) -> Result<Vec<Unit>, Error> {
         let unit = &mut units[i];
         unit.ttl = unit.ttl.min(ttl);
         unit.staleness = unit.staleness.min(staleness);
-        if !unit.keys.contains(&decl.key) {
-            unit.keys.push(decl.key);
+        if !unit
+            .keys
+            .iter()
+            .any(|b| b.key == decl.key && b.field == decl.field)
+        {
+            unit.keys.push(Binding {
+                key: decl.key,
+                field: decl.field,
+            });
         }
     }
     Ok(units)
 }
 
-/// Fetches every target, grouping items by source (one `fetch` per source, all concurrently).
-async fn fetch_all(targets: &[(Arc<dyn Source>, Item)], ctx: &CallContext) -> Vec<ItemResult> {
+/// Fetches (or, with `refresh`, refreshes) every target, grouping items by source: one call of
+/// the source per group, all groups concurrently.
+async fn fetch_all(
+    targets: &[(Arc<dyn Source>, Item, Option<String>)],
+    ctx: &CallContext,
+    refresh: bool,
+) -> Vec<RefreshResult> {
     let mut groups: Vec<(Arc<dyn Source>, Vec<usize>)> = Vec::new();
-    for (i, (source, _)) in targets.iter().enumerate() {
+    for (i, (source, _, _)) in targets.iter().enumerate() {
         match groups.iter_mut().find(|(s, _)| Arc::ptr_eq(s, source)) {
             Some((_, members)) => members.push(i),
             None => groups.push((source.clone(), vec![i])),
@@ -550,10 +834,16 @@ async fn fetch_all(targets: &[(Arc<dyn Source>, Item)], ctx: &CallContext) -> Ve
     }
     let fetches = groups.iter().map(|(source, members)| async move {
         let items: Vec<Item> = members.iter().map(|&i| targets[i].1.clone()).collect();
-        let results = source.fetch(&items, ctx).await;
+        let results = if refresh {
+            let versions: Vec<Option<String>> = members.iter().map(|&i| targets[i].2.clone()).collect();
+            source.refresh(&items, &versions, ctx).await
+        } else {
+            let fetched = source.fetch(&items, ctx).await;
+            fetched.into_iter().map(|r| r.map(Refreshed::Changed)).collect()
+        };
         (members, results)
     });
-    let mut out: Vec<Option<ItemResult>> = vec![None; targets.len()];
+    let mut out: Vec<Option<RefreshResult>> = vec![None; targets.len()];
     for (members, results) in join_all(fetches).await {
         for (&i, result) in members.iter().zip(results) {
             out[i] = Some(result);

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 
@@ -38,9 +38,12 @@ pub struct MemorySource {
     inner: Arc<MemoryInner>,
 }
 
+/// Value, version, refresh-by.
+type Entry = (SecretValue, u64, Option<SystemTime>);
+
 #[derive(Default)]
 struct MemoryInner {
-    values: Mutex<BTreeMap<String, (SecretValue, u64)>>,
+    values: Mutex<BTreeMap<String, Entry>>,
     failing: AtomicBool,
     fetches: AtomicU64,
     latency: Mutex<Duration>,
@@ -61,11 +64,22 @@ impl MemorySource {
 
     /// Sets `id` to `value`, bumping its version (1 for a new id).
     pub fn set(&self, id: impl Into<String>, value: impl Into<SecretValue>) {
+        self.set_with_refresh_by(id, value, None);
+    }
+
+    /// Like [`set`](Self::set), asking for a refresh no later than `refresh_by` (as a secret's
+    /// next rotation does).
+    pub fn set_with_refresh_by(
+        &self,
+        id: impl Into<String>,
+        value: impl Into<SecretValue>,
+        refresh_by: Option<SystemTime>,
+    ) {
         let mut values = self.inner.values.lock().unwrap();
         let entry = values
             .entry(id.into())
-            .or_insert_with(|| (SecretValue::from(""), 0));
-        *entry = (value.into(), entry.1 + 1);
+            .or_insert_with(|| (SecretValue::from(""), 0, None));
+        *entry = (value.into(), entry.1 + 1, refresh_by);
     }
 
     /// Removes `id`.
@@ -132,12 +146,13 @@ impl Source for MemoryInner {
     }
 }
 
-fn lookup(values: &BTreeMap<String, (SecretValue, u64)>, item: &Item) -> ItemResult {
-    let fetched = |id: &str, relative: Option<String>, (value, version): &(SecretValue, u64)| Fetched {
-        relative,
-        name: id.to_owned(),
-        version: Some(version.to_string()),
-        value: value.clone(),
+fn lookup(values: &BTreeMap<String, Entry>, item: &Item) -> ItemResult {
+    let fetched = |id: &str, relative: Option<String>, (value, version, refresh_by): &Entry| {
+        let mut f = Fetched::new(id, value.clone())
+            .with_version(version.to_string())
+            .with_refresh_by(*refresh_by);
+        f.relative = relative;
+        f
     };
     match item {
         Item::One(id) => values

@@ -11,13 +11,17 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::BoxFuture;
 
 use crate::error::ItemError;
 use crate::value::SecretValue;
 
+#[cfg(feature = "kms")]
+pub mod kms;
+#[cfg(feature = "secretsmanager")]
+pub mod secrets_manager;
 #[cfg(feature = "ssm")]
 pub mod ssm;
 
@@ -50,18 +54,75 @@ impl Item {
 }
 
 /// One value a source returned.
+///
+/// ```
+/// use lambda_secrets::Fetched;
+/// let f = Fetched::new("/prod/db", "pw").with_version("3");
+/// assert_eq!(f.version.as_deref(), Some("3"));
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Fetched {
     /// For [`Item::Tree`]: the value's name relative to the prefix (`db/password`). `None` for
     /// [`Item::One`].
     pub relative: Option<String>,
     /// The full name of what was fetched (for SSM, the parameter name).
     pub name: String,
-    /// The version the source reported (for SSM, the parameter version number).
+    /// The version the source reported (SSM: the parameter version; Secrets Manager: the
+    /// version id).
     pub version: Option<String>,
+    /// The source asks to be refreshed no later than this, whatever the TTL (Secrets
+    /// Manager: the secret's next scheduled rotation).
+    pub refresh_by: Option<SystemTime>,
     /// The plaintext.
     pub value: SecretValue,
 }
+
+impl Fetched {
+    /// A value named `name`.
+    pub fn new(name: impl Into<String>, value: impl Into<SecretValue>) -> Self {
+        Fetched {
+            relative: None,
+            name: name.into(),
+            version: None,
+            refresh_by: None,
+            value: value.into(),
+        }
+    }
+
+    /// With the version the source reported.
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// With its name relative to the [`Item::Tree`] prefix it was found under.
+    pub fn with_relative(mut self, relative: impl Into<String>) -> Self {
+        self.relative = Some(relative.into());
+        self
+    }
+
+    /// Asks for a refresh no later than `at`.
+    pub fn with_refresh_by(mut self, at: Option<SystemTime>) -> Self {
+        self.refresh_by = at;
+        self
+    }
+}
+
+/// What a refresh found for one item.
+#[derive(Debug, Clone)]
+pub enum Refreshed {
+    /// New values (or the same ones, fetched again).
+    Changed(Vec<Fetched>),
+    /// The source checked that the cached version is still current without fetching it.
+    Unchanged {
+        /// As [`Fetched::refresh_by`].
+        refresh_by: Option<SystemTime>,
+    },
+}
+
+/// The outcome of refreshing one item.
+pub type RefreshResult = Result<Refreshed, ItemError>;
 
 /// The outcome for one item: its value(s), or why not.
 pub type ItemResult = Result<Vec<Fetched>, ItemError>;
@@ -88,7 +149,7 @@ pub type ItemResult = Result<Vec<Fetched>, ItemError>;
 ///             items
 ///                 .iter()
 ///                 .map(|item| match std::env::var(item.id()) {
-///                     Ok(v) => Ok(vec![Fetched { relative: None, name: item.id().into(), version: None, value: v.into() }]),
+///                     Ok(v) => Ok(vec![Fetched::new(item.id(), v)]),
 ///                     Err(_) => Err(ItemError::NotFound),
 ///                 })
 ///                 .collect()
@@ -113,6 +174,26 @@ pub trait Source: Send + Sync + 'static {
 
     /// Fetches `items` (distinct); returns one result per item, in order.
     fn fetch<'a>(&'a self, items: &'a [Item], calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>>;
+
+    /// Refreshes `items`, whose cached versions are `current` (same order). A source that can
+    /// check a version cheaply (Secrets Manager's `DescribeSecret`) answers
+    /// [`Refreshed::Unchanged`] without fetching the value; a source whose values cannot change
+    /// may answer it without any call. The default fetches again.
+    fn refresh<'a>(
+        &'a self,
+        items: &'a [Item],
+        current: &'a [Option<String>],
+        calls: &'a CallContext,
+    ) -> BoxFuture<'a, Vec<RefreshResult>> {
+        let _ = current;
+        Box::pin(async move {
+            self.fetch(items, calls)
+                .await
+                .into_iter()
+                .map(|r| r.map(Refreshed::Changed))
+                .collect()
+        })
+    }
 }
 
 /// A key (or, for a tree, a key prefix) bound to an item of a source, with its TTL.
@@ -134,6 +215,7 @@ pub struct Declaration {
     pub(crate) source: Arc<dyn Source>,
     pub(crate) item: Item,
     pub(crate) ttl: Option<Duration>,
+    pub(crate) field: Option<String>,
     pub(crate) invalid: Option<(&'static str, String, String)>,
 }
 
@@ -146,8 +228,32 @@ impl Declaration {
             source,
             item,
             ttl: None,
+            field: None,
             invalid: None,
         }
+    }
+
+    /// Takes one field of a JSON object value (e.g. `password` of an RDS secret) as the key's
+    /// value: a string field gives its text, any other JSON its text form. A value that is not
+    /// an object with this field fails the load (or the refresh) naming the key and field.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/rds", r#"{"username":"app","password":"pw","port":5432}"#);
+    /// let secrets = lambda_secrets::Secrets::builder()
+    ///     .add(mem.value("db_password", "/rds").json_field("password"))
+    ///     .add(mem.value("db_port", "/rds").json_field("port"))
+    ///     .load()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(secrets.snapshot().get_str("db_password").unwrap(), "pw");
+    /// assert_eq!(secrets.snapshot().get_str("db_port").unwrap(), "5432");
+    /// # });
+    /// ```
+    pub fn json_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
 
     /// Overrides the builder's default TTL for this declaration.
@@ -180,6 +286,7 @@ impl fmt::Debug for Declaration {
             .field("source", &self.source.kind())
             .field("item", &self.item)
             .field("ttl", &self.ttl)
+            .field("json_field", &self.field)
             .finish()
     }
 }
@@ -396,6 +503,9 @@ impl RetryPolicy {
     }
 }
 
+/// How much longer than its timeout an attempt must have taken to count as frozen.
+const FROZEN_SLACK: Duration = Duration::from_secs(1);
+
 /// Per-operation API call counts and retry figures, shared by all clones of a [`Secrets`](crate::Secrets).
 #[derive(Debug, Default)]
 pub(crate) struct CallStats {
@@ -418,11 +528,20 @@ impl CallStats {
 
 /// What a source's API calls go through: counting, retries with backoff, a per-attempt timeout
 /// and the deadline of the load or refresh in progress.
-#[derive(Debug, Clone)]
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use lambda_secrets::{CallContext, RetryPolicy};
+///
+/// // For testing a source of your own:
+/// let calls = CallContext::standalone(RetryPolicy::default(), Instant::now() + Duration::from_secs(5));
+/// assert!(calls.deadline() > Instant::now());
+/// ```
+#[derive(Debug)]
 pub struct CallContext {
     stats: Arc<CallStats>,
     policy: RetryPolicy,
-    deadline: Instant,
+    deadline: Mutex<Instant>,
 }
 
 impl CallContext {
@@ -430,13 +549,18 @@ impl CallContext {
         CallContext {
             stats,
             policy,
-            deadline,
+            deadline: Mutex::new(deadline),
         }
+    }
+
+    /// A context of its own (for testing a [`Source`]): retries by `policy` until `deadline`.
+    pub fn standalone(policy: RetryPolicy, deadline: Instant) -> Self {
+        Self::new(Arc::default(), policy, deadline)
     }
 
     /// When the load or refresh in progress must be done.
     pub fn deadline(&self) -> Instant {
-        self.deadline
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Makes one API call `operation` (e.g. `"GetParameters"`), retrying retryable failures
@@ -447,9 +571,11 @@ impl CallContext {
         Fut: Future<Output = Result<T, CallError>>,
     {
         let mut retry = 0;
+        let mut thaws = 0;
         loop {
             self.stats.count(operation);
-            let left = self.deadline.saturating_duration_since(Instant::now());
+            let began = Instant::now();
+            let left = self.deadline().saturating_duration_since(began);
             let timeout = self.policy.attempt_timeout.min(left);
             let result = match tokio::time::timeout(timeout, attempt()).await {
                 Ok(result) => result,
@@ -462,6 +588,19 @@ impl CallContext {
                 Ok(v) => return Ok(v),
                 Err(err) => err,
             };
+            // An attempt that outlived its own timeout by far was frozen with the process (Lambda
+            // between invocations): the time lost says nothing of the service. Give the budget
+            // that was left back and try again at once.
+            let took = began.elapsed();
+            if err.is_retryable() && took > timeout + FROZEN_SLACK && thaws < 3 {
+                thaws += 1;
+                let mut deadline = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
+                *deadline = (*deadline).max(Instant::now() + left);
+                drop(deadline);
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(operation, ?took, "AWS call interrupted by a freeze; retrying");
+                continue;
+            }
             if err.kind == CallErrorKind::Throttled {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
             }
@@ -470,7 +609,7 @@ impl CallContext {
             }
             retry += 1;
             let delay = self.policy.backoff(retry - 1);
-            if retry >= self.policy.max_attempts || Instant::now() + delay >= self.deadline {
+            if retry >= self.policy.max_attempts || Instant::now() + delay >= self.deadline() {
                 tracing::warn!(operation, attempts = retry, error = %err, "giving up on AWS call");
                 return Err(CallError::new(
                     err.kind,

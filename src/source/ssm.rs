@@ -264,7 +264,10 @@ impl SsmInner {
     /// for a batch, each id is tried alone so that the error names exactly the denied ones.
     async fn get_parameters(&self, ids: &[&str], calls: &CallContext) -> Vec<ItemResult> {
         match self.get_parameters_call(ids, calls).await {
-            Err(err) if err.kind() == CallErrorKind::Denied && ids.len() > 1 => {
+            // One bad name (denied, or rejected as invalid) must not fail the other nine.
+            Err(err)
+                if matches!(err.kind(), CallErrorKind::Denied | CallErrorKind::Fatal) && ids.len() > 1 =>
+            {
                 let single = ids.iter().map(|id| async move {
                     match self.get_parameters_call(&[id], calls).await {
                         Ok(mut r) => r.pop().unwrap_or(Err(ItemError::NotFound)),
@@ -307,12 +310,10 @@ impl SsmInner {
                 results.push(Err(ItemError::NotFound));
                 continue;
             }
-            let found = split_id(id).ok().and_then(|(name, selector)| {
-                params
-                    .iter_mut()
-                    .find(|p| p.as_ref().is_some_and(|p| matches_request(p, &name, selector)))
-                    .and_then(Option::take)
-            });
+            let found = params
+                .iter_mut()
+                .find(|p| p.as_ref().is_some_and(|p| matches_id(p, id)))
+                .and_then(Option::take);
             results.push(match found {
                 Some(p) => Ok(vec![fetched(p, None)]),
                 None => Err(ItemError::Failed(
@@ -405,17 +406,42 @@ fn denied_action(err: CallError, ssm_action: &str) -> ItemError {
     err.into_item_error(action)
 }
 
+/// Whether `p` answers the requested `id` (a name or ARN, with an optional selector).
+fn matches_id(p: &Parameter, id: &str) -> bool {
+    let Ok((name, selector)) = split_id(id) else {
+        return false;
+    };
+    if id.starts_with("arn:") {
+        // `parameter/x` is the ARN of both `x` and `/x`: compare ARNs when the response has one.
+        let base_arn = match selector {
+            Some(sel) => &id[..id.len() - sel.len() - 1],
+            None => id,
+        };
+        if let Some(arn) = p.arn() {
+            return arn == base_arn && selector_ok(p, selector);
+        }
+    }
+    matches_request(p, &name, selector)
+}
+
+fn selector_ok(p: &Parameter, selector: Option<&str>) -> bool {
+    let p_selector = p
+        .selector()
+        .map(|s| s.trim_start_matches(':'))
+        .filter(|s| !s.is_empty());
+    p_selector == selector || (p_selector.is_none() && selector_matches(p, selector))
+}
+
+/// Secrets Manager references come back named after the secret by some implementations.
+const REFERENCE_PREFIX: &str = "/aws/reference/secretsmanager/";
+
 fn matches_request(p: &Parameter, name: &str, selector: Option<&str>) -> bool {
     let p_name = p.name().unwrap_or_default();
     let p_name = split_id(p_name)
         .map(|(n, _)| n)
         .unwrap_or_else(|_| p_name.to_owned());
-    let p_selector = p
-        .selector()
-        .map(|s| s.trim_start_matches(':'))
-        .filter(|s| !s.is_empty());
-    let name_ok = p_name == name || p.arn().is_some_and(|arn| arn == name);
-    name_ok && (p_selector == selector || (p_selector.is_none() && selector_matches(p, selector)))
+    let name_ok = p_name == name || name.strip_prefix(REFERENCE_PREFIX) == Some(p_name.as_str());
+    name_ok && selector_ok(p, selector)
 }
 
 /// Whether `p` is what `selector` asked for when the response omits the selector.
@@ -437,12 +463,9 @@ fn relative_name(path: &str, name: &str) -> String {
 
 fn fetched(mut p: Parameter, relative: Option<String>) -> Fetched {
     let value = SecretValue::from(p.value.take().unwrap_or_default());
-    Fetched {
-        relative,
-        name: p.name.take().unwrap_or_default(),
-        version: Some(p.version().to_string()),
-        value,
-    }
+    let mut f = Fetched::new(p.name.take().unwrap_or_default(), value).with_version(p.version().to_string());
+    f.relative = relative;
+    f
 }
 
 #[cfg(test)]
@@ -528,8 +551,7 @@ mod tests {
         let without = Parameter::builder().name("/prod/db").arn(arn).version(3).build();
         let latest = Parameter::builder().name("/prod/db").arn(arn).version(5).build();
         fn matches(p: &Parameter, id: &str) -> bool {
-            let (name, selector) = split_id(id).unwrap();
-            matches_request(p, &name, selector)
+            matches_id(p, id)
         }
         assert!(matches(&with_selector, "/prod/db:3"));
         assert!(matches(&with_selector, &format!("{arn}:3")));
@@ -540,6 +562,17 @@ mod tests {
         assert!(matches(&latest, "/prod/db"));
         assert!(matches(&latest, arn));
         assert!(!matches(&latest, "/prod/other"));
+        // `parameter/plain` is the ARN of `/plain` too: the ARN decides.
+        let slash = Parameter::builder()
+            .name("/plain")
+            .arn("arn:aws:ssm:r:1:parameter/plain")
+            .version(1)
+            .build();
+        assert!(matches(&slash, "arn:aws:ssm:r:1:parameter/plain"));
+        assert!(matches(&slash, "arn:aws:ssm:r:1:parameter/plain:1"));
+        assert!(!matches(&slash, "arn:aws:ssm:r:1:parameter/other"));
+        let reference = Parameter::builder().name("prod/db").version(0).build();
+        assert!(matches(&reference, "/aws/reference/secretsmanager/prod/db"));
     }
 
     #[test]

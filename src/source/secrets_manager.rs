@@ -1,0 +1,523 @@
+//! [`SecretsManagerSource`]: AWS Secrets Manager, rotation-aware.
+//!
+//! Cold start: `BatchGetSecretValue`, at most 20 ids a call (per-item `Errors` read), falling
+//! back to `GetSecretValue` per secret if the batch action is denied. Refresh: `DescribeSecret`
+//! first (a cheap, high-quota call); `GetSecretValue` only when the version carrying the
+//! requested stage changed. The TTL is capped at the secret's `NextRotationDate` (learned by a
+//! first `DescribeSecret` about a second after the load, at the next invocation), and while a
+//! rotation is in progress (a version is `AWSPENDING`) the secret is checked every 30 s.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_secretsmanager::config::retry::RetryConfig;
+use aws_sdk_secretsmanager::Client;
+use futures_util::future::{join_all, BoxFuture};
+
+use super::{
+    CallContext, CallError, CallErrorKind, Declaration, Fetched, Item, ItemResult, RefreshResult, Refreshed,
+    Source,
+};
+use crate::error::ItemError;
+use crate::value::SecretValue;
+
+/// Ids per `BatchGetSecretValue` call (the API's limit).
+pub const MAX_IDS_PER_BATCH: usize = 20;
+/// The stage read when none is given.
+pub const AWSCURRENT: &str = "AWSCURRENT";
+/// While a rotation is in progress (a version is `AWSPENDING`), check again this soon.
+const ROTATION_RECHECK: Duration = Duration::from_secs(30);
+const GET_ACTION: &str = "secretsmanager:GetSecretValue";
+
+/// AWS Secrets Manager.
+///
+/// ```no_run
+/// use lambda_secrets::{Secrets, SecretsManagerSource};
+///
+/// # async fn run() -> Result<(), lambda_secrets::Error> {
+/// #[derive(serde::Deserialize)]
+/// struct Rds { username: String, password: String, host: String, port: u16 }
+///
+/// let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+/// let sm = SecretsManagerSource::new(&config);
+/// let secrets = Secrets::builder()
+///     .add(sm.secret("rds", "prod/rds"))                                  // whole secret
+///     .add(sm.secret("db_password", "prod/rds").json_field("password"))   // one JSON field
+///     .add(sm.secret_at_stage("db_password_next", "prod/rds", "AWSPENDING"))
+///     .load()
+///     .await?;
+/// let rds: Rds = secrets.get_json("rds")?;
+/// # Ok(()) }
+/// ```
+///
+/// IAM: `secretsmanager:BatchGetSecretValue` (on `*`) and `secretsmanager:GetSecretValue` on
+/// each secret for the cold start, `secretsmanager:DescribeSecret` on each secret for refreshes,
+/// and `kms:Decrypt` on the key of secrets encrypted with a customer managed key.
+#[derive(Clone)]
+pub struct SecretsManagerSource {
+    inner: Arc<SmInner>,
+}
+
+struct SmInner {
+    client: Client,
+    warned_batch: AtomicBool,
+}
+
+impl std::fmt::Debug for SecretsManagerSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretsManagerSource").finish_non_exhaustive()
+    }
+}
+
+/// Which version of a secret a declaration reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Selector {
+    Stage(String),
+    VersionId(String),
+}
+
+/// Item ids are `ID`, `ID#stage=STAGE` or `ID#version=VERSION_ID` (secret ids have no `#`).
+fn parse_item(id: &str) -> (&str, Selector) {
+    match id.split_once('#') {
+        Some((secret, sel)) => match sel.split_once('=') {
+            Some(("version", v)) => (secret, Selector::VersionId(v.to_owned())),
+            Some((_, stage)) => (secret, Selector::Stage(stage.to_owned())),
+            None => (secret, Selector::Stage(AWSCURRENT.to_owned())),
+        },
+        None => (id, Selector::Stage(AWSCURRENT.to_owned())),
+    }
+}
+
+impl SecretsManagerSource {
+    /// A source using a client made from `config` (SDK retries off: this crate retries).
+    pub fn new(config: &aws_types::SdkConfig) -> Self {
+        let conf = aws_sdk_secretsmanager::config::Builder::from(config)
+            .retry_config(RetryConfig::disabled())
+            .build();
+        Self::with_client(Client::from_conf(conf))
+    }
+
+    /// A source using (a copy of) `client`, with the SDK's retries turned off.
+    pub fn from_client(client: &Client) -> Self {
+        let conf = client
+            .config()
+            .to_builder()
+            .retry_config(RetryConfig::disabled())
+            .build();
+        Self::with_client(Client::from_conf(conf))
+    }
+
+    fn with_client(client: Client) -> Self {
+        SecretsManagerSource {
+            inner: Arc::new(SmInner {
+                client,
+                warned_batch: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Declares `key` as the `AWSCURRENT` version of secret `id` (a name or ARN). The value
+    /// is the `SecretString`, or the bytes of a `SecretBinary`.
+    pub fn secret(&self, key: impl Into<String>, id: impl Into<String>) -> Declaration {
+        self.declare(key, id.into(), None)
+    }
+
+    /// Declares `key` as the version of secret `id` carrying `stage` (`AWSPREVIOUS`,
+    /// `AWSPENDING`, or a custom label).
+    pub fn secret_at_stage(
+        &self,
+        key: impl Into<String>,
+        id: impl Into<String>,
+        stage: impl Into<String>,
+    ) -> Declaration {
+        let stage = stage.into();
+        if let Err(reason) = validate_label(&stage, 256) {
+            return self
+                .declare(key, id.into(), None)
+                .rejected("version stage", stage, reason);
+        }
+        self.declare(key, id.into(), Some(format!("stage={stage}")))
+    }
+
+    /// Declares `key` as one fixed version of secret `id`. A version never changes, so it is
+    /// never fetched again.
+    pub fn secret_version(
+        &self,
+        key: impl Into<String>,
+        id: impl Into<String>,
+        version_id: impl Into<String>,
+    ) -> Declaration {
+        let version = version_id.into();
+        if let Err(reason) = validate_label(&version, 64) {
+            return self
+                .declare(key, id.into(), None)
+                .rejected("version id", version, reason);
+        }
+        self.declare(key, id.into(), Some(format!("version={version}")))
+    }
+
+    fn declare(&self, key: impl Into<String>, id: String, selector: Option<String>) -> Declaration {
+        let item = match &selector {
+            Some(sel) => format!("{id}#{sel}"),
+            None => id.clone(),
+        };
+        let decl = Declaration::new(key, self.inner.clone(), Item::One(item));
+        match validate_secret_id(&id) {
+            Ok(()) => decl,
+            Err(reason) => decl.rejected("secret id", id, reason),
+        }
+    }
+}
+
+fn validate_label(label: &str, max: usize) -> Result<(), String> {
+    if label.is_empty() || label.len() > max {
+        return Err(format!("must be 1 to {max} characters"));
+    }
+    if let Some(bad) = label
+        .chars()
+        .find(|c| c.is_whitespace() || *c == '#' || *c == '=')
+    {
+        return Err(format!("{bad:?} is not allowed"));
+    }
+    Ok(())
+}
+
+fn validate_secret_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 2048 {
+        return Err("a secret id is 1 to 2048 characters".into());
+    }
+    let name = if let Some(rest) = id.strip_prefix("arn:") {
+        // arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME
+        let parts: Vec<&str> = rest.splitn(6, ':').collect();
+        if parts.len() != 6 || parts[1] != "secretsmanager" || parts[4] != "secret" {
+            return Err("an ARN must look like arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME".into());
+        }
+        parts[5]
+    } else {
+        id
+    };
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/_+=.@-".contains(*c)))
+    {
+        Some(bad) => Err(format!(
+            "{bad:?} is not allowed; secret names use letters, digits and `/ _ + = . @ -`"
+        )),
+        None if name.is_empty() => Err("the secret name is empty".into()),
+        None => Ok(()),
+    }
+}
+
+/// Whether the secret `requested` (name, ARN or partial ARN) is the one named `name` with
+/// ARN `arn`.
+fn same_secret(requested: &str, name: Option<&str>, arn: Option<&str>) -> bool {
+    if name == Some(requested) || arn == Some(requested) {
+        return true;
+    }
+    // A partial ARN lacks the `-XXXXXX` suffix Secrets Manager appends.
+    arn.and_then(|arn| arn.strip_prefix(requested))
+        .is_some_and(|rest| rest.len() == 7 && rest.starts_with('-'))
+}
+
+fn item_error(code: &str, message: &str) -> ItemError {
+    match code {
+        "ResourceNotFoundException" => ItemError::NotFound,
+        "DecryptionFailure" => ItemError::Denied {
+            action: "kms:Decrypt".into(),
+            detail: format!("{code}: {message}"),
+        },
+        c if c.starts_with("AccessDenied") => ItemError::Denied {
+            action: GET_ACTION.into(),
+            detail: format!("{code}: {message}"),
+        },
+        _ => ItemError::Failed(format!("{code}: {message}")),
+    }
+}
+
+fn call_item_error(err: CallError, action: &str) -> ItemError {
+    if err.message().contains("DecryptionFailure") || err.message().contains("kms:Decrypt") {
+        return err.into_item_error("kms:Decrypt");
+    }
+    err.into_item_error(action)
+}
+
+fn value_of(string: Option<String>, binary: Option<aws_smithy_types::Blob>) -> SecretValue {
+    match (string, binary) {
+        (Some(s), _) => SecretValue::from(s),
+        (None, Some(b)) => SecretValue::new(b.into_inner()),
+        (None, None) => SecretValue::from(""),
+    }
+}
+
+impl Source for SmInner {
+    fn kind(&self) -> &'static str {
+        "secretsmanager"
+    }
+
+    fn fetch<'a>(&'a self, items: &'a [Item], calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>> {
+        Box::pin(async move {
+            let current: Vec<usize> = (0..items.len())
+                .filter(|&i| parse_item(items[i].id()).1 == Selector::Stage(AWSCURRENT.into()))
+                .collect();
+            let others: Vec<usize> = (0..items.len()).filter(|i| !current.contains(i)).collect();
+            let batches = join_all(current.chunks(MAX_IDS_PER_BATCH).map(|chunk| async move {
+                let ids: Vec<&str> = chunk.iter().map(|&i| parse_item(items[i].id()).0).collect();
+                (chunk, self.batch_get(&ids, calls).await)
+            }));
+            let singles = join_all(others.iter().map(|&i| async move {
+                let (id, selector) = parse_item(items[i].id());
+                (i, self.get_one(id, &selector, calls).await)
+            }));
+            let (batches, singles) = futures_util::future::join(batches, singles).await;
+            let mut out: Vec<Option<ItemResult>> = vec![None; items.len()];
+            for (chunk, results) in batches {
+                for (&i, r) in chunk.iter().zip(results) {
+                    out[i] = Some(r);
+                }
+            }
+            for (i, r) in singles {
+                out[i] = Some(r);
+            }
+            // The batch call does not tell the rotation schedule: ask for an early refresh, whose
+            // `DescribeSecret` learns it (and caps the TTL at the next rotation from then on).
+            let learn_schedule = Some(SystemTime::now());
+            out.into_iter()
+                .zip(items)
+                .map(|(r, item)| {
+                    let r = r.unwrap_or_else(|| Err(ItemError::Failed("not fetched".into())))?;
+                    Ok(match parse_item(item.id()).1 {
+                        Selector::Stage(_) => {
+                            r.into_iter().map(|f| f.with_refresh_by(learn_schedule)).collect()
+                        }
+                        Selector::VersionId(_) => r,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        items: &'a [Item],
+        current: &'a [Option<String>],
+        calls: &'a CallContext,
+    ) -> BoxFuture<'a, Vec<RefreshResult>> {
+        Box::pin(join_all(items.iter().zip(current).map(
+            |(item, version)| async move {
+                let (id, selector) = parse_item(item.id());
+                let stage = match selector {
+                    // A version id names immutable content: nothing to refresh.
+                    Selector::VersionId(_) => return Ok(Refreshed::Unchanged { refresh_by: None }),
+                    Selector::Stage(stage) => stage,
+                };
+                let described = calls
+                    .call("DescribeSecret", || {
+                        let send = self.client.describe_secret().secret_id(id).send();
+                        async move { send.await.map_err(|e| CallError::from_sdk("DescribeSecret", e)) }
+                    })
+                    .await
+                    .map_err(|e| call_item_error(e, "secretsmanager:DescribeSecret"))?;
+                let stages = described.version_ids_to_stages.unwrap_or_default();
+                let refresh_by = if rotation_in_progress(&stages) {
+                    Some(SystemTime::now() + ROTATION_RECHECK)
+                } else {
+                    described
+                        .next_rotation_date
+                        .and_then(|d| SystemTime::try_from(d).ok())
+                };
+                let staged = stages
+                    .iter()
+                    .find(|(_, s)| s.iter().any(|s| *s == stage))
+                    .map(|(v, _)| v.clone());
+                let Some(staged) = staged else {
+                    return Err(ItemError::Failed(format!(
+                        "no version of the secret carries stage `{stage}`"
+                    )));
+                };
+                if version.as_deref() == Some(staged.as_str()) {
+                    return Ok(Refreshed::Unchanged { refresh_by });
+                }
+                let fetched = self.get_one(id, &Selector::VersionId(staged), calls).await?;
+                Ok(Refreshed::Changed(
+                    fetched
+                        .into_iter()
+                        .map(|f| f.with_refresh_by(refresh_by))
+                        .collect(),
+                ))
+            },
+        )))
+    }
+}
+
+/// A version is `AWSPENDING` without being `AWSCURRENT`: a rotation has started.
+fn rotation_in_progress(stages: &HashMap<String, Vec<String>>) -> bool {
+    stages
+        .values()
+        .any(|s| s.iter().any(|s| s == "AWSPENDING") && !s.iter().any(|s| s == AWSCURRENT))
+}
+
+impl SmInner {
+    /// One `BatchGetSecretValue` call for up to 20 ids (following `NextToken` if any); one
+    /// result per id.
+    async fn batch_get(&self, ids: &[&str], calls: &CallContext) -> Vec<ItemResult> {
+        let mut results: Vec<Option<ItemResult>> = vec![None; ids.len()];
+        let mut token: Option<String> = None;
+        loop {
+            let list: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+            let page = calls
+                .call("BatchGetSecretValue", || {
+                    let send = self
+                        .client
+                        .batch_get_secret_value()
+                        .set_secret_id_list(Some(list.clone()))
+                        .set_next_token(token.clone())
+                        .send();
+                    async move {
+                        send.await
+                            .map_err(|e| CallError::from_sdk("BatchGetSecretValue", e))
+                    }
+                })
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(err) if matches!(err.kind(), CallErrorKind::Denied | CallErrorKind::Fatal) => {
+                    if !self.warned_batch.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            error = %err,
+                            "BatchGetSecretValue failed; falling back to one GetSecretValue per secret. \
+                             Grant `secretsmanager:BatchGetSecretValue` to load up to 20 secrets per call"
+                        );
+                    }
+                    return join_all(ids.iter().map(|id| async move {
+                        self.get_one(id, &Selector::Stage(AWSCURRENT.into()), calls).await
+                    }))
+                    .await;
+                }
+                Err(err) => {
+                    return ids
+                        .iter()
+                        .map(|_| Err(call_item_error(err.clone(), GET_ACTION)))
+                        .collect()
+                }
+            };
+            for entry in page.secret_values.unwrap_or_default() {
+                let Some(i) = (0..ids.len())
+                    .find(|&i| results[i].is_none() && same_secret(ids[i], entry.name(), entry.arn()))
+                else {
+                    continue;
+                };
+                let name = entry.name.clone().unwrap_or_else(|| ids[i].to_owned());
+                let mut fetched = Fetched::new(name, value_of(entry.secret_string, entry.secret_binary));
+                fetched.version = entry.version_id;
+                results[i] = Some(Ok(vec![fetched]));
+            }
+            for error in page.errors.unwrap_or_default() {
+                let requested = error.secret_id().unwrap_or_default();
+                if let Some(i) = (0..ids.len()).find(|&i| results[i].is_none() && ids[i] == requested) {
+                    results[i] = Some(Err(item_error(
+                        error.error_code().unwrap_or("Unknown"),
+                        error.message().unwrap_or(""),
+                    )));
+                }
+            }
+            token = page.next_token.filter(|t| !t.is_empty());
+            if token.is_none() || results.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(ItemError::Failed(
+                        "BatchGetSecretValue returned neither value nor error for it".into(),
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// One `GetSecretValue` call.
+    async fn get_one(&self, id: &str, selector: &Selector, calls: &CallContext) -> ItemResult {
+        let out = calls
+            .call("GetSecretValue", || {
+                let request = self.client.get_secret_value().secret_id(id);
+                let request = match selector {
+                    Selector::Stage(stage) => request.version_stage(stage),
+                    Selector::VersionId(version) => request.version_id(version),
+                };
+                let send = request.send();
+                async move { send.await.map_err(|e| CallError::from_sdk("GetSecretValue", e)) }
+            })
+            .await
+            .map_err(|e| call_item_error(e, GET_ACTION))?;
+        let name = out.name.clone().unwrap_or_else(|| id.to_owned());
+        let mut fetched = Fetched::new(name, value_of(out.secret_string, out.secret_binary));
+        fetched.version = out.version_id;
+        Ok(vec![fetched])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_ids_carry_the_selector() {
+        assert_eq!(
+            parse_item("prod/db"),
+            ("prod/db", Selector::Stage("AWSCURRENT".into()))
+        );
+        assert_eq!(
+            parse_item("prod/db#stage=AWSPENDING"),
+            ("prod/db", Selector::Stage("AWSPENDING".into()))
+        );
+        assert_eq!(
+            parse_item("prod/db#version=abc"),
+            ("prod/db", Selector::VersionId("abc".into()))
+        );
+    }
+
+    #[test]
+    fn validates_ids() {
+        assert_eq!(validate_secret_id("prod/db-1_x+y=z.w@v"), Ok(()));
+        assert_eq!(
+            validate_secret_id("arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf"),
+            Ok(())
+        );
+        assert!(validate_secret_id("prod db").unwrap_err().contains("' '"));
+        assert!(validate_secret_id("arn:aws:ssm:us-east-1:1:parameter/x")
+            .unwrap_err()
+            .contains("ARN"));
+        assert!(validate_secret_id("").is_err());
+    }
+
+    #[test]
+    fn matches_names_arns_and_partial_arns() {
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf";
+        assert!(same_secret("prod/db", Some("prod/db"), Some(arn)));
+        assert!(same_secret(arn, Some("prod/db"), Some(arn)));
+        assert!(same_secret(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db",
+            None,
+            Some(arn)
+        ));
+        assert!(!same_secret(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/d",
+            None,
+            Some(arn)
+        ));
+        assert!(!same_secret("prod/dbx", Some("prod/db"), Some(arn)));
+    }
+
+    #[test]
+    fn detects_rotation_in_progress() {
+        let mut stages = HashMap::new();
+        stages.insert("v1".to_owned(), vec!["AWSCURRENT".to_owned()]);
+        assert!(!rotation_in_progress(&stages));
+        stages.insert("v2".to_owned(), vec!["AWSPENDING".to_owned()]);
+        assert!(rotation_in_progress(&stages));
+    }
+}
