@@ -1117,4 +1117,95 @@ mod tests {
         assert!(eventually(&secrets, |_| secrets.stats().refreshes == 20).await);
         assert_eq!(mem.fetches(), 2);
     }
+
+    #[tokio::test]
+    async fn a_source_refresh_by_caps_the_ttl() {
+        let mem = MemorySource::new();
+        let soon = std::time::SystemTime::now() + Duration::from_millis(1200);
+        mem.set_with_refresh_by("/rotating", "v1", Some(soon));
+        let secrets = Secrets::builder()
+            .add(mem.value("k", "/rotating").ttl(Duration::from_secs(3600)))
+            .load()
+            .await
+            .unwrap();
+        assert_eq!(secrets.snapshot().info("k").unwrap().refresh_by, Some(soon));
+        mem.set("/rotating", "v2");
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        // Due at the rotation, not after the hour-long TTL.
+        assert!(eventually(&secrets, |s| s.get_str("k").unwrap() == "v2").await);
+    }
+
+    #[tokio::test]
+    async fn a_declared_key_is_never_shadowed_by_a_new_name_under_a_path() {
+        let mem = MemorySource::new();
+        mem.set("/cred", "declared");
+        mem.set("/app/flag", "on");
+        let secrets = Secrets::builder()
+            .add(mem.tree("", "/app").ttl(Duration::from_millis(20)))
+            .add(mem.value("db_password", "/cred").ttl(Duration::from_millis(20)))
+            .load()
+            .await
+            .unwrap();
+        mem.set("/app/db_password", "planted");
+        mem.set("/app/new", "x");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(eventually(&secrets, |s| s.get("new").is_ok()).await);
+        assert_eq!(secrets.snapshot().get_str("db_password").unwrap(), "declared");
+    }
+
+    #[tokio::test]
+    async fn a_json_field_that_is_missing_fails_the_load_naming_key_and_field() {
+        let mem = MemorySource::new();
+        mem.set("/rds", r#"{"password":"hunter2"}"#);
+        mem.set("/plain", "hunter2");
+        let err = Secrets::builder()
+            .add(mem.value("user", "/rds").json_field("username"))
+            .add(mem.value("pw", "/plain").json_field("password"))
+            .add(mem.value("ok", "/rds").json_field("password"))
+            .load()
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("key `user` (memory `/rds`): the JSON object has no field `username`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("key `pw` (memory `/plain`): the value is not a JSON object"),
+            "{text}"
+        );
+        assert!(!text.contains("key `ok`") && !text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn a_refresh_lost_with_its_runtime_does_not_block_the_key() {
+        let mem = MemorySource::new();
+        mem.set("/k", "v1");
+        let rt = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let secrets = rt().block_on(
+            Secrets::builder()
+                .add(mem.value("k", "/k").ttl(Duration::from_millis(10)))
+                .max_staleness(Duration::from_secs(60))
+                .load(),
+        );
+        let secrets = secrets.unwrap();
+        mem.set("/k", "v2");
+        mem.set_latency(Duration::from_secs(3600));
+        // A runtime that starts the refresh and is dropped with it in flight.
+        let doomed = rt();
+        doomed.block_on(async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let _ = secrets.snapshot();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        });
+        drop(doomed);
+        mem.set_latency(Duration::ZERO);
+        let fresh = rt().block_on(async { eventually(&secrets, |s| s.get_str("k").unwrap() == "v2").await });
+        assert!(fresh, "a new refresh replaced the lost one");
+    }
 }

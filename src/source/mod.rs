@@ -708,6 +708,36 @@ mod tests {
         assert_eq!(stats.calls()["GetParameters"], 2);
     }
 
+    #[tokio::test]
+    async fn an_attempt_frozen_past_the_deadline_is_retried_with_the_budget_it_had() {
+        let stats = Arc::new(CallStats::default());
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+            attempt_timeout: Duration::from_millis(100),
+        };
+        let ctx = CallContext::new(stats.clone(), policy, Instant::now() + Duration::from_millis(300));
+        let mut n = 0;
+        let out = ctx
+            .call("GetParameters", || {
+                n += 1;
+                let first = n == 1;
+                async move {
+                    if first {
+                        // The process is frozen: no timer fires, the call comes back cut.
+                        std::thread::sleep(Duration::from_millis(1300));
+                        return Err(CallError::new(CallErrorKind::Transient, "connection reset"));
+                    }
+                    Ok("after thaw")
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, "after thaw");
+        assert_eq!(stats.calls()["GetParameters"], 2);
+    }
+
     #[test]
     fn classifies_codes() {
         assert_eq!(
