@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::Criterion;
-use lambda_secrets::{Secrets, SsmSource};
+use lambda_secrets::{Secrets, SecretsManagerSource, SsmSource};
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -26,6 +26,44 @@ async fn load_batched(ssm: &SsmSource, names: &[String]) -> Secrets {
         builder = builder.add(ssm.parameter(format!("k{i}"), name.clone()));
     }
     builder.load().await.expect("batched load")
+}
+
+const SECRETS: usize = 10;
+
+async fn load_mixed(
+    ssm: &SsmSource,
+    sm: &SecretsManagerSource,
+    names: &[String],
+    secrets: &[String],
+) -> Secrets {
+    let mut builder = Secrets::builder();
+    for (i, name) in names.iter().enumerate() {
+        builder = builder.add(ssm.parameter(format!("p{i}"), name.clone()));
+    }
+    for (i, id) in secrets.iter().enumerate() {
+        builder = builder.add(sm.secret(format!("s{i}"), id.clone()));
+    }
+    builder.load().await.expect("mixed load")
+}
+
+/// One call per value, in turn: GetParameter per name, GetSecretValue per secret.
+async fn load_mixed_naive(
+    client: &aws_sdk_ssm::Client,
+    sm: &aws_sdk_secretsmanager::Client,
+    names: &[String],
+    secrets: &[String],
+) -> usize {
+    let mut n = load_naive(client, names).await.len();
+    for id in secrets {
+        let out = sm
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .expect("naive secret");
+        n += out.secret_string.map(|s| s.len()).unwrap_or(0);
+    }
+    n
 }
 
 /// What a handler-written loader usually does: one call per name, one after the other.
@@ -51,7 +89,7 @@ fn main() {
         .build()
         .unwrap();
     let moto = support::moto();
-    let (proxy, names, ssm, client) = rt.block_on(async {
+    let (proxy, names, ssm, client, secret_ids, sm, sm_client) = rt.block_on(async {
         let proxy = support::FaultProxy::start(&moto.endpoint).await;
         let seed = support::ssm_client(&moto.endpoint).await;
         let prefix = support::unique_prefix("bench");
@@ -61,12 +99,29 @@ fn main() {
             support::put_param(&seed, &name, &format!("value-{i:03}"), "SecureString").await;
             names.push(name);
         }
+        let sm_seed = aws_sdk_secretsmanager::Client::new(&support::sdk_config(&moto.endpoint).await);
+        let mut secret_ids = Vec::new();
+        for i in 0..SECRETS {
+            let id = format!("{}/secret-{i:02}", prefix.trim_start_matches('/'));
+            let value = format!(r#"{{"username":"app","password":"pw-{i}"}}"#);
+            sm_seed
+                .create_secret()
+                .name(&id)
+                .secret_string(value)
+                .send()
+                .await
+                .expect("seed secret");
+            secret_ids.push(id);
+        }
         let config = support::sdk_config(&proxy.endpoint()).await;
         (
             proxy,
             names,
             SsmSource::new(&config),
             aws_sdk_ssm::Client::new(&config),
+            secret_ids,
+            SecretsManagerSource::new(&config),
+            aws_sdk_secretsmanager::Client::new(&config),
         )
     });
 
@@ -79,6 +134,10 @@ fn main() {
     proxy.set_latency(LATENCY);
     let batched_calls = count(&|| drop(rt.block_on(load_batched(&ssm, &names))));
     let naive_calls = count(&|| drop(rt.block_on(load_naive(&client, &names))));
+    let mixed_calls = count(&|| drop(rt.block_on(load_mixed(&ssm, &sm, &names, &secret_ids))));
+    let mixed_naive_calls = count(&|| {
+        rt.block_on(load_mixed_naive(&client, &sm_client, &names, &secret_ids));
+    });
     let mut c = Criterion::default()
         .configure_from_args()
         .sample_size(10)
@@ -119,6 +178,17 @@ fn main() {
         })
     });
     group.finish();
+
+    let mut group = c.benchmark_group("cold_load_100_params_10_secrets");
+    group.bench_function("lambda_secrets_batched", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(load_mixed(&ssm, &sm, &names, &secret_ids).await) })
+    });
+    group.bench_function("naive_one_call_per_value", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(load_mixed_naive(&client, &sm_client, &names, &secret_ids).await) })
+    });
+    group.finish();
     c.final_summary();
 
     println!(
@@ -140,4 +210,11 @@ fn main() {
         "ten_concurrent_get_parameters_calls_bare_sdk",
     );
     println!("calls per load: lambda-secrets {batched_calls:?}, naive {naive_calls:?}");
+    println!("\n== cold load of {NAMES} parameters + {SECRETS} secrets ==");
+    report::compare(
+        "cold_load_100_params_10_secrets",
+        "lambda_secrets_batched",
+        "naive_one_call_per_value",
+    );
+    println!("calls per load: lambda-secrets {mixed_calls:?}, naive {mixed_naive_calls:?}");
 }

@@ -156,3 +156,70 @@ async fn check_repeat_shows_a_rotation_through_the_cache() {
         "{summary}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_secrets_and_kms_env() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let config = support::sdk_config(&moto().endpoint).await;
+    let sm = aws_sdk_secretsmanager::Client::new(&config);
+    let name = format!("{}/db", unique_prefix("clism").trim_start_matches('/'));
+    let created = sm
+        .create_secret()
+        .name(&name)
+        .secret_string("sm-value-123")
+        .send()
+        .await
+        .unwrap();
+    let kms = aws_sdk_kms::Client::new(&config);
+    let key = kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let blob = kms
+        .encrypt()
+        .key_id(&key)
+        .plaintext(aws_sdk_kms::primitives::Blob::new(b"kms-plain".to_vec()))
+        .encryption_context("LambdaFunctionName", "fn")
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap();
+    let out = check(&proxy.endpoint())
+        .env("LEGACY_ENC", aws_smithy_types::base64::encode(blob.into_inner()))
+        .args([
+            "--secret",
+            &name,
+            "--kms-env",
+            "LEGACY_ENC",
+            "--kms-context",
+            "LambdaFunctionName=fn",
+            "--json",
+        ])
+        .run();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kms_line = lines.iter().find(|l| l["key"] == "LEGACY_ENC").unwrap();
+    assert_eq!(
+        (kms_line["source"].as_str(), kms_line["bytes"].as_u64()),
+        (Some("kms"), Some(9))
+    );
+    let sm_line = lines.iter().find(|l| l["key"] == name.as_str()).unwrap();
+    assert_eq!(sm_line["source"], "secretsmanager");
+    assert_eq!(sm_line["version"], created.version_id.unwrap().as_str());
+    assert_eq!(sm_line["bytes"], 12);
+    assert_eq!(
+        lines.last().unwrap()["calls"],
+        serde_json::json!({"BatchGetSecretValue": 1, "Decrypt": 1})
+    );
+    assert!(!stdout.contains("sm-value") && !stdout.contains("kms-plain"));
+}

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use lambda_secrets::{Secrets, Snapshot, SsmSource, Stats};
+use lambda_secrets::{KmsSource, Secrets, SecretsManagerSource, Snapshot, SsmSource, Stats};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -35,6 +35,15 @@ struct Check {
     /// SSM path, loaded recursively (repeatable). Keys are the full parameter names.
     #[arg(long = "path", value_name = "PATH")]
     paths: Vec<String>,
+    /// Secrets Manager secret name or ARN, AWSCURRENT (repeatable). Its key is the id.
+    #[arg(long = "secret", value_name = "ID")]
+    secrets: Vec<String>,
+    /// Environment variable holding base64 KMS ciphertext to decrypt (repeatable). Its key is the variable name.
+    #[arg(long = "kms-env", value_name = "VAR")]
+    kms_env: Vec<String>,
+    /// Encryption context pair for --kms-env values (repeatable), e.g. `LambdaFunctionName=my-fn`.
+    #[arg(long = "kms-context", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    kms_context: Vec<(String, String)>,
     /// TTL of every value, e.g. `300ms`, `1s`, `5m` (default 5m).
     #[arg(long, value_parser = humantime::parse_duration)]
     ttl: Option<Duration>,
@@ -47,6 +56,12 @@ struct Check {
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))
 }
 
 #[tokio::main]
@@ -62,8 +77,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
-    if check.params.is_empty() && check.paths.is_empty() {
-        eprintln!("error: nothing to check; give at least one --param NAME or --path PATH");
+    if check.params.is_empty()
+        && check.paths.is_empty()
+        && check.secrets.is_empty()
+        && check.kms_env.is_empty()
+    {
+        eprintln!("error: nothing to check; give at least one --param, --path, --secret or --kms-env");
         return Ok(ExitCode::from(2));
     }
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -82,6 +101,18 @@ async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
             format!("{path}/")
         };
         builder = builder.add(ssm.path_with_prefix(prefix, path.clone()));
+    }
+    let sm = SecretsManagerSource::new(&config);
+    for id in &check.secrets {
+        builder = builder.add(sm.secret(id.clone(), id.clone()));
+    }
+    let kms = KmsSource::new(&config);
+    for var in &check.kms_env {
+        let mut decl = kms.decrypt_env(var.clone(), var.clone());
+        for (k, v) in &check.kms_context {
+            decl = decl.context(k.clone(), v.clone());
+        }
+        builder = builder.add(decl);
     }
     let secrets = builder.load().await?;
 

@@ -329,7 +329,7 @@ impl Source for SmInner {
                 };
                 let staged = stages
                     .iter()
-                    .find(|(_, s)| s.iter().any(|s| *s == stage))
+                    .find(|(_, s)| s.contains(&stage))
                     .map(|(v, _)| v.clone());
                 let Some(staged) = staged else {
                     return Err(ItemError::Failed(format!(
