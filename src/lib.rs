@@ -58,6 +58,7 @@
 
 pub mod error;
 pub mod layer;
+pub mod limiter;
 mod secrets;
 pub mod snapshot;
 pub mod source;
@@ -66,6 +67,7 @@ pub mod value;
 
 pub use error::{Error, Failure, ItemError};
 pub use layer::{SecretsLayer, SecretsService};
+pub use limiter::{Quota, QuotaClass, RateLimits};
 pub use secrets::{Secrets, SecretsBuilder, Stats};
 pub use snapshot::{Snapshot, ValueInfo};
 #[cfg(feature = "kms")]

@@ -226,6 +226,13 @@ impl SecretsBuilder {
         self
     }
 
+    /// The rate limits calls go through (default: [`RateLimits::process`], shared by the whole
+    /// process). Give each simulated container its own set in fleet simulations.
+    pub fn rate_limits(mut self, limits: crate::RateLimits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
     /// Fetches every declared value (all sources concurrently; each source batches) and
     /// returns the handle. Call it in `main`, during Lambda INIT, before
     /// `lambda_runtime::run`. Fails, listing every failing key, if anything is missing or

@@ -36,6 +36,7 @@ pub(crate) struct Config {
     pub(crate) failure_backoff: Duration,
     pub(crate) failure_backoff_max: Duration,
     pub(crate) refresh_now_interval: Duration,
+    pub(crate) limits: crate::RateLimits,
 }
 
 impl Default for Config {
@@ -51,6 +52,7 @@ impl Default for Config {
             failure_backoff: Duration::from_secs(1),
             failure_backoff_max: Duration::from_secs(60),
             refresh_now_interval: Duration::from_secs(5),
+            limits: crate::RateLimits::process(),
         }
     }
 }
@@ -253,7 +255,12 @@ impl Store {
         let mut units = plan(&config, decls)?;
         let calls = Arc::new(CallStats::default());
         let started = Instant::now();
-        let ctx = CallContext::new(calls.clone(), config.retry, started + config.load_timeout);
+        let ctx = CallContext::new(
+            calls.clone(),
+            config.retry,
+            Some(config.limits.clone()),
+            started + config.load_timeout,
+        );
         let targets: Vec<_> = units
             .iter()
             .map(|u| (u.source.clone(), u.item.clone(), None))
@@ -428,6 +435,7 @@ impl Store {
         let ctx = CallContext::new(
             self.calls.clone(),
             self.config.retry,
+            Some(self.config.limits.clone()),
             Instant::now() + self.config.refresh_timeout,
         );
         let results = fetch_all(&targets, &ctx, true).await;

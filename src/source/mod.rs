@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::future::BoxFuture;
 
 use crate::error::ItemError;
+use crate::limiter::{QuotaClass, RateLimits};
 use crate::value::SecretValue;
 
 #[cfg(feature = "kms")]
@@ -541,21 +542,29 @@ impl CallStats {
 pub struct CallContext {
     stats: Arc<CallStats>,
     policy: RetryPolicy,
+    limits: Option<RateLimits>,
     deadline: Mutex<Instant>,
 }
 
 impl CallContext {
-    pub(crate) fn new(stats: Arc<CallStats>, policy: RetryPolicy, deadline: Instant) -> Self {
+    pub(crate) fn new(
+        stats: Arc<CallStats>,
+        policy: RetryPolicy,
+        limits: Option<RateLimits>,
+        deadline: Instant,
+    ) -> Self {
         CallContext {
             stats,
             policy,
+            limits,
             deadline: Mutex::new(deadline),
         }
     }
 
-    /// A context of its own (for testing a [`Source`]): retries by `policy` until `deadline`.
+    /// A context of its own (for testing a [`Source`]): retries by `policy` until `deadline`,
+    /// without rate limits.
     pub fn standalone(policy: RetryPolicy, deadline: Instant) -> Self {
-        Self::new(Arc::default(), policy, deadline)
+        Self::new(Arc::default(), policy, None, deadline)
     }
 
     /// When the load or refresh in progress must be done.
@@ -564,15 +573,31 @@ impl CallContext {
     }
 
     /// Makes one API call `operation` (e.g. `"GetParameters"`), retrying retryable failures
-    /// with full-jitter exponential backoff while the deadline allows.
+    /// with full-jitter exponential backoff while the deadline allows: throttling until the
+    /// deadline, other failures up to `max_attempts`. Each attempt first takes a token from the
+    /// rate limit of the operation's [`QuotaClass`], if it has one; a throttling answer slows
+    /// that limit down.
     pub async fn call<T, F, Fut>(&self, operation: &'static str, mut attempt: F) -> Result<T, CallError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
         let mut retry = 0;
+        let mut failures = 0;
         let mut thaws = 0;
+        let bucket = QuotaClass::of(operation).and_then(|c| self.limits.as_ref().map(|l| l.bucket(c)));
         loop {
+            if let Some(bucket) = bucket {
+                if let Err(wait) = bucket.acquire(self.deadline()).await {
+                    return Err(CallError::new(
+                        CallErrorKind::Throttled,
+                        format!(
+                            "{operation}: the deadline came before the rate limit allowed another call \
+                             (next slot in {wait:?}; {retry} retries so far)"
+                        ),
+                    ));
+                }
+            }
             self.stats.count(operation);
             let began = Instant::now();
             let left = self.deadline().saturating_duration_since(began);
@@ -603,17 +628,28 @@ impl CallContext {
             }
             if err.kind == CallErrorKind::Throttled {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                if let Some(bucket) = bucket {
+                    bucket.throttled();
+                }
+            } else {
+                failures += 1;
             }
             if !err.is_retryable() {
                 return Err(err);
             }
             retry += 1;
             let delay = self.policy.backoff(retry - 1);
-            if retry >= self.policy.max_attempts || Instant::now() + delay >= self.deadline() {
-                tracing::warn!(operation, attempts = retry, error = %err, "giving up on AWS call");
+            let out_of_time = Instant::now() + delay >= self.deadline();
+            if failures >= self.policy.max_attempts || out_of_time {
+                let why = if out_of_time {
+                    "the deadline came"
+                } else {
+                    "attempts ran out"
+                };
+                tracing::warn!(operation, attempts = retry, error = %err, "giving up on AWS call: {why}");
                 return Err(CallError::new(
                     err.kind,
-                    format!("{} (gave up after {retry} attempt(s))", err.message),
+                    format!("{} (gave up after {retry} attempt(s): {why})", err.message),
                 ));
             }
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -636,7 +672,7 @@ mod tests {
             attempt_timeout: Duration::from_millis(200),
         };
         (
-            CallContext::new(stats.clone(), policy, Instant::now() + deadline),
+            CallContext::new(stats.clone(), policy, None, Instant::now() + deadline),
             stats,
         )
     }
@@ -683,7 +719,11 @@ mod tests {
             })
             .await
             .unwrap_err();
-        assert!(err.message().contains("gave up after 4 attempt(s)"), "{err}");
+        assert!(
+            err.message()
+                .contains("gave up after 4 attempt(s): attempts ran out"),
+            "{err}"
+        );
         assert_eq!(stats.calls()["GetParametersByPath"], 4);
     }
 
@@ -717,7 +757,12 @@ mod tests {
             max_delay: Duration::from_millis(1),
             attempt_timeout: Duration::from_millis(100),
         };
-        let ctx = CallContext::new(stats.clone(), policy, Instant::now() + Duration::from_millis(300));
+        let ctx = CallContext::new(
+            stats.clone(),
+            policy,
+            None,
+            Instant::now() + Duration::from_millis(300),
+        );
         let mut n = 0;
         let out = ctx
             .call("GetParameters", || {

@@ -1,0 +1,353 @@
+//! Rate limits: one token bucket per AWS quota class, shared by every source and every clone of
+//! a [`Secrets`](crate::Secrets) in the process, slowing down when AWS throttles.
+//!
+//! A bucket of rate `R` and burst `B` lets a call through when it holds a token (it refills at
+//! `R` a second up to `B`) **and** fewer than `R` calls went through in the trailing second, so
+//! no 1-second window ever sees more than `R` calls, whatever the burst. On a throttling answer the
+//! rate is halved (at most once per second, down to a floor) and then grows back linearly to the
+//! configured rate over about ten seconds: additive increase, multiplicative decrease.
+//!
+//! The buckets are hand-written rather than taken from `governor`: the adaptive rate changes the
+//! quota of a live limiter, which governor's GCRA state (a theoretical arrival time computed
+//! from a fixed quota) does not support without replacing the limiter and losing its state, and
+//! the 1-second window cap is not a GCRA notion either.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// An AWS quota that calls are counted against.
+///
+/// ```
+/// use lambda_secrets::QuotaClass;
+/// assert_eq!(QuotaClass::of("GetParametersByPath"), Some(QuotaClass::SsmGet));
+/// assert_eq!(QuotaClass::of("MemoryFetch"), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum QuotaClass {
+    /// SSM `GetParameter`, `GetParameters` and `GetParametersByPath` (one shared quota).
+    SsmGet,
+    /// Secrets Manager `BatchGetSecretValue`.
+    SecretsBatchGet,
+    /// Secrets Manager `GetSecretValue`.
+    SecretsGet,
+    /// Secrets Manager `DescribeSecret`.
+    SecretsDescribe,
+    /// KMS `Decrypt`.
+    KmsDecrypt,
+}
+
+impl QuotaClass {
+    /// Every class.
+    pub const ALL: [QuotaClass; 5] = [
+        QuotaClass::SsmGet,
+        QuotaClass::SecretsBatchGet,
+        QuotaClass::SecretsGet,
+        QuotaClass::SecretsDescribe,
+        QuotaClass::KmsDecrypt,
+    ];
+
+    /// The class of an API operation, if it has one.
+    pub fn of(operation: &str) -> Option<QuotaClass> {
+        Some(match operation {
+            "GetParameter" | "GetParameters" | "GetParametersByPath" => QuotaClass::SsmGet,
+            "BatchGetSecretValue" => QuotaClass::SecretsBatchGet,
+            "GetSecretValue" => QuotaClass::SecretsGet,
+            "DescribeSecret" => QuotaClass::SecretsDescribe,
+            "Decrypt" => QuotaClass::KmsDecrypt,
+            _ => return None,
+        })
+    }
+
+    /// This process's default share of the class's account-wide quota.
+    ///
+    /// SSM's standard throughput is 40 calls a second for the whole account and Region. A
+    /// container loads 100 parameters in 10 calls, so a burst of 10 serves a cold start at once;
+    /// a rate of 10 a second is a quarter of the quota, so up to four containers starting
+    /// together never throttle, and larger fleets are brought under the quota by the adaptive
+    /// slow-down within a few seconds (see the fleet simulation in the README). Secrets Manager
+    /// and KMS quotas are far higher; their defaults only stop a runaway loop.
+    pub fn default_quota(self) -> Quota {
+        match self {
+            QuotaClass::SsmGet => Quota::SSM_STANDARD,
+            QuotaClass::SecretsBatchGet => Quota::new(10.0, 5),
+            QuotaClass::SecretsGet | QuotaClass::SecretsDescribe | QuotaClass::KmsDecrypt => {
+                Quota::new(100.0, 50)
+            }
+        }
+    }
+}
+
+/// A rate (calls a second) and a burst (calls at once after a quiet period).
+///
+/// ```
+/// use lambda_secrets::Quota;
+/// let q = Quota::new(20.0, 10);
+/// assert_eq!((q.rate, q.burst), (20.0, 10));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quota {
+    /// Calls a second, sustained; also the most calls any 1-second window sees.
+    pub rate: f64,
+    /// Calls allowed at once after a quiet period (at most `rate`).
+    pub burst: u32,
+}
+
+impl Quota {
+    /// Default per-process share of SSM's standard throughput (40 TPS per account and Region).
+    pub const SSM_STANDARD: Quota = Quota {
+        rate: 10.0,
+        burst: 10,
+    };
+    /// Per-process share for accounts with SSM's higher-throughput setting (1,000 TPS or more).
+    pub const SSM_HIGHER_THROUGHPUT: Quota = Quota {
+        rate: 100.0,
+        burst: 50,
+    };
+
+    /// A quota of `rate` calls a second with bursts of `burst`.
+    pub const fn new(rate: f64, burst: u32) -> Quota {
+        Quota { rate, burst }
+    }
+}
+
+/// One token bucket with a 1-second window cap and an adaptive rate.
+#[derive(Debug)]
+pub(crate) struct TokenBucket {
+    state: Mutex<BucketState>,
+}
+
+#[derive(Debug)]
+struct BucketState {
+    quota: Quota,
+    /// The rate in force (lowered on throttling, recovering to `quota.rate`).
+    rate: f64,
+    tokens: f64,
+    refilled: Instant,
+    /// Instants of the calls let through in the trailing second.
+    recent: VecDeque<Instant>,
+    last_decrease: Option<Instant>,
+}
+
+const WINDOW: Duration = Duration::from_secs(1);
+/// The window the cap is kept over: a little more than a second, because a call reaches AWS
+/// some milliseconds after it leaves here and those delays vary; without the margin, two calls
+/// sent just over a second apart could arrive just under.
+const CAP_WINDOW: Duration = Duration::from_millis(1050);
+/// Seconds for the rate to grow back from its floor to the configured rate.
+const RECOVERY_SECS: f64 = 10.0;
+/// The adaptive rate never goes below this fraction of the configured rate.
+const FLOOR: f64 = 0.05;
+
+impl TokenBucket {
+    pub(crate) fn new(quota: Quota) -> Self {
+        TokenBucket {
+            state: Mutex::new(BucketState {
+                quota,
+                rate: quota.rate,
+                tokens: quota.burst.max(1) as f64,
+                refilled: Instant::now(),
+                recent: VecDeque::new(),
+                last_decrease: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BucketState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_quota(&self, quota: Quota) {
+        let mut s = self.lock();
+        s.quota = quota;
+        s.rate = quota.rate;
+        s.tokens = s.tokens.min(quota.burst.max(1) as f64);
+    }
+
+    /// The rate in force now.
+    pub(crate) fn current_rate(&self) -> f64 {
+        self.lock().rate
+    }
+
+    /// Takes a token, waiting as needed; `Err(wait)` when the wait would pass `deadline`.
+    pub(crate) async fn acquire(&self, deadline: Instant) -> Result<(), Duration> {
+        loop {
+            let wait = {
+                let mut s = self.lock();
+                let now = Instant::now();
+                s.refill(now);
+                while s
+                    .recent
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= CAP_WINDOW)
+                {
+                    s.recent.pop_front();
+                }
+                let cap = (s.rate.floor() as usize).max(1);
+                if s.tokens >= 1.0 && s.recent.len() < cap {
+                    s.tokens -= 1.0;
+                    s.recent.push_back(now);
+                    return Ok(());
+                }
+                let token_wait = Duration::from_secs_f64(((1.0 - s.tokens) / s.rate).max(0.0));
+                let window_wait = match s.recent.len() >= cap {
+                    true => (s.recent[s.recent.len() - cap] + CAP_WINDOW).saturating_duration_since(now),
+                    false => Duration::ZERO,
+                };
+                token_wait.max(window_wait).max(Duration::from_millis(1))
+            };
+            if Instant::now() + wait > deadline {
+                return Err(wait);
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// AWS throttled a call: halve the rate (at most once a second).
+    pub(crate) fn throttled(&self) {
+        let mut s = self.lock();
+        let now = Instant::now();
+        if s.last_decrease.is_some_and(|t| now.duration_since(t) < WINDOW) {
+            return;
+        }
+        s.refill(now);
+        s.rate = (s.rate / 2.0).max(s.quota.rate * FLOOR);
+        s.tokens = s.tokens.min(s.rate.max(1.0));
+        s.last_decrease = Some(now);
+        tracing::debug!(rate = s.rate, "lambda-secrets: throttled; slowing down");
+    }
+}
+
+impl BucketState {
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.rate = (self.rate + self.quota.rate / RECOVERY_SECS * dt).min(self.quota.rate);
+        let burst = (self.quota.burst.max(1) as f64).min(self.rate.max(1.0));
+        self.tokens = (self.tokens + self.rate * dt).min(burst);
+    }
+}
+
+/// A set of buckets, one per [`QuotaClass`]. [`RateLimits::process`] is the process-wide set
+/// every [`Secrets`](crate::Secrets) uses unless given another; separate sets stand for separate
+/// containers in simulations and tests.
+///
+/// ```
+/// use lambda_secrets::{Quota, QuotaClass, RateLimits};
+///
+/// // For an account with SSM's higher-throughput setting:
+/// RateLimits::process().set(QuotaClass::SsmGet, Quota::SSM_HIGHER_THROUGHPUT);
+/// assert_eq!(RateLimits::process().quota(QuotaClass::SsmGet), Quota::SSM_HIGHER_THROUGHPUT);
+/// # RateLimits::process().set(QuotaClass::SsmGet, Quota::SSM_STANDARD);
+/// ```
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    buckets: Arc<[(QuotaClass, TokenBucket); 5]>,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RateLimits {
+    /// A new set with every class at its default quota.
+    pub fn new() -> Self {
+        RateLimits {
+            buckets: Arc::new(QuotaClass::ALL.map(|c| (c, TokenBucket::new(c.default_quota())))),
+        }
+    }
+
+    /// The process-wide set.
+    pub fn process() -> RateLimits {
+        static PROCESS: OnceLock<RateLimits> = OnceLock::new();
+        PROCESS.get_or_init(RateLimits::new).clone()
+    }
+
+    pub(crate) fn bucket(&self, class: QuotaClass) -> &TokenBucket {
+        &self
+            .buckets
+            .iter()
+            .find(|(c, _)| *c == class)
+            .expect("every class has a bucket")
+            .1
+    }
+
+    /// Sets the quota of `class` (for every user of this set).
+    pub fn set(&self, class: QuotaClass, quota: Quota) -> &Self {
+        self.bucket(class).set_quota(quota);
+        self
+    }
+
+    /// The configured quota of `class`.
+    pub fn quota(&self, class: QuotaClass) -> Quota {
+        self.bucket(class).lock().quota
+    }
+
+    /// The rate in force for `class` (below the quota's while recovering from throttling).
+    pub fn current_rate(&self, class: QuotaClass) -> f64 {
+        self.bucket(class).current_rate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_window_of_one_second_sees_more_than_the_rate() {
+        let bucket = Arc::new(TokenBucket::new(Quota::new(20.0, 20)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..60)
+            .map(|_| {
+                let bucket = bucket.clone();
+                tokio::spawn(async move {
+                    bucket.acquire(deadline).await.unwrap();
+                    Instant::now()
+                })
+            })
+            .collect();
+        let mut times = Vec::new();
+        for t in tasks {
+            times.push(t.await.unwrap());
+        }
+        times.sort();
+        for (i, t) in times.iter().enumerate() {
+            let in_window = times[i..]
+                .iter()
+                .take_while(|u| u.duration_since(*t) < WINDOW)
+                .count();
+            assert!(in_window <= 20, "{in_window} calls within one second");
+        }
+        // 60 calls at 20 a second: the last ones wait about two seconds.
+        assert!(times.last().unwrap().duration_since(started) >= Duration::from_millis(1900));
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_the_deadline_is_refused() {
+        let bucket = TokenBucket::new(Quota::new(1.0, 1));
+        let deadline = Instant::now() + Duration::from_millis(200);
+        bucket.acquire(deadline).await.unwrap();
+        assert!(bucket.acquire(deadline).await.is_err());
+    }
+
+    #[test]
+    fn throttling_halves_the_rate_which_then_recovers() {
+        let bucket = TokenBucket::new(Quota::new(40.0, 10));
+        bucket.throttled();
+        assert_eq!(bucket.current_rate(), 20.0);
+        bucket.throttled(); // within a second: ignored
+        assert_eq!(bucket.current_rate(), 20.0);
+        {
+            let mut s = bucket.lock();
+            s.last_decrease = None;
+            s.refilled -= Duration::from_secs(2);
+        }
+        bucket.lock().refill(Instant::now());
+        let rate = bucket.current_rate();
+        assert!((27.0..29.0).contains(&rate), "{rate}");
+    }
+}
