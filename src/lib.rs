@@ -59,6 +59,7 @@
 pub mod error;
 pub mod layer;
 pub mod limiter;
+pub mod schedule;
 mod secrets;
 pub mod snapshot;
 pub mod source;

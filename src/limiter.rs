@@ -138,7 +138,7 @@ const CAP_WINDOW: Duration = Duration::from_millis(1050);
 /// Seconds for the rate to grow back from its floor to the configured rate.
 const RECOVERY_SECS: f64 = 10.0;
 /// The adaptive rate never goes below this fraction of the configured rate.
-const FLOOR: f64 = 0.05;
+const FLOOR: f64 = 0.25;
 
 impl TokenBucket {
     pub(crate) fn new(quota: Quota) -> Self {

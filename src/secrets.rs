@@ -233,6 +233,14 @@ impl SecretsBuilder {
         self
     }
 
+    /// Gap between the calls of one background refresh (default
+    /// [`REFRESH_PACING`](crate::schedule::REFRESH_PACING), 1 s), which spreads a fleet's calls
+    /// over time; `Duration::ZERO` sends them at once.
+    pub fn refresh_pacing(mut self, gap: Duration) -> Self {
+        self.config.pacing = gap;
+        self
+    }
+
     /// Fetches every declared value (all sources concurrently; each source batches) and
     /// returns the handle. Call it in `main`, during Lambda INIT, before
     /// `lambda_runtime::run`. Fails, listing every failing key, if anything is missing or

@@ -37,6 +37,7 @@ pub(crate) struct Config {
     pub(crate) failure_backoff_max: Duration,
     pub(crate) refresh_now_interval: Duration,
     pub(crate) limits: crate::RateLimits,
+    pub(crate) pacing: Duration,
 }
 
 impl Default for Config {
@@ -53,6 +54,7 @@ impl Default for Config {
             failure_backoff_max: Duration::from_secs(60),
             refresh_now_interval: Duration::from_secs(5),
             limits: crate::RateLimits::process(),
+            pacing: crate::schedule::REFRESH_PACING,
         }
     }
 }
@@ -268,7 +270,9 @@ impl Store {
         let results = fetch_all(&targets, &ctx, false).await;
 
         let now = Instant::now();
-        let factor = jitter_factor(config.jitter);
+        let factor =
+            crate::schedule::next_refresh(Duration::from_secs(1), config.jitter, true, fastrand::f64())
+                .as_secs_f64();
         let mut failures = Vec::new();
         for (unit, result) in units.iter_mut().zip(results) {
             let bound = match result {
@@ -383,7 +387,11 @@ impl Store {
         let batch: Vec<usize> = (0..units.len())
             .filter(|&i| Self::idle(&units[i]) && (due(&units[i]) || window(&units[i])))
             .collect();
-        let task = self.begin(&mut units, &batch, now);
+        // Pace the calls unless someone may be waiting (a value past its maximum staleness).
+        let paced = !batch
+            .iter()
+            .any(|&i| units[i].expired.is_none() && units[i].stale_at() <= now);
+        let task = self.begin(&mut units, &batch, now, paced);
         drop(units);
         runtime.spawn(task);
     }
@@ -394,6 +402,7 @@ impl Store {
         units: &mut [Unit],
         batch: &[usize],
         now: Instant,
+        paced: bool,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let alive = Arc::new(AtomicBool::new(true));
         let batch: Vec<(usize, u64)> = batch
@@ -415,10 +424,16 @@ impl Store {
             alive,
             done: false,
         };
-        self.clone().refresh(batch, now, guard)
+        self.clone().refresh(batch, now, paced, guard)
     }
 
-    async fn refresh(self: Arc<Self>, batch: Vec<(usize, u64)>, started: Instant, mut guard: RefreshGuard) {
+    async fn refresh(
+        self: Arc<Self>,
+        batch: Vec<(usize, u64)>,
+        started: Instant,
+        paced: bool,
+        mut guard: RefreshGuard,
+    ) {
         let targets: Vec<_> = {
             let units = self.lock();
             batch
@@ -438,13 +453,26 @@ impl Store {
             Some(self.config.limits.clone()),
             Instant::now() + self.config.refresh_timeout,
         );
+        let ctx = if paced && self.config.pacing > Duration::ZERO {
+            ctx.paced(self.config.pacing)
+        } else {
+            ctx
+        };
+        let paced_for = Instant::now();
         let results = fetch_all(&targets, &ctx, true).await;
+        // Time spent waiting for pacing slots is not time lost to a freeze.
+        let started = started
+            + ctx
+                .deadline()
+                .saturating_duration_since(paced_for + self.config.refresh_timeout);
         let now = Instant::now();
         // Far over budget: the process was frozen mid-refresh. A failure then says nothing about
         // the source; retry at the next invocation instead of counting it.
         let frozen = now.saturating_duration_since(started)
             > self.config.refresh_timeout + self.config.retry.attempt_timeout + Duration::from_secs(1);
-        let factor = jitter_factor(self.config.jitter);
+        let factor =
+            crate::schedule::next_refresh(Duration::from_secs(1), self.config.jitter, false, fastrand::f64())
+                .as_secs_f64();
         let mut units = self.lock();
         for (&(i, generation), result) in batch.iter().zip(results) {
             let unit = &mut units[i];
@@ -562,7 +590,7 @@ impl Store {
                     }
                     _ => {
                         units[index].forced_at = Some(now);
-                        let task = self.begin(&mut units, &[index], now);
+                        let task = self.begin(&mut units, &[index], now, false);
                         drop(units);
                         tokio::spawn(task);
                         None
@@ -634,10 +662,6 @@ impl Drop for RefreshGuard {
             self.store.abandon(&self.batch);
         }
     }
-}
-
-fn jitter_factor(jitter: f64) -> f64 {
-    1.0 - jitter * fastrand::f64()
 }
 
 fn build_snapshot(

@@ -490,7 +490,7 @@ impl Default for RetryPolicy {
         RetryPolicy {
             max_attempts: 6,
             base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(1),
             attempt_timeout: Duration::from_secs(3),
         }
     }
@@ -544,6 +544,8 @@ pub struct CallContext {
     policy: RetryPolicy,
     limits: Option<RateLimits>,
     deadline: Mutex<Instant>,
+    /// For background refreshes: the earliest start of the next call, and the gap between calls.
+    pacing: Option<(Mutex<Instant>, Duration)>,
 }
 
 impl CallContext {
@@ -558,7 +560,15 @@ impl CallContext {
             policy,
             limits,
             deadline: Mutex::new(deadline),
+            pacing: None,
         }
+    }
+
+    /// Spaces the calls made through this context `gap` apart (not counted against the
+    /// deadline): for background refreshes, which nobody waits for.
+    pub(crate) fn paced(mut self, gap: Duration) -> Self {
+        self.pacing = Some((Mutex::new(Instant::now()), gap));
+        self
     }
 
     /// A context of its own (for testing a [`Source`]): retries by `policy` until `deadline`,
@@ -586,6 +596,19 @@ impl CallContext {
         let mut failures = 0;
         let mut thaws = 0;
         let bucket = QuotaClass::of(operation).and_then(|c| self.limits.as_ref().map(|l| l.bucket(c)));
+        if let Some((next, gap)) = &self.pacing {
+            let slot = {
+                let mut next = next.lock().unwrap_or_else(|e| e.into_inner());
+                let slot = (*next).max(Instant::now());
+                *next = slot + *gap;
+                slot
+            };
+            let wait = slot.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) += wait;
+                tokio::time::sleep(wait).await;
+            }
+        }
         loop {
             if let Some(bucket) = bucket {
                 if let Err(wait) = bucket.acquire(self.deadline()).await {
@@ -619,9 +642,10 @@ impl CallContext {
             let took = began.elapsed();
             if err.is_retryable() && took > timeout + FROZEN_SLACK && thaws < 3 {
                 thaws += 1;
-                let mut deadline = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
-                *deadline = (*deadline).max(Instant::now() + left);
-                drop(deadline);
+                {
+                    let mut deadline = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
+                    *deadline = (*deadline).max(Instant::now() + left);
+                }
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(operation, ?took, "AWS call interrupted by a freeze; retrying");
                 continue;
