@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 /// Gap between two calls of one background refresh.
-pub const REFRESH_PACING: Duration = Duration::from_millis(1000);
+pub const REFRESH_PACING: Duration = Duration::from_millis(3000);
 
 /// Delay before the next refresh of values fetched now. `random` is uniform in `[0, 1)`;
 /// `first` is true right after a cold load.

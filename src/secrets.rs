@@ -1,7 +1,6 @@
 //! [`Secrets`]: the handle to loaded values, and [`SecretsBuilder`], which declares them.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,13 +87,7 @@ impl Secrets {
 
     /// Counters: API calls per operation, throttles, retries, refreshes.
     pub fn stats(&self) -> Stats {
-        Stats {
-            calls: self.store.calls.calls(),
-            throttled: self.store.calls.throttled.load(Ordering::Relaxed),
-            retries: self.store.calls.retries.load(Ordering::Relaxed),
-            refreshes: self.store.refreshes.load(Ordering::Relaxed),
-            refresh_failures: self.store.refresh_failures.load(Ordering::Relaxed),
-        }
+        self.store.stats()
     }
 
     /// A tower `Layer` handing these values to every invocation.

@@ -299,7 +299,7 @@ impl Store {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "lambda-secrets loaded"
         );
-        Ok(Arc::new(Store {
+        let store = Arc::new(Store {
             config,
             calls,
             refreshes: AtomicU64::new(0),
@@ -308,11 +308,37 @@ impl Store {
             units: Mutex::new(units),
             completed: watch::Sender::new(0),
             warned: Mutex::new(Vec::new()),
-        }))
+        });
+        store.emit_stats();
+        Ok(store)
     }
 
     pub(crate) fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub(crate) fn stats(&self) -> crate::Stats {
+        crate::Stats {
+            calls: self.calls.calls(),
+            throttled: self.calls.throttled.load(Ordering::Relaxed),
+            retries: self.calls.retries.load(Ordering::Relaxed),
+            refreshes: self.refreshes.load(Ordering::Relaxed),
+            refresh_failures: self.refresh_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Emits the counters as a `tracing` event (target `lambda_secrets::stats`) to alarm on.
+    fn emit_stats(&self) {
+        let stats = self.stats();
+        tracing::info!(
+            target: "lambda_secrets::stats",
+            calls = ?stats.calls,
+            throttled = stats.throttled,
+            retries = stats.retries,
+            refreshes = stats.refreshes,
+            refresh_failures = stats.refresh_failures,
+            "lambda-secrets counters"
+        );
     }
 
     /// The current snapshot, with no side effect.
@@ -541,7 +567,7 @@ impl Store {
         drop(units);
         drop(guard);
         self.completed.send_modify(|n| *n += 1);
-        tracing::debug!(units = batch.len(), "lambda-secrets refresh finished");
+        self.emit_stats();
     }
 
     /// A refresh task that ended without finishing (panic, runtime dropped): clears its units.

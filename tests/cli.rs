@@ -85,7 +85,7 @@ async fn check_json_and_missing_names() {
     );
     assert_eq!(
         lines[1],
-        serde_json::json!({"calls": {"GetParameters": 1}, "throttled": 0, "retries": 0})
+        serde_json::json!({"calls": {"GetParameters": 1}, "throttled": 0, "retries": 0, "refreshes": 0, "refresh_failures": 0})
     );
 
     let missing = format!("{prefix}/missing");
@@ -222,4 +222,83 @@ async fn check_secrets_and_kms_env() {
         serde_json::json!({"BatchGetSecretValue": 1, "Decrypt": 1})
     );
     assert!(!stdout.contains("sm-value") && !stdout.contains("kms-plain"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_simultaneous_checks_of_100_parameters_all_succeed_under_a_40_tps_quota() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let seed = ssm_client(&moto().endpoint).await;
+    let prefix = unique_prefix("fleetcli");
+    let mut args = Vec::new();
+    for i in 0..100 {
+        let name = format!("{prefix}/p{i:03}");
+        put_param(&seed, &name, "v", "String").await;
+        args.push("--param".to_owned());
+        args.push(name);
+    }
+    proxy.throttle_tps(Some(40));
+    let children: Vec<_> = (0..20)
+        .map(|_| {
+            check(&proxy.endpoint())
+                .args(&args)
+                .arg("--json")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = tokio::task::block_in_place(|| {
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect()
+    });
+    let mut throttled = 0;
+    for out in &outputs {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(stdout.lines().count(), 101);
+        throttled += summary["throttled"].as_u64().unwrap();
+    }
+    // The proxy enforced the quota: the processes were throttled, retried and all got through.
+    assert_eq!(throttled, proxy.throttled());
+    assert_eq!(proxy.calls("GetParameters"), 200 + throttled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_rate_and_burst_override_the_limit() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let seed = ssm_client(&moto().endpoint).await;
+    let prefix = unique_prefix("clirate");
+    let mut args = vec![
+        "--rate".to_owned(),
+        "2".to_owned(),
+        "--burst".to_owned(),
+        "1".to_owned(),
+    ];
+    for i in 0..40 {
+        let name = format!("{prefix}/p{i:02}");
+        put_param(&seed, &name, "v", "String").await;
+        args.push("--param".to_owned());
+        args.push(name);
+    }
+    let out = check(&proxy.endpoint()).args(&args).run();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // 4 calls at 2 a second: never more than 2 in any second.
+    assert_eq!(proxy.calls("GetParameters"), 4);
+    assert!(
+        proxy.peak_in_any_1s_window() <= 2,
+        "{}",
+        proxy.peak_in_any_1s_window()
+    );
+    let bad = check(&proxy.endpoint())
+        .args(["--param", "/x", "--rate", "0"])
+        .run();
+    assert_eq!(bad.status.code(), Some(2));
 }

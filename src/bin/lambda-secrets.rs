@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use lambda_secrets::{KmsSource, Secrets, SecretsManagerSource, Snapshot, SsmSource, Stats};
+use lambda_secrets::{
+    KmsSource, Quota, QuotaClass, RateLimits, Secrets, SecretsManagerSource, Snapshot, SsmSource, Stats,
+};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -47,6 +49,12 @@ struct Check {
     /// TTL of every value, e.g. `300ms`, `1s`, `5m` (default 5m).
     #[arg(long, value_parser = humantime::parse_duration)]
     ttl: Option<Duration>,
+    /// Override this process's SSM rate limit (calls a second; default 10).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Override this process's SSM burst (default 10).
+    #[arg(long)]
+    burst: Option<u32>,
     /// Re-read through the cache N more times.
     #[arg(long, default_value_t = 0)]
     repeat: u32,
@@ -84,6 +92,16 @@ async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
     {
         eprintln!("error: nothing to check; give at least one --param, --path, --secret or --kms-env");
         return Ok(ExitCode::from(2));
+    }
+    if check.rate.is_some() || check.burst.is_some() {
+        let default = QuotaClass::SsmGet.default_quota();
+        let rate = check.rate.unwrap_or(default.rate);
+        if !(rate > 0.0 && rate.is_finite()) {
+            eprintln!("error: --rate must be a positive number of calls a second");
+            return Ok(ExitCode::from(2));
+        }
+        let burst = check.burst.unwrap_or(default.burst).max(1);
+        RateLimits::process().set(QuotaClass::SsmGet, Quota::new(rate, burst));
     }
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let ssm = SsmSource::new(&config);
@@ -174,15 +192,23 @@ fn print_round(snapshot: &Snapshot, round: u32, as_json: bool, show_round: bool)
 
 fn print_summary(stats: &Stats, as_json: bool) {
     if as_json {
-        let line = json!({"calls": stats.calls, "throttled": stats.throttled, "retries": stats.retries});
+        let line = json!({
+            "calls": stats.calls,
+            "throttled": stats.throttled,
+            "retries": stats.retries,
+            "refreshes": stats.refreshes,
+            "refresh_failures": stats.refresh_failures,
+        });
         println!("{line}");
     } else {
         let calls: Vec<String> = stats.calls.iter().map(|(op, n)| format!("{op}={n}")).collect();
         println!(
-            "calls: {}  throttled: {}  retries: {}",
+            "calls: {}  throttled: {}  retries: {}  refreshes: {}  refresh failures: {}",
             calls.join(" "),
             stats.throttled,
-            stats.retries
+            stats.retries,
+            stats.refreshes,
+            stats.refresh_failures
         );
     }
 }
