@@ -126,7 +126,7 @@ async fn main() {
 
     println!(
         "\n{:<28} {:>12} {:>12} {:>8} {:>10} {:>12}",
-        "loader", "failed loads", "completion", "calls", "throttled", "peak 1s rate"
+        "loader", "failed loads", "completion", "calls", "throttled", "peak 1s sent"
     );
     for (name, o) in [
         ("lambda-secrets", &ours),
