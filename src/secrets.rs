@@ -123,6 +123,12 @@ pub struct Stats {
     pub refreshes: u64,
     /// Failed refreshes (the last good value kept being served).
     pub refresh_failures: u64,
+    /// Cache misses: reads that found a value due for refresh (it was served while the refresh
+    /// ran, or, past the maximum staleness, after waiting). Hits are every other read; they are
+    /// not counted, so that the warm path writes nothing shared.
+    pub misses: u64,
+    /// Reads that waited for values past their maximum staleness.
+    pub waits: u64,
 }
 
 /// Declares what to load and how long to keep it. See [`Secrets`].

@@ -242,6 +242,10 @@ pub(crate) struct Store {
     pub(crate) calls: Arc<CallStats>,
     pub(crate) refreshes: AtomicU64,
     pub(crate) refresh_failures: AtomicU64,
+    /// Reads that found a value due (served it while its refresh ran, or waited).
+    misses: AtomicU64,
+    /// Reads that waited for values past their maximum staleness.
+    waits: AtomicU64,
     current: ArcSwap<SnapshotData>,
     units: Mutex<Vec<Unit>>,
     /// Bumped each time a refresh finishes (success or failure); waiters watch it.
@@ -304,6 +308,8 @@ impl Store {
             calls,
             refreshes: AtomicU64::new(0),
             refresh_failures: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
             current: ArcSwap::from_pointee(data),
             units: Mutex::new(units),
             completed: watch::Sender::new(0),
@@ -324,6 +330,8 @@ impl Store {
             retries: self.calls.retries.load(Ordering::Relaxed),
             refreshes: self.refreshes.load(Ordering::Relaxed),
             refresh_failures: self.refresh_failures.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            waits: self.waits.load(Ordering::Relaxed),
         }
     }
 
@@ -337,6 +345,8 @@ impl Store {
             retries = stats.retries,
             refreshes = stats.refreshes,
             refresh_failures = stats.refresh_failures,
+            misses = stats.misses,
+            waits = stats.waits,
             "lambda-secrets counters"
         );
     }
@@ -356,6 +366,8 @@ impl Store {
         if now < snap.check_at {
             return (Snapshot(snap), false);
         }
+        // Counted off the warm path only: reads that find nothing due are not counted at all.
+        self.misses.fetch_add(1, Ordering::Relaxed);
         self.start_due_refreshes(now);
         let snap = self.current.load_full();
         let must_wait = now >= snap.stale_at;
@@ -369,6 +381,7 @@ impl Store {
         if !wait {
             return snap;
         }
+        self.waits.fetch_add(1, Ordering::Relaxed);
         let mut done = self.completed.subscribe();
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
@@ -1071,6 +1084,8 @@ mod tests {
             assert_eq!(reader.await.unwrap(), "new");
         }
         assert_eq!(mem.fetches(), 2, "one load + one refresh");
+        let stats = secrets.stats();
+        assert!(stats.waits >= 1 && stats.misses >= stats.waits, "{stats:?}");
     }
 
     #[tokio::test]

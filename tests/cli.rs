@@ -85,7 +85,7 @@ async fn check_json_and_missing_names() {
     );
     assert_eq!(
         lines[1],
-        serde_json::json!({"calls": {"GetParameters": 1}, "throttled": 0, "retries": 0, "refreshes": 0, "refresh_failures": 0})
+        serde_json::json!({"calls": {"GetParameters": 1}, "throttled": 0, "retries": 0, "refreshes": 0, "refresh_failures": 0, "misses": 0, "waits": 0})
     );
 
     let missing = format!("{prefix}/missing");

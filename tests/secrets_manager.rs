@@ -2,7 +2,6 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::primitives::Blob;
@@ -52,16 +51,6 @@ async fn put(seed: &aws_sdk_secretsmanager::Client, name: &str, value: &str) -> 
         .await
         .unwrap();
     out.version_id.unwrap()
-}
-
-async fn eventually(secrets: &Secrets, cond: impl Fn(&lambda_secrets::Snapshot) -> bool) -> bool {
-    for _ in 0..500 {
-        if cond(&secrets.snapshot()) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 #[tokio::test]
@@ -129,24 +118,10 @@ async fn per_item_errors_are_all_named_in_one_error() {
     assert_eq!(e.proxy.calls("BatchGetSecretValue"), 1);
 }
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_denied_batch_falls_back_to_one_get_per_secret_and_says_what_to_grant() {
     let e = env("sm-denied").await;
-    let captured = Captured::default();
+    let captured = support::Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
@@ -166,7 +141,7 @@ async fn a_denied_batch_falls_back_to_one_get_per_secret_and_says_what_to_grant(
     assert_eq!(secrets.snapshot().get_str("k2").unwrap(), "value-2");
     assert_eq!(e.proxy.calls("BatchGetSecretValue"), 1);
     assert_eq!(e.proxy.calls("GetSecretValue"), 3);
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert_eq!(
         logs.matches("Grant `secretsmanager:BatchGetSecretValue`").count(),
         1,
@@ -250,7 +225,7 @@ async fn a_rotation_is_picked_up_with_one_describe_and_one_get_and_no_change_cos
     tokio::time::sleep(Duration::from_millis(1100)).await;
     e.proxy.reset_counts();
     let _ = secrets.snapshot();
-    assert!(eventually(&secrets, |_| e.proxy.calls("DescribeSecret") == 2).await);
+    assert!(support::eventually(&secrets, |_| e.proxy.calls("DescribeSecret") == 2).await);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(e.proxy.calls_all(), [("DescribeSecret".to_owned(), 2)].into());
 
@@ -258,7 +233,7 @@ async fn a_rotation_is_picked_up_with_one_describe_and_one_get_and_no_change_cos
     e.proxy.reset_counts();
     tokio::time::sleep(Duration::from_millis(350)).await;
     let _ = secrets.snapshot();
-    assert!(eventually(&secrets, |_| e.proxy.calls("DescribeSecret") == 1).await);
+    assert!(support::eventually(&secrets, |_| e.proxy.calls("DescribeSecret") == 1).await);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(e.proxy.calls_all(), [("DescribeSecret".to_owned(), 1)].into());
 
@@ -266,7 +241,7 @@ async fn a_rotation_is_picked_up_with_one_describe_and_one_get_and_no_change_cos
     let new_version = put(&e.seed, &name, r#"{"password":"two"}"#).await;
     e.proxy.reset_counts();
     tokio::time::sleep(Duration::from_millis(350)).await;
-    assert!(eventually(&secrets, |s| s.get_str("db").unwrap() == "two").await);
+    assert!(support::eventually(&secrets, |s| s.get_str("db").unwrap() == "two").await);
     assert_eq!(
         secrets.snapshot().info("db").unwrap().version.as_deref(),
         Some(new_version.as_str())
@@ -335,7 +310,7 @@ async fn the_ttl_is_capped_at_the_next_rotation_date() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(
-        eventually(&secrets, |s| s.info("s").unwrap().refresh_by == Some(next)).await,
+        support::eventually(&secrets, |s| s.info("s").unwrap().refresh_by == Some(next)).await,
         "{:?} vs {next:?}",
         secrets.snapshot().info("s")
     );

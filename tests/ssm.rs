@@ -2,7 +2,6 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lambda_secrets::{Error, RetryPolicy, Secrets, SsmSource};
@@ -36,17 +35,6 @@ fn quick_retries() -> RetryPolicy {
         max_delay: Duration::from_millis(20),
         attempt_timeout: Duration::from_secs(2),
     }
-}
-
-/// Reads through the handle until `cond` holds (refreshes are started by reads), up to 10 s.
-async fn eventually(secrets: &Secrets, cond: impl Fn(&lambda_secrets::Snapshot) -> bool) -> bool {
-    for _ in 0..500 {
-        if cond(&secrets.snapshot()) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 #[tokio::test]
@@ -224,7 +212,7 @@ async fn a_changed_value_is_picked_up_after_its_ttl_without_restart() {
     );
     assert_eq!(e.proxy.calls("GetParameters"), 1);
     tokio::time::sleep(Duration::from_millis(350)).await;
-    assert!(eventually(&secrets, |s| s.get_str("api_key").unwrap() == "after-rotation").await);
+    assert!(support::eventually(&secrets, |s| s.get_str("api_key").unwrap() == "after-rotation").await);
     assert_eq!(
         secrets.snapshot().info("api_key").unwrap().version.as_deref(),
         Some("2")
@@ -247,13 +235,13 @@ async fn the_last_good_value_is_served_while_the_emulator_fails() {
         .unwrap();
     e.proxy.fail_all(Some(500));
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(eventually(&secrets, |_| secrets.stats().refresh_failures >= 2).await);
+    assert!(support::eventually(&secrets, |_| secrets.stats().refresh_failures >= 2).await);
     assert_eq!(secrets.snapshot().get_str("k").unwrap(), "good");
     assert!(secrets.stats().retries >= 2, "{:?}", secrets.stats());
 
     put_param(&e.seed, &name, "recovered", "String").await;
     e.proxy.fail_all(None);
-    assert!(eventually(&secrets, |s| s.get_str("k").unwrap() == "recovered").await);
+    assert!(support::eventually(&secrets, |s| s.get_str("k").unwrap() == "recovered").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,24 +322,10 @@ async fn throttling_is_retried_until_the_quota_window_passes() {
     assert_eq!(stats.calls["GetParameters"], stats.throttled + 1);
 }
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn no_seeded_value_reaches_errors_debug_or_tracing() {
     let e = env("hygiene").await;
-    let captured = Captured::default();
+    let captured = support::Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
@@ -407,7 +381,7 @@ async fn no_seeded_value_reaches_errors_debug_or_tracing() {
     texts.push(format!("{:?}", secrets.refresh_now("b").await));
     e.proxy.fail_all(None);
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("refresh failed"),
         "the failures were logged: {logs}"

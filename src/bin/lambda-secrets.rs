@@ -198,6 +198,8 @@ fn print_summary(stats: &Stats, as_json: bool) {
             "retries": stats.retries,
             "refreshes": stats.refreshes,
             "refresh_failures": stats.refresh_failures,
+            "misses": stats.misses,
+            "waits": stats.waits,
         });
         println!("{line}");
     } else {

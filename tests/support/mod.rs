@@ -134,3 +134,38 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// Reads through `secrets` until `cond` holds (refreshes are started by reads), for up to 10 s.
+pub async fn eventually(
+    secrets: &lambda_secrets::Secrets,
+    cond: impl Fn(&lambda_secrets::Snapshot) -> bool,
+) -> bool {
+    for _ in 0..500 {
+        if cond(&secrets.snapshot()) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// A `tracing` writer into a shared buffer: `tracing_subscriber::fmt().with_writer(move || c.clone())`.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
