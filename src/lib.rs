@@ -1,7 +1,7 @@
 //! # lambda-secrets
 //!
 //! Secrets for AWS Lambda functions, without environment variables: values are fetched (and
-//! decrypted) from SSM Parameter Store at cold start, cached in memory with a TTL so a rotated
+//! decrypted) from SSM Parameter Store, Secrets Manager and KMS at cold start, cached in memory with a TTL so a rotated
 //! value reaches running containers without a redeploy, and handed to every invocation through
 //! a tower [`Layer`](tower_layer::Layer).
 //!
@@ -34,7 +34,8 @@
 //! ```text
 //! SecretsBuilder (declarations: key -> source item, TTL)
 //!   └─ load(): merge duplicates into units, group by source, each source batches its calls
-//!        └─ CallContext: count, retry with full-jitter backoff, per-attempt timeout, deadline
+//!        └─ CallContext: rate limit per quota class (RateLimits), count, retry with full-jitter
+//!           backoff, per-attempt timeout, deadline (extended after a freeze), pacing
 //!             └─ Store: units {values, fetched_at, refresh_at (TTL - jitter), staleness}
 //!                  └─ publishes an immutable Snapshot (ArcSwap)
 //! SecretsLayer, per invocation: load the Snapshot (one atomic load), compare one Instant;
@@ -43,8 +44,11 @@
 //! ```
 //!
 //! - [`value`]: [`SecretValue`], zeroized on drop, redacted in `Debug`/`Display`.
-//! - [`source`]: the [`Source`] trait, [`CallContext`] (the one place that retries and counts),
-//!   [`SsmSource`], [`MemorySource`].
+//! - [`source`]: the [`Source`] trait, [`CallContext`] (the one place that limits, retries and
+//!   counts), `SsmSource`, `SecretsManagerSource` (rotation-aware: `DescribeSecret` before
+//!   `GetSecretValue`), `KmsSource`, [`MemorySource`].
+//! - [`limiter`]: [`RateLimits`], one adaptive token bucket per AWS quota class, process-wide.
+//! - [`schedule`]: when refreshes happen, so that a fleet spreads its calls.
 //! - [`store`](crate) (private): scheduling, single-flight, last-good-on-failure.
 //! - [`snapshot`]: [`Snapshot`], what a handler reads.
 //! - [`layer`]: [`SecretsLayer`] for `LambdaEvent<T>` and `http::Request<B>` services.

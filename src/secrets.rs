@@ -225,7 +225,7 @@ impl SecretsBuilder {
         self
     }
 
-    /// The rate limits calls go through (default: [`RateLimits::process`], shared by the whole
+    /// The rate limits calls go through (default: [`RateLimits::process`](crate::RateLimits::process), shared by the whole
     /// process). Give each simulated container its own set in fleet simulations.
     pub fn rate_limits(mut self, limits: crate::RateLimits) -> Self {
         self.config.limits = limits;
