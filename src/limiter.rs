@@ -142,6 +142,7 @@ const FLOOR: f64 = 0.25;
 
 impl TokenBucket {
     pub(crate) fn new(quota: Quota) -> Self {
+        let quota = Quota::new(sane_rate(quota.rate), quota.burst.max(1));
         TokenBucket {
             state: Mutex::new(BucketState {
                 quota,
@@ -159,6 +160,7 @@ impl TokenBucket {
     }
 
     pub(crate) fn set_quota(&self, quota: Quota) {
+        let quota = Quota::new(sane_rate(quota.rate), quota.burst.max(1));
         let mut s = self.lock();
         s.quota = quota;
         s.rate = quota.rate;
@@ -218,6 +220,17 @@ impl TokenBucket {
         tracing::debug!(rate = s.rate, "lambda-secrets: throttled; slowing down");
     }
 }
+
+/// A rate that is a positive finite number: at least one call a minute.
+fn sane_rate(rate: f64) -> f64 {
+    if rate.is_finite() {
+        rate.max(MIN_RATE)
+    } else {
+        MIN_RATE
+    }
+}
+
+const MIN_RATE: f64 = 1.0 / 60.0;
 
 impl BucketState {
     fn refill(&mut self, now: Instant) {
@@ -332,6 +345,16 @@ mod tests {
         let deadline = Instant::now() + Duration::from_millis(200);
         bucket.acquire(deadline).await.unwrap();
         assert!(bucket.acquire(deadline).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_zero_or_invalid_rate_is_raised_to_the_minimum_instead_of_panicking() {
+        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let bucket = TokenBucket::new(Quota::new(rate, 0));
+            let deadline = Instant::now() + Duration::from_millis(50);
+            bucket.acquire(deadline).await.unwrap();
+            assert!(bucket.acquire(deadline).await.is_err());
+        }
     }
 
     #[test]

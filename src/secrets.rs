@@ -233,7 +233,7 @@ impl SecretsBuilder {
     }
 
     /// Gap between the calls of one background refresh (default
-    /// [`REFRESH_PACING`](crate::schedule::REFRESH_PACING), 1 s), which spreads a fleet's calls
+    /// [`REFRESH_PACING`](crate::schedule::REFRESH_PACING), 3 s), which spreads a fleet's calls
     /// over time; `Duration::ZERO` sends them at once.
     pub fn refresh_pacing(mut self, gap: Duration) -> Self {
         self.config.pacing = gap;

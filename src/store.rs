@@ -88,6 +88,9 @@ struct Unit {
     fetched_at: Instant,
     refresh_at: Instant,
     failures: u32,
+    /// After a cold load: the randomly placed first refresh, kept if a source asks for an
+    /// earlier one (Secrets Manager learning the rotation schedule), so the fleet stays spread.
+    first_phase: Option<Instant>,
     /// The refresh under way, if any.
     in_flight: Option<InFlight>,
     forced_at: Option<Instant>,
@@ -197,9 +200,15 @@ impl Unit {
     /// Marks the values current as of `now` and schedules the next refresh.
     fn confirm(&mut self, refresh_by: Option<SystemTime>, now: Instant, factor: f64) {
         self.fetched_at = now;
-        self.refresh_at = now + self.ttl.mul_f64(factor);
-        if let Some(by) = refresh_by {
-            let until = by.duration_since(SystemTime::now()).unwrap_or_default();
+        self.refresh_at = match self.first_phase {
+            Some(phase) if phase > now => phase,
+            _ => {
+                self.first_phase = None;
+                now + self.ttl.mul_f64(factor)
+            }
+        };
+        // A source's refresh-by in the past (a rotation that failed) is no reason to hurry.
+        if let Some(until) = refresh_by.and_then(|by| by.duration_since(SystemTime::now()).ok()) {
             self.refresh_at = self.refresh_at.min(now + until.max(MIN_REFRESH_GAP));
         }
         for (_, (_, info)) in &mut self.values {
@@ -246,6 +255,8 @@ pub(crate) struct Store {
     misses: AtomicU64,
     /// Reads that waited for values past their maximum staleness.
     waits: AtomicU64,
+    /// Set while a read waits: background refreshes stop pacing their calls.
+    hurry: Arc<AtomicBool>,
     current: ArcSwap<SnapshotData>,
     units: Mutex<Vec<Unit>>,
     /// Bumped each time a refresh finishes (success or failure); waiters watch it.
@@ -285,7 +296,10 @@ impl Store {
                 Err(e) => Err(unit.failures(&e)),
             };
             match bound {
-                Ok(bound) => unit.accept(bound, now, factor),
+                Ok(bound) => {
+                    unit.first_phase = Some(now + unit.ttl.mul_f64(factor));
+                    unit.accept(bound, now, factor)
+                }
                 Err(f) => failures.extend(f),
             }
         }
@@ -310,6 +324,7 @@ impl Store {
             refresh_failures: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             waits: AtomicU64::new(0),
+            hurry: Arc::new(AtomicBool::new(false)),
             current: ArcSwap::from_pointee(data),
             units: Mutex::new(units),
             completed: watch::Sender::new(0),
@@ -382,6 +397,7 @@ impl Store {
             return snap;
         }
         self.waits.fetch_add(1, Ordering::Relaxed);
+        self.hurry.store(true, Ordering::Relaxed);
         let mut done = self.completed.subscribe();
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
@@ -422,7 +438,15 @@ impl Store {
         // Refresh together everything due within the jitter window, so that a container's keys
         // keep being fetched in few batched calls instead of drifting apart (healthy ones only:
         // a failing unit keeps its backoff).
-        let window = |u: &Unit| u.failures == 0 && u.refresh_at <= now + u.ttl.mul_f64(self.config.jitter);
+        // The window is the jitter of the shortest TTL due now, so a long-TTL value is not
+        // refreshed early just because a short-TTL one is due.
+        let span = units
+            .iter()
+            .filter(|u| Self::idle(u) && due(u))
+            .map(|u| u.ttl.mul_f64(self.config.jitter))
+            .min()
+            .unwrap_or_default();
+        let window = |u: &Unit| u.failures == 0 && u.refresh_at <= now + span;
         let batch: Vec<usize> = (0..units.len())
             .filter(|&i| Self::idle(&units[i]) && (due(&units[i]) || window(&units[i])))
             .collect();
@@ -463,16 +487,10 @@ impl Store {
             alive,
             done: false,
         };
-        self.clone().refresh(batch, now, paced, guard)
+        self.clone().refresh(batch, paced, guard)
     }
 
-    async fn refresh(
-        self: Arc<Self>,
-        batch: Vec<(usize, u64)>,
-        started: Instant,
-        paced: bool,
-        mut guard: RefreshGuard,
-    ) {
+    async fn refresh(self: Arc<Self>, batch: Vec<(usize, u64)>, paced: bool, mut guard: RefreshGuard) {
         let targets: Vec<_> = {
             let units = self.lock();
             batch
@@ -493,22 +511,15 @@ impl Store {
             Instant::now() + self.config.refresh_timeout,
         );
         let ctx = if paced && self.config.pacing > Duration::ZERO {
-            ctx.paced(self.config.pacing)
+            ctx.paced(self.config.pacing, self.hurry.clone())
         } else {
             ctx
         };
-        let paced_for = Instant::now();
+        // A call cut by a freeze is retried by the context after the thaw, so an error here is
+        // the source's answer and counts as a failure.
         let results = fetch_all(&targets, &ctx, true).await;
-        // Time spent waiting for pacing slots is not time lost to a freeze.
-        let started = started
-            + ctx
-                .deadline()
-                .saturating_duration_since(paced_for + self.config.refresh_timeout);
+        self.hurry.store(false, Ordering::Relaxed);
         let now = Instant::now();
-        // Far over budget: the process was frozen mid-refresh. A failure then says nothing about
-        // the source; retry at the next invocation instead of counting it.
-        let frozen = now.saturating_duration_since(started)
-            > self.config.refresh_timeout + self.config.retry.attempt_timeout + Duration::from_secs(1);
         let factor =
             crate::schedule::next_refresh(Duration::from_secs(1), self.config.jitter, false, fastrand::f64())
                 .as_secs_f64();
@@ -539,11 +550,6 @@ impl Store {
                         unit.accept(bound, now, factor);
                     }
                     self.refreshes.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(error) if frozen => {
-                    tracing::info!(keys = ?unit.key_list(), %error, "lambda-secrets refresh interrupted by a freeze; retrying at the next invocation");
-                    unit.refresh_at = now;
-                    unit.last_error = Some(error);
                 }
                 Err(error) => {
                     unit.failures += 1;
@@ -714,7 +720,8 @@ fn build_snapshot(
     let (mut next_due, mut stale_at) = (far, far);
     for unit in units {
         let due = match &unit.in_flight {
-            Some(f) => f.since + config.refresh_timeout * 2,
+            // A paced refresh of ~10 calls takes ten pacing gaps on top of its budget.
+            Some(f) => f.since + config.refresh_timeout * 2 + config.pacing * 10,
             None => unit.refresh_at,
         };
         next_due = next_due.min(due);
@@ -863,6 +870,7 @@ fn plan(config: &Config, decls: Vec<Declaration>) -> Result<Vec<Unit>, Error> {
                 fetched_at: now,
                 refresh_at: now,
                 failures: 0,
+                first_phase: None,
                 in_flight: None,
                 forced_at: None,
                 started: 0,

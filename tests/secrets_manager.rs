@@ -253,6 +253,24 @@ async fn a_rotation_is_picked_up_with_one_describe_and_one_get_and_no_change_cos
 }
 
 #[tokio::test]
+async fn without_describe_secret_refreshes_fall_back_to_get_secret_value() {
+    let e = env("sm-nodescribe").await;
+    let name = format!("{}/db", e.prefix);
+    create(&e.seed, &name, "before").await;
+    e.proxy.deny("DescribeSecret", "");
+    let secrets = Secrets::builder()
+        .add(e.sm.secret("db", &name).ttl(Duration::from_millis(200)))
+        .load()
+        .await
+        .unwrap();
+    put(&e.seed, &name, "after").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(support::eventually(&secrets, |s| s.get_str("db").unwrap() == "after").await);
+    assert_eq!(secrets.stats().refresh_failures, 0, "{:?}", secrets.stats());
+    assert!(e.proxy.calls("GetSecretValue") >= 1);
+}
+
+#[tokio::test]
 async fn refresh_now_fetches_the_new_current_version_at_once() {
     let e = env("sm-now").await;
     let name = format!("{}/db", e.prefix);

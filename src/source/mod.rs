@@ -544,8 +544,9 @@ pub struct CallContext {
     policy: RetryPolicy,
     limits: Option<RateLimits>,
     deadline: Mutex<Instant>,
-    /// For background refreshes: the earliest start of the next call, and the gap between calls.
-    pacing: Option<(Mutex<Instant>, Duration)>,
+    /// For background refreshes: the earliest start of the next call, the gap between calls,
+    /// and a flag that ends pacing (someone is waiting for the refresh).
+    pacing: Option<(Mutex<Instant>, Duration, Arc<std::sync::atomic::AtomicBool>)>,
 }
 
 impl CallContext {
@@ -566,8 +567,8 @@ impl CallContext {
 
     /// Spaces the calls made through this context `gap` apart (not counted against the
     /// deadline): for background refreshes, which nobody waits for.
-    pub(crate) fn paced(mut self, gap: Duration) -> Self {
-        self.pacing = Some((Mutex::new(Instant::now()), gap));
+    pub(crate) fn paced(mut self, gap: Duration, hurry: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.pacing = Some((Mutex::new(Instant::now()), gap, hurry));
         self
     }
 
@@ -596,22 +597,28 @@ impl CallContext {
         let mut failures = 0;
         let mut thaws = 0;
         let bucket = QuotaClass::of(operation).and_then(|c| self.limits.as_ref().map(|l| l.bucket(c)));
-        if let Some((next, gap)) = &self.pacing {
+        // Time spent waiting for a pacing slot extends this call's own deadline only.
+        let mut paced_for = Duration::ZERO;
+        if let Some((next, gap, hurry)) = &self.pacing {
             let slot = {
                 let mut next = next.lock().unwrap_or_else(|e| e.into_inner());
                 let slot = (*next).max(Instant::now());
                 *next = slot + *gap;
                 slot
             };
-            let wait = slot.saturating_duration_since(Instant::now());
-            if !wait.is_zero() {
-                *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) += wait;
-                tokio::time::sleep(wait).await;
+            let began = Instant::now();
+            while Instant::now() < slot && !hurry.load(Ordering::Relaxed) {
+                let step = slot
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100));
+                tokio::time::sleep(step).await;
             }
+            paced_for = began.elapsed();
         }
+        let deadline = || self.deadline() + paced_for;
         loop {
             if let Some(bucket) = bucket {
-                if let Err(wait) = bucket.acquire(self.deadline()).await {
+                if let Err(wait) = bucket.acquire(deadline()).await {
                     return Err(CallError::new(
                         CallErrorKind::Throttled,
                         format!(
@@ -623,7 +630,7 @@ impl CallContext {
             }
             self.stats.count(operation);
             let began = Instant::now();
-            let left = self.deadline().saturating_duration_since(began);
+            let left = deadline().saturating_duration_since(began);
             let timeout = self.policy.attempt_timeout.min(left);
             let result = match tokio::time::timeout(timeout, attempt()).await {
                 Ok(result) => result,
@@ -663,7 +670,7 @@ impl CallContext {
             }
             retry += 1;
             let delay = self.policy.backoff(retry - 1);
-            let out_of_time = Instant::now() + delay >= self.deadline();
+            let out_of_time = Instant::now() + delay >= deadline();
             if failures >= self.policy.max_attempts || out_of_time {
                 let why = if out_of_time {
                     "the deadline came"

@@ -30,6 +30,8 @@ pub const AWSCURRENT: &str = "AWSCURRENT";
 /// While a rotation is in progress (a version is `AWSPENDING`), check again this soon.
 const ROTATION_RECHECK: Duration = Duration::from_secs(30);
 const GET_ACTION: &str = "secretsmanager:GetSecretValue";
+/// Pages of one batch call followed at most (20 ids never need more than a few).
+const MAX_PAGES: usize = 20;
 
 /// AWS Secrets Manager.
 ///
@@ -45,7 +47,7 @@ const GET_ACTION: &str = "secretsmanager:GetSecretValue";
 /// let secrets = Secrets::builder()
 ///     .add(sm.secret("rds", "prod/rds"))                                  // whole secret
 ///     .add(sm.secret("db_password", "prod/rds").json_field("password"))   // one JSON field
-///     .add(sm.secret_at_stage("db_password_next", "prod/rds", "AWSPENDING"))
+///     .add(sm.secret_at_stage("db_password_before", "prod/rds", "AWSPREVIOUS"))
 ///     .load()
 ///     .await?;
 /// let rds: Rds = secrets.get_json("rds")?;
@@ -63,6 +65,7 @@ pub struct SecretsManagerSource {
 struct SmInner {
     client: Client,
     warned_batch: AtomicBool,
+    warned_describe: AtomicBool,
 }
 
 impl std::fmt::Debug for SecretsManagerSource {
@@ -114,6 +117,7 @@ impl SecretsManagerSource {
             inner: Arc::new(SmInner {
                 client,
                 warned_batch: AtomicBool::new(false),
+                warned_describe: AtomicBool::new(false),
             }),
         }
     }
@@ -124,8 +128,9 @@ impl SecretsManagerSource {
         self.declare(key, id.into(), None)
     }
 
-    /// Declares `key` as the version of secret `id` carrying `stage` (`AWSPREVIOUS`,
-    /// `AWSPENDING`, or a custom label).
+    /// Declares `key` as the version of secret `id` carrying `stage` (`AWSPREVIOUS` or a custom
+    /// label). `AWSPENDING` exists only during a rotation: declaring it fails the load outside
+    /// one.
     pub fn secret_at_stage(
         &self,
         key: impl Into<String>,
@@ -282,7 +287,7 @@ impl Source for SmInner {
             }
             // The batch call does not tell the rotation schedule: ask for an early refresh, whose
             // `DescribeSecret` learns it (and caps the TTL at the next rotation from then on).
-            let learn_schedule = Some(SystemTime::now());
+            let learn_schedule = Some(SystemTime::now() + Duration::from_secs(1));
             out.into_iter()
                 .zip(items)
                 .map(|(r, item)| {
@@ -318,7 +323,28 @@ impl Source for SmInner {
                         async move { send.await.map_err(|e| CallError::from_sdk("DescribeSecret", e)) }
                     })
                     .await
-                    .map_err(|e| call_item_error(e, "secretsmanager:DescribeSecret"))?;
+                    ;
+            let described = match described {
+                Ok(d) => d,
+                Err(e) if e.kind() == CallErrorKind::Denied => {
+                    // Without DescribeSecret, fetch the value itself (what other tools do).
+                    if !self.warned_describe.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            error = %e,
+                            "DescribeSecret denied; refreshing secrets with GetSecretValue instead. \
+                             Grant `secretsmanager:DescribeSecret` to check versions cheaply and follow rotation dates"
+                        );
+                    }
+                    let fetched = self.get_one(id, &Selector::Stage(stage), calls).await?;
+                    let same = fetched.first().and_then(|f| f.version.as_deref()) == version.as_deref();
+                    return Ok(if same && version.is_some() {
+                        Refreshed::Unchanged { refresh_by: None }
+                    } else {
+                        Refreshed::Changed(fetched)
+                    });
+                }
+                Err(e) => return Err(call_item_error(e, "secretsmanager:DescribeSecret")),
+            };
                 let stages = described.version_ids_to_stages.unwrap_or_default();
                 let refresh_by = if rotation_in_progress(&stages) {
                     Some(SystemTime::now() + ROTATION_RECHECK)
@@ -364,7 +390,7 @@ impl SmInner {
     async fn batch_get(&self, ids: &[&str], calls: &CallContext) -> Vec<ItemResult> {
         let mut results: Vec<Option<ItemResult>> = vec![None; ids.len()];
         let mut token: Option<String> = None;
-        loop {
+        for _page in 0..MAX_PAGES {
             let list: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
             let page = calls
                 .call("BatchGetSecretValue", || {
@@ -415,7 +441,10 @@ impl SmInner {
             }
             for error in page.errors.unwrap_or_default() {
                 let requested = error.secret_id().unwrap_or_default();
-                if let Some(i) = (0..ids.len()).find(|&i| results[i].is_none() && ids[i] == requested) {
+                if let Some(i) = (0..ids.len()).find(|&i| {
+                    results[i].is_none()
+                        && (ids[i] == requested || same_secret(ids[i], None, Some(requested)))
+                }) {
                     results[i] = Some(Err(item_error(
                         error.error_code().unwrap_or("Unknown"),
                         error.message().unwrap_or(""),
