@@ -117,10 +117,12 @@ impl<S> SecretsService<S> {
 
     /// Calls the inner service with the snapshot, waiting first only if values are past their
     /// maximum staleness.
+    /// `deadline_ms` reads the invocation's deadline (ms since the epoch) from the request; it is
+    /// only called on the wait path, so the warm path reads no clock but the store's one.
     fn call_with<R, Req>(
         &mut self,
         request: R,
-        max_wait: Duration,
+        deadline_ms: fn(&R) -> Option<u64>,
         wrap: fn(R, Snapshot) -> Req,
     ) -> ResponseFuture<S::Future, S::Response, S::Error>
     where
@@ -139,6 +141,7 @@ impl<S> SecretsService<S> {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let store = self.secrets.store.clone();
+        let max_wait = wait_budget(store.config().max_wait, deadline_ms(&request));
         ResponseFuture::Waiting {
             future: Box::pin(async move {
                 let snapshot = store.fresh_snapshot(max_wait).await;
@@ -164,22 +167,26 @@ where
     }
 
     fn call(&mut self, event: lambda_runtime::LambdaEvent<T>) -> Self::Future {
-        let max_wait = self.secrets.store.config().max_wait;
-        // Leave the handler half a second of its invocation.
-        let max_wait = match remaining(event.context.deadline) {
-            Some(left) => max_wait.min(left.saturating_sub(Duration::from_millis(500))),
-            None => max_wait,
-        };
-        self.call_with(event, max_wait, |event, snapshot| (event, snapshot))
+        self.call_with(
+            event,
+            |event| Some(event.context.deadline),
+            |event, snapshot| (event, snapshot),
+        )
     }
 }
 
-#[cfg(feature = "lambda-runtime")]
-fn remaining(deadline_ms: u64) -> Option<Duration> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?;
-    (deadline_ms > 0).then(|| Duration::from_millis(deadline_ms).saturating_sub(now))
+/// How long a waiting invocation may wait: `max_wait`, leaving the handler half a second of the
+/// invocation when its deadline (ms since the epoch, 0 if unknown) is known.
+fn wait_budget(max_wait: Duration, deadline_ms: Option<u64>) -> Duration {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    match (deadline_ms.filter(|ms| *ms > 0), now) {
+        (Some(ms), Ok(now)) => max_wait.min(
+            Duration::from_millis(ms)
+                .saturating_sub(now)
+                .saturating_sub(Duration::from_millis(500)),
+        ),
+        _ => max_wait,
+    }
 }
 
 impl<S, B> Service<http::Request<B>> for SecretsService<S>
@@ -197,21 +204,24 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let max_wait = self.secrets.store.config().max_wait;
-        // lambda_http puts the invocation's `Context` in the extensions: honor its deadline.
-        #[cfg(feature = "lambda-runtime")]
-        let max_wait = match request
-            .extensions()
-            .get::<lambda_runtime::Context>()
-            .and_then(|c| remaining(c.deadline))
-        {
-            Some(left) => max_wait.min(left.saturating_sub(Duration::from_millis(500))),
-            None => max_wait,
-        };
-        self.call_with(request, max_wait, |mut request, snapshot| {
+        self.call_with(request, http_deadline, |mut request, snapshot| {
             request.extensions_mut().insert(snapshot);
             request
         })
+    }
+}
+
+/// lambda_http puts the invocation's `Context` in the extensions: honor its deadline.
+fn http_deadline<B>(request: &http::Request<B>) -> Option<u64> {
+    #[cfg(feature = "lambda-runtime")]
+    return request
+        .extensions()
+        .get::<lambda_runtime::Context>()
+        .map(|c| c.deadline);
+    #[cfg(not(feature = "lambda-runtime"))]
+    {
+        let _ = request;
+        None
     }
 }
 

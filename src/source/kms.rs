@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_kms::config::retry::RetryConfig;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::Client;
 use futures_util::future::{join_all, BoxFuture};
@@ -72,20 +71,12 @@ impl std::fmt::Debug for KmsSource {
 impl KmsSource {
     /// A source using a client made from `config` (SDK retries off: this crate retries).
     pub fn new(config: &aws_types::SdkConfig) -> Self {
-        let conf = aws_sdk_kms::config::Builder::from(config)
-            .retry_config(RetryConfig::disabled())
-            .build();
-        Self::with_client(Client::from_conf(conf))
+        Self::with_client(client_without_retries!(aws_sdk_kms, config config))
     }
 
     /// A source using (a copy of) `client`, with the SDK's retries turned off.
     pub fn from_client(client: &Client) -> Self {
-        let conf = client
-            .config()
-            .to_builder()
-            .retry_config(RetryConfig::disabled())
-            .build();
-        Self::with_client(Client::from_conf(conf))
+        Self::with_client(client_without_retries!(aws_sdk_kms, client client))
     }
 
     fn with_client(client: Client) -> Self {

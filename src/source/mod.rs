@@ -19,6 +19,29 @@ use crate::error::ItemError;
 use crate::limiter::{QuotaClass, RateLimits};
 use crate::value::SecretValue;
 
+/// A client of AWS SDK crate `$sdk` made from an `SdkConfig` (`config`) or from a client
+/// (`client`), with the SDK's own retries off: retries are owned by [`CallContext`], so that
+/// attempts are never multiplied.
+#[cfg(feature = "aws")]
+macro_rules! client_without_retries {
+    ($sdk:ident, config $config:expr) => {
+        $sdk::Client::from_conf(
+            $sdk::config::Builder::from($config)
+                .retry_config($sdk::config::retry::RetryConfig::disabled())
+                .build(),
+        )
+    };
+    ($sdk:ident, client $client:expr) => {
+        $sdk::Client::from_conf(
+            $client
+                .config()
+                .to_builder()
+                .retry_config($sdk::config::retry::RetryConfig::disabled())
+                .build(),
+        )
+    };
+}
+
 #[cfg(feature = "kms")]
 pub mod kms;
 #[cfg(feature = "secretsmanager")]

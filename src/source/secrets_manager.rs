@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_secretsmanager::config::retry::RetryConfig;
 use aws_sdk_secretsmanager::Client;
 use futures_util::future::{join_all, BoxFuture};
 
@@ -96,20 +95,12 @@ fn parse_item(id: &str) -> (&str, Selector) {
 impl SecretsManagerSource {
     /// A source using a client made from `config` (SDK retries off: this crate retries).
     pub fn new(config: &aws_types::SdkConfig) -> Self {
-        let conf = aws_sdk_secretsmanager::config::Builder::from(config)
-            .retry_config(RetryConfig::disabled())
-            .build();
-        Self::with_client(Client::from_conf(conf))
+        Self::with_client(client_without_retries!(aws_sdk_secretsmanager, config config))
     }
 
     /// A source using (a copy of) `client`, with the SDK's retries turned off.
     pub fn from_client(client: &Client) -> Self {
-        let conf = client
-            .config()
-            .to_builder()
-            .retry_config(RetryConfig::disabled())
-            .build();
-        Self::with_client(Client::from_conf(conf))
+        Self::with_client(client_without_retries!(aws_sdk_secretsmanager, client client))
     }
 
     fn with_client(client: Client) -> Self {

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use aws_sdk_ssm::config::retry::RetryConfig;
 use aws_sdk_ssm::types::Parameter;
 use aws_sdk_ssm::Client;
 use futures_util::future::{join_all, BoxFuture};
@@ -60,20 +59,12 @@ impl std::fmt::Debug for SsmSource {
 impl SsmSource {
     /// A source using a client made from `config`.
     pub fn new(config: &aws_types::SdkConfig) -> Self {
-        let conf = aws_sdk_ssm::config::Builder::from(config)
-            .retry_config(RetryConfig::disabled())
-            .build();
-        Self::with_client(Client::from_conf(conf))
+        Self::with_client(client_without_retries!(aws_sdk_ssm, config config))
     }
 
     /// A source using (a copy of) `client`, with the SDK's retries turned off.
     pub fn from_client(client: &Client) -> Self {
-        let conf = client
-            .config()
-            .to_builder()
-            .retry_config(RetryConfig::disabled())
-            .build();
-        Self::with_client(Client::from_conf(conf))
+        Self::with_client(client_without_retries!(aws_sdk_ssm, client client))
     }
 
     fn with_client(client: Client) -> Self {
