@@ -35,11 +35,12 @@
 //! SecretsBuilder (declarations: key -> source item, TTL)
 //!   └─ load(): merge duplicates into units, group by source, each source batches its calls
 //!        └─ CallContext: rate limit per quota class (RateLimits), count, retry with full-jitter
-//!           backoff, per-attempt timeout, deadline (extended after a freeze), pacing
-//!             └─ Store: units {values, fetched_at, refresh_at (TTL - jitter), staleness}
+//!           backoff, per-attempt timeout, deadline (time lost to freezes given back), spread
+//!           of background calls to scarce quotas
+//!             └─ Store: units {values, fetched_at, staleness, state: Fresh | Refreshing | Failing}
 //!                  └─ publishes an immutable Snapshot (ArcSwap)
 //! SecretsLayer, per invocation: load the Snapshot (one atomic load), compare one Instant;
-//!   when due: mark units in flight, spawn their refresh, serve current values;
+//!   when due: move units to Refreshing, spawn their refresh, serve current values;
 //!   wait only for values past their maximum staleness.
 //! ```
 //!
@@ -48,8 +49,10 @@
 //!   counts), `SsmSource`, `SecretsManagerSource` (rotation-aware: `DescribeSecret` before
 //!   `GetSecretValue`), `KmsSource`, [`MemorySource`].
 //! - [`limiter`]: [`RateLimits`], one adaptive token bucket per AWS quota class, process-wide.
-//! - [`schedule`]: when refreshes happen, so that a fleet spreads its calls.
-//! - [`store`](crate) (private): scheduling, single-flight, last-good-on-failure.
+//! - [`schedule`]: when refreshes happen (pure functions), so that a fleet spreads its calls and
+//!   a changed value is served within a stated bound.
+//! - `store` (private): planning (`plan`), the unit state machine (`unit`), refresh execution
+//!   (`refresh`), snapshot publication (`publish`).
 //! - [`snapshot`]: [`Snapshot`], what a handler reads.
 //! - [`layer`]: [`SecretsLayer`] for `LambdaEvent<T>` and `http::Request<B>` services.
 //! - [`error`]: [`Error`]; names keys, parameter names and IAM actions, never values.
@@ -61,6 +64,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+mod freeze;
 pub mod layer;
 pub mod limiter;
 pub mod schedule;

@@ -14,7 +14,11 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::freeze::Deadline;
 
 /// An AWS quota that calls are counted against.
 ///
@@ -58,6 +62,20 @@ impl QuotaClass {
             "Decrypt" => QuotaClass::KmsDecrypt,
             _ => return None,
         })
+    }
+
+    /// Whether the class's quota is scarce enough that a background refresh spreads its calls
+    /// over time: SSM's (40 calls a second for the whole account and Region) and
+    /// `BatchGetSecretValue`'s (100 a second). `GetSecretValue`, `DescribeSecret` and KMS
+    /// `Decrypt` have quotas in the thousands a second: their calls are never delayed.
+    ///
+    /// ```
+    /// use lambda_secrets::QuotaClass;
+    /// assert!(QuotaClass::SsmGet.is_scarce());
+    /// assert!(!QuotaClass::SecretsDescribe.is_scarce());
+    /// ```
+    pub fn is_scarce(self) -> bool {
+        matches!(self, QuotaClass::SsmGet | QuotaClass::SecretsBatchGet)
     }
 
     /// This process's default share of the class's account-wide quota.
@@ -106,9 +124,27 @@ impl Quota {
         burst: 50,
     };
 
-    /// A quota of `rate` calls a second with bursts of `burst`.
+    /// A quota of `rate` calls a second with bursts of `burst`. `f64::INFINITY` means no limit;
+    /// a rate that is not a positive number is rejected by [`SecretsBuilder::load`](crate::SecretsBuilder::load).
     pub const fn new(rate: f64, burst: u32) -> Quota {
         Quota { rate, burst }
+    }
+
+    /// Why this quota cannot be enforced, if it cannot.
+    ///
+    /// ```
+    /// use lambda_secrets::Quota;
+    /// assert!(Quota::new(f64::INFINITY, 100).validate().is_ok());
+    /// assert!(Quota::new(0.0, 1).validate().is_err());
+    /// assert!(Quota::new(f64::NAN, 1).validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rate.is_nan() || self.rate < MIN_RATE {
+            return Err(format!(
+                "the rate must be a number of calls a second of at least {MIN_RATE:.4} (one a minute), or f64::INFINITY for no limit"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -120,6 +156,9 @@ pub(crate) struct TokenBucket {
 
 #[derive(Debug)]
 struct BucketState {
+    /// The quota as configured (reported, and validated at `load()`).
+    configured: Quota,
+    /// The quota enforced: `configured` with its rate made workable.
     quota: Quota,
     /// The rate in force (lowered on throttling, recovering to `quota.rate`).
     rate: f64,
@@ -141,10 +180,11 @@ const RECOVERY_SECS: f64 = 10.0;
 const FLOOR: f64 = 0.25;
 
 impl TokenBucket {
-    pub(crate) fn new(quota: Quota) -> Self {
-        let quota = Quota::new(sane_rate(quota.rate), quota.burst.max(1));
+    pub(crate) fn new(configured: Quota) -> Self {
+        let quota = Quota::new(sane_rate(configured.rate), configured.burst.max(1));
         TokenBucket {
             state: Mutex::new(BucketState {
+                configured,
                 quota,
                 rate: quota.rate,
                 tokens: quota.burst.max(1) as f64,
@@ -159,9 +199,10 @@ impl TokenBucket {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn set_quota(&self, quota: Quota) {
-        let quota = Quota::new(sane_rate(quota.rate), quota.burst.max(1));
+    pub(crate) fn set_quota(&self, configured: Quota) {
+        let quota = Quota::new(sane_rate(configured.rate), configured.burst.max(1));
         let mut s = self.lock();
+        s.configured = configured;
         s.quota = quota;
         s.rate = quota.rate;
         s.tokens = s.tokens.min(quota.burst.max(1) as f64);
@@ -172,8 +213,9 @@ impl TokenBucket {
         self.lock().rate
     }
 
-    /// Takes a token, waiting as needed; `Err(wait)` when the wait would pass `deadline`.
-    pub(crate) async fn acquire(&self, deadline: Instant) -> Result<(), Duration> {
+    /// Takes a token, waiting as needed; `Err(wait)` when the wait would pass `deadline` (which
+    /// moves later by any time the process spends frozen while waiting).
+    pub(crate) async fn acquire(&self, deadline: &Deadline) -> Result<(), Duration> {
         loop {
             let wait = {
                 let mut s = self.lock();
@@ -199,10 +241,14 @@ impl TokenBucket {
                 };
                 token_wait.max(window_wait).max(Duration::from_millis(1))
             };
-            if Instant::now() + wait > deadline {
+            let seen = deadline.get();
+            let now = Instant::now();
+            if now + wait > seen {
                 return Err(wait);
             }
-            tokio::time::sleep(wait).await;
+            // A freeze while waiting for a token is no reason to give up the call.
+            let lost = crate::freeze::sleep_until(now + wait).await;
+            deadline.give_back(seen, lost);
         }
     }
 
@@ -221,14 +267,19 @@ impl TokenBucket {
     }
 }
 
-/// A rate that is a positive finite number: at least one call a minute.
+/// A rate the bucket can work with (`Quota::validate` rejects the others at `load()`; a set
+/// that was never validated still never panics): at least one call a minute, at most
+/// [`MAX_RATE`].
 fn sane_rate(rate: f64) -> f64 {
-    if rate.is_finite() {
-        rate.max(MIN_RATE)
-    } else {
+    if rate.is_nan() {
         MIN_RATE
+    } else {
+        rate.clamp(MIN_RATE, MAX_RATE)
     }
 }
+
+/// The highest rate a bucket enforces; `f64::INFINITY` means "no limit" and becomes this.
+const MAX_RATE: f64 = 1_000_000.0;
 
 const MIN_RATE: f64 = 1.0 / 60.0;
 
@@ -296,7 +347,15 @@ impl RateLimits {
 
     /// The configured quota of `class`.
     pub fn quota(&self, class: QuotaClass) -> Quota {
-        self.bucket(class).lock().quota
+        self.bucket(class).lock().configured
+    }
+
+    /// The first class whose quota cannot be enforced, with the reason.
+    pub(crate) fn invalid(&self) -> Option<(QuotaClass, Quota, String)> {
+        QuotaClass::ALL.into_iter().find_map(|c| {
+            let quota = self.quota(c);
+            quota.validate().err().map(|why| (c, quota, why))
+        })
     }
 
     /// The rate in force for `class` (below the quota's while recovering from throttling).
@@ -312,13 +371,14 @@ mod tests {
     #[tokio::test]
     async fn no_window_of_one_second_sees_more_than_the_rate() {
         let bucket = Arc::new(TokenBucket::new(Quota::new(20.0, 20)));
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Arc::new(Deadline::new(Instant::now() + Duration::from_secs(10)));
         let started = Instant::now();
         let tasks: Vec<_> = (0..60)
             .map(|_| {
                 let bucket = bucket.clone();
+                let deadline = deadline.clone();
                 tokio::spawn(async move {
-                    bucket.acquire(deadline).await.unwrap();
+                    bucket.acquire(&deadline).await.unwrap();
                     Instant::now()
                 })
             })
@@ -342,19 +402,81 @@ mod tests {
     #[tokio::test]
     async fn a_wait_past_the_deadline_is_refused() {
         let bucket = TokenBucket::new(Quota::new(1.0, 1));
-        let deadline = Instant::now() + Duration::from_millis(200);
-        bucket.acquire(deadline).await.unwrap();
-        assert!(bucket.acquire(deadline).await.is_err());
+        let deadline = Deadline::new(Instant::now() + Duration::from_millis(200));
+        bucket.acquire(&deadline).await.unwrap();
+        assert!(bucket.acquire(&deadline).await.is_err());
     }
 
     #[tokio::test]
     async fn a_zero_or_invalid_rate_is_raised_to_the_minimum_instead_of_panicking() {
-        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        for rate in [0.0, -1.0, f64::NAN] {
             let bucket = TokenBucket::new(Quota::new(rate, 0));
-            let deadline = Instant::now() + Duration::from_millis(50);
-            bucket.acquire(deadline).await.unwrap();
-            assert!(bucket.acquire(deadline).await.is_err());
+            let deadline = Deadline::new(Instant::now() + Duration::from_millis(50));
+            bucket.acquire(&deadline).await.unwrap();
+            assert!(bucket.acquire(&deadline).await.is_err());
+            assert!(Quota::new(rate, 0).validate().is_err());
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_infinite_rate_means_no_limit_not_one_call_a_minute() {
+        // Probe defect 11: `Quota::new(f64::INFINITY, 100)` became one call a minute.
+        let bucket = TokenBucket::new(Quota::new(f64::INFINITY, 100));
+        let deadline = Deadline::new(Instant::now() + Duration::from_secs(1));
+        let started = Instant::now();
+        for _ in 0..1000 {
+            bucket.acquire(&deadline).await.unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        let limits = RateLimits::new();
+        limits.set(QuotaClass::SsmGet, Quota::new(f64::INFINITY, 100));
+        assert!(limits.invalid().is_none());
+        limits.set(QuotaClass::KmsDecrypt, Quota::new(0.0, 1));
+        assert_eq!(limits.invalid().map(|(c, ..)| c), Some(QuotaClass::KmsDecrypt));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_thousand_concurrent_callers_never_exceed_the_rate_in_virtual_time() {
+        // The limiter's property, checked on its own grant times in virtual time (not on arrival
+        // times at a proxy, which a busy machine bunches up).
+        let bucket = Arc::new(TokenBucket::new(Quota::new(100.0, 20)));
+        let deadline = Arc::new(Deadline::new(Instant::now() + Duration::from_secs(60)));
+        let tasks: Vec<_> = (0..1000)
+            .map(|_| {
+                let (bucket, deadline) = (bucket.clone(), deadline.clone());
+                tokio::spawn(async move {
+                    bucket.acquire(&deadline).await.unwrap();
+                    Instant::now()
+                })
+            })
+            .collect();
+        let mut times = Vec::new();
+        for t in tasks {
+            times.push(t.await.unwrap());
+        }
+        times.sort();
+        for (i, t) in times.iter().enumerate() {
+            let in_window = times[i..].iter().take_while(|u| u.duration_since(*t) < WINDOW).count();
+            assert!(in_window <= 100, "{in_window} grants within one second");
+        }
+        let span = times[999].duration_since(times[0]);
+        assert!(span >= Duration::from_millis(9_000), "1,000 calls at 100/s took {span:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_freeze_while_waiting_for_a_token_gives_the_budget_back() {
+        // Probe defect 8: a freeze during a rate-limit wait ended the call without an attempt.
+        let bucket = Arc::new(TokenBucket::new(Quota::new(1.0, 1)));
+        let deadline = Arc::new(Deadline::new(Instant::now() + Duration::from_millis(1500)));
+        bucket.acquire(&deadline).await.unwrap();
+        let waiter = {
+            let (bucket, deadline) = (bucket.clone(), deadline.clone());
+            tokio::spawn(async move { bucket.acquire(&deadline).await })
+        };
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_secs(30)).await; // frozen between invocations
+        assert!(waiter.await.unwrap().is_ok());
+        assert!(deadline.get() > Instant::now(), "the frozen time was given back");
     }
 
     #[test]

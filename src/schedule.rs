@@ -1,21 +1,51 @@
-//! When values are refreshed, so that a fleet of containers spreads its calls over time.
+//! When values are refreshed, so that a fleet of containers spreads its calls over time, and so
+//! that a changed value is served within a stated bound.
 //!
-//! - After a cold load, the first refresh comes after a uniformly random fraction (5 % to 100 %)
-//!   of the TTL: a deploy that starts many containers at once would otherwise have them all
-//!   refresh together one TTL later, and again every TTL after (jitter alone takes hours to undo
-//!   that lockstep). Random first phases spread the fleet's refreshes over the whole TTL at once.
-//! - Later refreshes come after the TTL less a random fraction of it (the jitter, 10 % by default).
-//! - The calls of one background refresh are paced ([`REFRESH_PACING`] apart), so a container's
-//!   10 batched calls for 100 parameters reach the account's quota one by one, not as one spike.
-//!   Nothing waits on a background refresh (the current values are served meanwhile); loads,
-//!   forced refreshes and refreshes of values past their maximum staleness are not paced.
+//! Every decision is a pure function of its inputs (`now`, the TTL, a random number), shared by
+//! the store and by the fleet simulation in `examples/fleet.rs`:
 //!
-//! `examples/fleet.rs` simulates 1,000 warm containers with these functions in virtual time.
+//! - [`next_refresh`]: after a cold load, the first refresh comes after a uniformly random
+//!   fraction (5 % to 100 %) of the TTL: a deploy that starts many containers at once would
+//!   otherwise have them all refresh together one TTL later, and again every TTL after. Later
+//!   refreshes come after the TTL less a random fraction of it (the jitter, 10 % by default),
+//!   counted from the **start** of the refresh that read the values ([`next_refresh_at`]).
+//! - [`batch_window`]: values due within the jitter of the shortest due TTL are refreshed
+//!   together, so a container's values keep being fetched in few batched calls.
+//! - [`spread_window`] and [`call_slot`]: the calls of a background refresh to a *scarce* quota
+//!   (SSM's 40 calls a second per account; `BatchGetSecretValue`'s 100) start at random instants
+//!   within a window of at most [`MAX_SPREAD`] of the shortest TTL in the batch. Calls to
+//!   plentiful quotas (`DescribeSecret`, `GetSecretValue`, KMS `Decrypt`) are never spread, and
+//!   neither are loads, forced refreshes and refreshes of failing or stale values.
+//! - [`failure_backoff`]: a failed refresh is retried after an exponential, jittered backoff.
+//! - [`default_staleness`]: how old a value may get before an invocation waits for it.
+//!
+//! # The freshness bound
+//!
+//! A value changed at time `t` is served by every invocation that starts after
+//! `t + TTL × (1 + spread) + d`, where `spread` is the refresh spread (0.1 by default, 0 for
+//! values with no scarce quota) and `d` is the refresh's own duration (a few round trips) plus the
+//! gap to the first invocation after the refresh is due (Lambda runs no timer between
+//! invocations). The next refresh is scheduled from the start of the one that read the value, and
+//! a call reads the value at most `TTL × spread` after that start.
+//!
+//! ```
+//! use std::time::Duration;
+//! use lambda_secrets::schedule::{freshness_bound, DEFAULT_SPREAD};
+//!
+//! let ttl = Duration::from_secs(300);
+//! // 330 s after a change, plus the refresh's own few round trips.
+//! assert_eq!(freshness_bound(ttl, DEFAULT_SPREAD), Duration::from_secs(330));
+//! ```
 
 use std::time::Duration;
 
-/// Gap between two calls of one background refresh.
-pub const REFRESH_PACING: Duration = Duration::from_millis(3000);
+/// Default fraction of the TTL over which a refresh's calls to a scarce quota are spread.
+pub const DEFAULT_SPREAD: f64 = 0.1;
+/// The largest spread a builder accepts: spreading may delay a value by at most this fraction of
+/// its TTL.
+pub const MAX_SPREAD: f64 = 0.1;
+/// The earliest first refresh, as a fraction of the TTL.
+const FIRST_MIN: f64 = 0.05;
 
 /// Delay before the next refresh of values fetched now. `random` is uniform in `[0, 1)`;
 /// `first` is true right after a cold load.
@@ -30,12 +60,156 @@ pub const REFRESH_PACING: Duration = Duration::from_millis(3000);
 /// assert_eq!(next_refresh(ttl, 0.1, true, 0.0), Duration::from_secs(15));
 /// ```
 pub fn next_refresh(ttl: Duration, jitter: f64, first: bool, random: f64) -> Duration {
+    let random = random.clamp(0.0, 1.0);
     if first {
         ttl.mul_f64(FIRST_MIN + (1.0 - FIRST_MIN) * random)
     } else {
-        ttl.mul_f64(1.0 - jitter * random)
+        ttl.mul_f64(1.0 - jitter.clamp(0.0, 1.0) * random)
     }
 }
 
-/// The earliest first refresh, as a fraction of the TTL.
-const FIRST_MIN: f64 = 0.05;
+/// When the next refresh is due, for a refresh that started at `started` and ended at `ended`:
+/// `delay` (from [`next_refresh`]) after the start, since the value may have been read any time
+/// after it; but no earlier than a tenth of the TTL after the end, so that a refresh slower
+/// than the TTL is not followed by another at once.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use lambda_secrets::schedule::next_refresh_at;
+///
+/// let (ttl, start) = (Duration::from_secs(10), Instant::now());
+/// let quick = next_refresh_at(start, start + Duration::from_millis(50), ttl, ttl);
+/// assert_eq!(quick, start + ttl);
+/// let slow = next_refresh_at(start, start + Duration::from_secs(12), ttl, ttl);
+/// assert_eq!(slow, start + Duration::from_secs(13));
+/// ```
+pub fn next_refresh_at<I>(started: I, ended: I, ttl: Duration, delay: Duration) -> I
+where
+    I: Copy + Ord + std::ops::Add<Duration, Output = I>,
+{
+    (started + delay).max(ended + ttl / 10)
+}
+
+/// How far ahead of `now` a healthy value may be due and still join a refresh starting now:
+/// the jitter of the shortest TTL among the values due now, so a long-TTL value is not refreshed
+/// early because a short-TTL one is due.
+///
+/// ```
+/// use std::time::Duration;
+/// use lambda_secrets::schedule::batch_window;
+/// assert_eq!(batch_window(Duration::from_secs(300), 0.1), Duration::from_secs(30));
+/// ```
+pub fn batch_window(shortest_due_ttl: Duration, jitter: f64) -> Duration {
+    shortest_due_ttl.mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// The window over which a background refresh spreads its calls to scarce quotas: `spread` of
+/// the shortest TTL in the batch (never more than [`MAX_SPREAD`] of it).
+///
+/// ```
+/// use std::time::Duration;
+/// use lambda_secrets::schedule::spread_window;
+/// assert_eq!(spread_window(Duration::from_secs(2), 0.1), Duration::from_millis(200));
+/// assert_eq!(spread_window(Duration::from_secs(2), 0.5), Duration::from_millis(200));
+/// assert_eq!(spread_window(Duration::from_secs(2), 0.0), Duration::ZERO);
+/// ```
+pub fn spread_window(shortest_ttl: Duration, spread: f64) -> Duration {
+    let spread = if spread.is_nan() { 0.0 } else { spread.clamp(0.0, MAX_SPREAD) };
+    shortest_ttl.mul_f64(spread)
+}
+
+/// When a spread call may start: a uniformly random point of the window (`random` in
+/// `[0, 1)`), as an offset from the refresh's start. Each call draws its own, so the calls of a
+/// fleet of containers arrive at the quota independently, not in bursts of one refresh.
+///
+/// ```
+/// use std::time::Duration;
+/// use lambda_secrets::schedule::call_slot;
+/// let window = Duration::from_secs(30);
+/// assert_eq!(call_slot(window, 0.5), Duration::from_secs(15));
+/// assert!(call_slot(window, 0.999_999) < window);
+/// ```
+pub fn call_slot(window: Duration, random: f64) -> Duration {
+    window.mul_f64(random.clamp(0.0, 1.0))
+}
+
+/// Delay before retrying after the `failures`-th failed refresh in a row (`failures` ≥ 1):
+/// `first`, doubling with each failure up to `max`, times a random factor in `[0.5, 1)`.
+///
+/// ```
+/// use std::time::Duration;
+/// use lambda_secrets::schedule::failure_backoff;
+/// let (first, max) = (Duration::from_secs(1), Duration::from_secs(60));
+/// assert_eq!(failure_backoff(first, max, 1, 0.0), Duration::from_millis(500));
+/// assert_eq!(failure_backoff(first, max, 3, 0.0), Duration::from_secs(2));
+/// assert_eq!(failure_backoff(first, max, 40, 0.0), Duration::from_secs(30));
+/// ```
+pub fn failure_backoff(first: Duration, max: Duration, failures: u32, random: f64) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    first
+        .saturating_mul(1 << exp)
+        .min(max)
+        .mul_f64(0.5 + 0.5 * random.clamp(0.0, 1.0))
+}
+
+/// Maximum staleness of a value when none is configured: three TTLs, and never less than a TTL
+/// plus the spread and a whole refresh budget, so that a normal refresh always finishes before an
+/// invocation would have to wait.
+///
+/// ```
+/// use std::time::Duration;
+/// use lambda_secrets::schedule::default_staleness;
+/// let budget = Duration::from_secs(5);
+/// assert_eq!(default_staleness(Duration::from_secs(300), 0.1, budget), Duration::from_secs(900));
+/// assert_eq!(default_staleness(Duration::from_secs(2), 0.1, budget), Duration::from_millis(7200));
+/// ```
+pub fn default_staleness(ttl: Duration, spread: f64, refresh_budget: Duration) -> Duration {
+    let floor = ttl + spread_window(ttl, spread) + refresh_budget;
+    ttl.saturating_mul(3).max(floor)
+}
+
+/// The freshness bound of a value with this TTL and spread, without the refresh's own duration:
+/// `TTL × (1 + spread)` (see the module docs).
+pub fn freshness_bound(ttl: Duration, spread: f64) -> Duration {
+    ttl + spread_window(ttl, spread)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn next_refresh_stays_within_its_range(ttl_ms in 1u64..10_000_000, jitter in 0.0f64..0.5, r in 0.0f64..1.0) {
+            let ttl = Duration::from_millis(ttl_ms);
+            let later = next_refresh(ttl, jitter, false, r);
+            prop_assert!(later <= ttl && later >= ttl.mul_f64(1.0 - jitter) - Duration::from_nanos(1));
+            let first = next_refresh(ttl, jitter, true, r);
+            prop_assert!(first <= ttl && first >= ttl.mul_f64(FIRST_MIN) - Duration::from_nanos(1));
+        }
+
+        #[test]
+        fn spreading_never_adds_more_than_a_tenth_of_the_ttl(ttl_ms in 1u64..10_000_000, spread in -1.0f64..10.0, r in 0.0f64..1.0) {
+            let ttl = Duration::from_millis(ttl_ms);
+            let slot = call_slot(spread_window(ttl, spread), r);
+            prop_assert!(slot <= ttl.mul_f64(MAX_SPREAD));
+        }
+
+        #[test]
+        fn backoff_grows_and_is_bounded(first_ms in 1u64..10_000, max_ms in 1u64..600_000, failures in 1u32..100, r in 0.0f64..1.0) {
+            let (first, max) = (Duration::from_millis(first_ms), Duration::from_millis(max_ms));
+            let b = failure_backoff(first, max, failures, r);
+            prop_assert!(b <= max);
+            prop_assert!(b >= first.min(max) / 2 - Duration::from_nanos(1));
+        }
+
+        #[test]
+        fn default_staleness_leaves_room_for_a_refresh(ttl_ms in 1u64..10_000_000, spread in 0.0f64..0.1, budget_ms in 0u64..3_600_000) {
+            let ttl = Duration::from_millis(ttl_ms);
+            let budget = Duration::from_millis(budget_ms);
+            let s = default_staleness(ttl, spread, budget);
+            prop_assert!(s >= freshness_bound(ttl, spread) + budget);
+        }
+    }
+}

@@ -179,8 +179,9 @@ impl SecretsBuilder {
 
     /// Age past which a value is not served without a refresh: an invocation finding such a
     /// value waits for its refresh (at most `max_wait`), and if the refresh fails, reading the
-    /// key gives [`Error::Expired`]. Default: three times the value's TTL. Must be at least
-    /// every TTL.
+    /// key gives [`Error::Expired`]. Default: three times the value's TTL, and at least the TTL
+    /// plus its spread and the refresh timeout, so that a normal refresh always lands before any
+    /// invocation would wait. Must be at least every TTL.
     pub fn max_staleness(mut self, staleness: Duration) -> Self {
         self.config.max_staleness = Some(staleness);
         self
@@ -232,11 +233,30 @@ impl SecretsBuilder {
         self
     }
 
-    /// Gap between the calls of one background refresh (default
-    /// [`REFRESH_PACING`](crate::schedule::REFRESH_PACING), 3 s), which spreads a fleet's calls
-    /// over time; `Duration::ZERO` sends them at once.
-    pub fn refresh_pacing(mut self, gap: Duration) -> Self {
-        self.config.pacing = gap;
+    /// Fraction of the TTL over which a background refresh spreads its calls to scarce quotas
+    /// (SSM, and Secrets Manager's `BatchGetSecretValue`), so that a fleet of containers does not
+    /// send a refresh's calls as one spike (default 0.1; at most 0.1; `0.0` sends them at once).
+    /// The fraction is of the shortest TTL in the refresh, and it is what spreading may add to
+    /// the time a changed value takes to be served: see the freshness bound in
+    /// [`schedule`](crate::schedule). Calls to plentiful quotas (`GetSecretValue`,
+    /// `DescribeSecret`, KMS `Decrypt`) are never spread, nor are loads, `refresh_now`, and
+    /// refreshes of failing or stale values.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/a", "1");
+    /// let err = lambda_secrets::Secrets::builder()
+    ///     .add(mem.value("a", "/a"))
+    ///     .refresh_spread(0.5)
+    ///     .load()
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("refresh spread"), "{err}");
+    /// # });
+    /// ```
+    pub fn refresh_spread(mut self, fraction: f64) -> Self {
+        self.config.spread = fraction;
         self
     }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
@@ -46,7 +46,8 @@ pub(crate) struct Slot {
 }
 
 pub(crate) struct SnapshotData {
-    pub(crate) values: FxHashMap<Box<str>, Slot>,
+    /// Shared by snapshots that differ only in timing.
+    pub(crate) values: Arc<FxHashMap<Box<str>, Slot>>,
     /// The earliest instant at which something is due (a refresh, or a staleness limit).
     pub(crate) check_at: Instant,
     /// The earliest instant at which a value passes its maximum staleness.

@@ -49,13 +49,13 @@ struct KmsInner {
     entries: Mutex<Vec<Entry>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Ciphertext {
     Env(String),
     Literal(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     ciphertext: Ciphertext,
     context: BTreeMap<String, String>,
@@ -170,10 +170,17 @@ impl From<KmsDeclaration> for Declaration {
             Ciphertext::Env(var) => format!("env:{var}"),
             Ciphertext::Literal(_) => "ciphertext".to_owned(),
         };
+        // One entry per distinct (ciphertext, context, key): declaring the same thing again (a
+        // builder made per request, a test loop) does not grow the source.
         let index = {
             let mut entries = d.source.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
-            entries.push(d.entry);
-            entries.len() - 1
+            match entries.iter().position(|e| *e == d.entry) {
+                Some(i) => i,
+                None => {
+                    entries.push(d.entry);
+                    entries.len() - 1
+                }
+            }
         };
         let mut decl = Declaration::new(
             d.key,
@@ -261,5 +268,26 @@ impl KmsInner {
         let mut fetched = Fetched::new(label, SecretValue::new(plaintext));
         fetched.version = out.key_id;
         Ok(vec![fetched])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn declaring_the_same_ciphertext_again_does_not_grow_the_source() {
+        // Review defect 6: entries grew with every declaration and never shrank.
+        let config = aws_types::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let kms = KmsSource::new(&config);
+        for i in 0..1000 {
+            let decl: Declaration = kms.decrypt(format!("k{i}"), "AQICAHh=").context("app", "billing").into();
+            assert_eq!(decl.item, Item::One("ciphertext#0".into()));
+        }
+        let other: Declaration = kms.decrypt("other", "AQICAHh=").context("app", "payroll").into();
+        assert_eq!(other.item, Item::One("ciphertext#1".into()));
+        assert_eq!(kms.inner.entries.lock().unwrap().len(), 2);
     }
 }

@@ -9,13 +9,16 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use futures_util::future::BoxFuture;
 
 use crate::error::ItemError;
+use crate::freeze::Deadline;
 use crate::limiter::{QuotaClass, RateLimits};
 use crate::value::SecretValue;
 
@@ -527,9 +530,6 @@ impl RetryPolicy {
     }
 }
 
-/// How much longer than its timeout an attempt must have taken to count as frozen.
-const FROZEN_SLACK: Duration = Duration::from_secs(1);
-
 /// Per-operation API call counts and retry figures, shared by all clones of a [`Secrets`](crate::Secrets).
 #[derive(Debug, Default)]
 pub(crate) struct CallStats {
@@ -550,6 +550,58 @@ impl CallStats {
     }
 }
 
+/// Whether someone waits for a refresh: set by an invocation that finds a value past its maximum
+/// staleness while that value's refresh is spreading its calls. One per refresh, so the end of
+/// another refresh never resets it.
+#[derive(Debug, Default)]
+pub(crate) struct Urgency {
+    urgent: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Urgency {
+    pub(crate) fn urgent() -> Self {
+        Urgency {
+            urgent: AtomicBool::new(true),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Ends the spreading of this refresh's calls: the waiting ones start now.
+    pub(crate) fn hurry(&self) {
+        if !self.urgent.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    pub(crate) fn is_urgent(&self) -> bool {
+        self.urgent.load(Ordering::Acquire)
+    }
+
+    /// Sleeps until `until` or until hurried; returns the time lost to a freeze.
+    async fn sleep_until(&self, until: Instant) -> Duration {
+        let notified = self.notify.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_urgent() {
+            return Duration::ZERO;
+        }
+        let sleep = std::pin::pin!(crate::freeze::sleep_until(until));
+        match futures_util::future::select(sleep, notified).await {
+            futures_util::future::Either::Left((lost, _)) => lost,
+            futures_util::future::Either::Right(_) => Duration::ZERO,
+        }
+    }
+}
+
+/// How a background refresh spreads its calls to scarce quotas.
+#[derive(Debug)]
+struct Spread {
+    start: Instant,
+    window: Duration,
+    urgency: Arc<Urgency>,
+}
+
 /// What a source's API calls go through: counting, retries with backoff, a per-attempt timeout
 /// and the deadline of the load or refresh in progress.
 ///
@@ -566,10 +618,9 @@ pub struct CallContext {
     stats: Arc<CallStats>,
     policy: RetryPolicy,
     limits: Option<RateLimits>,
-    deadline: Mutex<Instant>,
-    /// For background refreshes: the earliest start of the next call, the gap between calls,
-    /// and a flag that ends pacing (someone is waiting for the refresh).
-    pacing: Option<(Mutex<Instant>, Duration, Arc<std::sync::atomic::AtomicBool>)>,
+    deadline: Deadline,
+    /// For background refreshes: calls to scarce quotas start at random points of a window.
+    spread: Option<Spread>,
 }
 
 impl CallContext {
@@ -583,34 +634,47 @@ impl CallContext {
             stats,
             policy,
             limits,
-            deadline: Mutex::new(deadline),
-            pacing: None,
+            deadline: Deadline::new(deadline),
+            spread: None,
         }
     }
 
-    /// Spaces the calls made through this context `gap` apart (not counted against the
-    /// deadline): for background refreshes, which nobody waits for.
-    pub(crate) fn paced(mut self, gap: Duration, hurry: Arc<std::sync::atomic::AtomicBool>) -> Self {
-        self.pacing = Some((Mutex::new(Instant::now()), gap, hurry));
+    /// Starts each call to a scarce quota ([`QuotaClass::is_scarce`]) at a random point of
+    /// `window` from now, or at once when `urgency` is raised. The deadline should leave the
+    /// window on top of the budget.
+    pub(crate) fn spread(mut self, window: Duration, urgency: Arc<Urgency>) -> Self {
+        if window > Duration::ZERO {
+            self.spread = Some(Spread {
+                start: Instant::now(),
+                window,
+                urgency,
+            });
+        }
         self
     }
 
     /// A context of its own (for testing a [`Source`]): retries by `policy` until `deadline`,
     /// without rate limits.
-    pub fn standalone(policy: RetryPolicy, deadline: Instant) -> Self {
-        Self::new(Arc::default(), policy, None, deadline)
+    pub fn standalone(policy: RetryPolicy, deadline: std::time::Instant) -> Self {
+        Self::new(Arc::default(), policy, None, Instant::from_std(deadline))
     }
 
-    /// When the load or refresh in progress must be done.
-    pub fn deadline(&self) -> Instant {
-        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    /// When the load or refresh in progress must be done (later than first set if the process
+    /// was frozen meanwhile).
+    pub fn deadline(&self) -> std::time::Instant {
+        self.deadline.get().into_std()
+    }
+
+    pub(crate) fn deadline_handle(&self) -> &Deadline {
+        &self.deadline
     }
 
     /// Makes one API call `operation` (e.g. `"GetParameters"`), retrying retryable failures
     /// with full-jitter exponential backoff while the deadline allows: throttling until the
     /// deadline, other failures up to `max_attempts`. Each attempt first takes a token from the
     /// rate limit of the operation's [`QuotaClass`], if it has one; a throttling answer slows
-    /// that limit down.
+    /// that limit down. Time the process spends frozen (Lambda between invocations) in any wait
+    /// is given back to the deadline.
     pub async fn call<T, F, Fut>(&self, operation: &'static str, mut attempt: F) -> Result<T, CallError>
     where
         F: FnMut() -> Fut,
@@ -619,29 +683,17 @@ impl CallContext {
         let mut retry = 0;
         let mut failures = 0;
         let mut thaws = 0;
-        let bucket = QuotaClass::of(operation).and_then(|c| self.limits.as_ref().map(|l| l.bucket(c)));
-        // Time spent waiting for a pacing slot extends this call's own deadline only.
-        let mut paced_for = Duration::ZERO;
-        if let Some((next, gap, hurry)) = &self.pacing {
-            let slot = {
-                let mut next = next.lock().unwrap_or_else(|e| e.into_inner());
-                let slot = (*next).max(Instant::now());
-                *next = slot + *gap;
-                slot
-            };
-            let began = Instant::now();
-            while Instant::now() < slot && !hurry.load(Ordering::Relaxed) {
-                let step = slot
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(100));
-                tokio::time::sleep(step).await;
-            }
-            paced_for = began.elapsed();
+        let class = QuotaClass::of(operation);
+        let bucket = class.and_then(|c| self.limits.as_ref().map(|l| l.bucket(c)));
+        if let Some(spread) = self.spread.as_ref().filter(|_| class.is_some_and(QuotaClass::is_scarce)) {
+            let slot = spread.start + crate::schedule::call_slot(spread.window, fastrand::f64());
+            let seen = self.deadline.get();
+            let lost = spread.urgency.sleep_until(slot).await;
+            self.deadline.give_back(seen, lost);
         }
-        let deadline = || self.deadline() + paced_for;
         loop {
             if let Some(bucket) = bucket {
-                if let Err(wait) = bucket.acquire(deadline()).await {
+                if let Err(wait) = bucket.acquire(&self.deadline).await {
                     return Err(CallError::new(
                         CallErrorKind::Throttled,
                         format!(
@@ -651,9 +703,16 @@ impl CallContext {
                     ));
                 }
             }
-            self.stats.count(operation);
             let began = Instant::now();
-            let left = deadline().saturating_duration_since(began);
+            let seen = self.deadline.get();
+            let left = seen.saturating_duration_since(began);
+            if left.is_zero() {
+                return Err(CallError::new(
+                    CallErrorKind::Transient,
+                    format!("{operation}: the deadline came before an attempt could start ({retry} retries so far)"),
+                ));
+            }
+            self.stats.count(operation);
             let timeout = self.policy.attempt_timeout.min(left);
             let result = match tokio::time::timeout(timeout, attempt()).await {
                 Ok(result) => result,
@@ -669,15 +728,12 @@ impl CallContext {
             // An attempt that outlived its own timeout by far was frozen with the process (Lambda
             // between invocations): the time lost says nothing of the service. Give the budget
             // that was left back and try again at once.
-            let took = began.elapsed();
-            if err.is_retryable() && took > timeout + FROZEN_SLACK && thaws < 3 {
+            let lost = crate::freeze::frozen_for(began + timeout, Instant::now());
+            if err.is_retryable() && !lost.is_zero() && thaws < 3 {
                 thaws += 1;
-                {
-                    let mut deadline = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
-                    *deadline = (*deadline).max(Instant::now() + left);
-                }
+                self.deadline.give_back(seen, lost);
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(operation, ?took, "AWS call interrupted by a freeze; retrying");
+                tracing::debug!(operation, ?lost, "AWS call interrupted by a freeze; retrying");
                 continue;
             }
             if err.kind == CallErrorKind::Throttled {
@@ -693,7 +749,7 @@ impl CallContext {
             }
             retry += 1;
             let delay = self.policy.backoff(retry - 1);
-            let out_of_time = Instant::now() + delay >= deadline();
+            let out_of_time = Instant::now() + delay >= self.deadline.get();
             if failures >= self.policy.max_attempts || out_of_time {
                 let why = if out_of_time {
                     "the deadline came"
@@ -708,7 +764,9 @@ impl CallContext {
             }
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(operation, retry, ?delay, error = %err, "retrying AWS call");
-            tokio::time::sleep(delay).await;
+            let seen = self.deadline.get();
+            let lost = crate::freeze::sleep_until(Instant::now() + delay).await;
+            self.deadline.give_back(seen, lost);
         }
     }
 }

@@ -1,0 +1,102 @@
+//! Time lost to Lambda freezes, given back.
+//!
+//! Lambda freezes the process between invocations: no timer fires, and when the process thaws
+//! every timer that came due meanwhile fires at once, late. A wait that ends much later than it
+//! was due (more than [`FROZEN_SLACK`]) was frozen; the time lost says nothing of AWS, so the
+//! budget it ate is given back to the [`Deadline`] of the load or refresh in progress.
+//!
+//! Every clock here is `tokio::time::Instant`, which is `std::time::Instant` in a normal build and
+//! the runtime's virtual clock under `tokio::time::pause` (tests advance it to simulate freezes).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How much later than due a wait must end to count as frozen (a busy machine wakes timers a
+/// little late, never this late).
+pub(crate) const FROZEN_SLACK: Duration = Duration::from_secs(1);
+
+/// The time by which a wait due at `due` and ended at `now` was frozen (zero if on time).
+pub(crate) fn frozen_for(due: Instant, now: Instant) -> Duration {
+    let late = now.saturating_duration_since(due);
+    if late > FROZEN_SLACK {
+        late
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Sleeps until `until`; returns how long the process was frozen meanwhile.
+pub(crate) async fn sleep_until(until: Instant) -> Duration {
+    tokio::time::sleep_until(until).await;
+    frozen_for(until, Instant::now())
+}
+
+/// `now + d`, or a far-away instant where that does not fit (settings are validated, but no
+/// arithmetic on the request path may panic).
+pub(crate) fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d).unwrap_or_else(|| far_from(now))
+}
+
+/// An instant so far ahead that nothing is ever due at it.
+pub(crate) fn far_from(now: Instant) -> Instant {
+    now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600))
+        .or_else(|| now.checked_add(Duration::from_secs(3600)))
+        .unwrap_or(now)
+}
+
+/// The deadline of a load or refresh, moved later by the time the process spends frozen.
+///
+/// Several calls of one refresh run concurrently and may all see the same freeze: each gives back
+/// the time lost *relative to the deadline it saw before waiting*, so one freeze is given back
+/// once.
+#[derive(Debug)]
+pub(crate) struct Deadline(Mutex<Instant>);
+
+impl Deadline {
+    pub(crate) fn new(at: Instant) -> Self {
+        Deadline(Mutex::new(at))
+    }
+
+    pub(crate) fn get(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives back `lost` to a deadline that was `seen` before the wait.
+    pub(crate) fn give_back(&self, seen: Instant, lost: Duration) {
+        if lost > Duration::ZERO {
+            let mut at = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            *at = (*at).max(after(seen, lost));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_on_time_loses_nothing_and_a_frozen_one_is_given_back_once() {
+        let deadline = Deadline::new(Instant::now() + Duration::from_secs(5));
+        let seen = deadline.get();
+        assert_eq!(sleep_until(Instant::now() + Duration::from_secs(1)).await, Duration::ZERO);
+
+        let due = Instant::now() + Duration::from_millis(100);
+        let sleeping = tokio::spawn(sleep_until(due));
+        tokio::task::yield_now().await;
+        // A freeze: the clock moves on while nothing runs.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let lost = sleeping.await.unwrap();
+        assert!(lost >= Duration::from_secs(59), "{lost:?}");
+        deadline.give_back(seen, lost);
+        deadline.give_back(seen, lost); // a second observer of the same freeze
+        assert_eq!(deadline.get(), seen + lost);
+    }
+
+    #[test]
+    fn arithmetic_never_overflows() {
+        let now = Instant::now();
+        assert!(after(now, Duration::MAX) > now);
+    }
+}

@@ -1,0 +1,277 @@
+//! Refresh execution: choosing what to refresh together, running the refresh on a task within
+//! its budget, and ending it through the unit state machine however it ends.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::{join_all, select, Either};
+use tokio::time::Instant;
+
+use super::unit::{Finished, Outcome, Unit};
+use super::{Store, Units};
+use crate::error::ItemError;
+use crate::freeze::{after, sleep_until};
+use crate::schedule;
+use crate::source::{CallContext, Item, RefreshResult, Refreshed, Source, Urgency};
+
+/// How long after its deadline a refresh is given up as lost (a source that does not go
+/// through [`CallContext`] and hangs; calls that do are cut at the deadline).
+const GRACE: Duration = Duration::from_secs(2);
+
+const LOST_EARLY: &str = "the refresh task ended early (it panicked or its runtime was dropped)";
+const LOST_TIMED_OUT: &str = "the refresh did not finish within its budget";
+
+impl Store {
+    /// Starts the refresh of everything due at `now` (off the warm path: an invocation found
+    /// `check_at` passed), and hurries the refreshes that waiting invocations need.
+    pub(super) fn start_due_refreshes(self: &Arc<Self>, now: Instant) {
+        let mut units = self.lock();
+        for unit in &units.list {
+            if let Some(r) = unit.refreshing() {
+                if !unit.is_expired() && unit.stale_at() <= now {
+                    r.urgency.hurry();
+                }
+            }
+        }
+        let due: Vec<usize> = (0..units.list.len()).filter(|&i| units.list[i].is_due(now)).collect();
+        let Some(shortest) = due.iter().map(|&i| units.list[i].ttl).min() else {
+            return;
+        };
+        // Refresh together everything due within the jitter window, so that a container's keys
+        // keep being fetched in few batched calls instead of drifting apart (healthy ones only:
+        // a failing unit keeps its backoff).
+        let horizon = after(now, schedule::batch_window(shortest, self.config.jitter));
+        let batch: Vec<usize> = (0..units.list.len())
+            .filter(|&i| {
+                let u = &units.list[i];
+                due.contains(&i) || (!u.is_failing() && u.due_at().is_some_and(|d| d <= horizon))
+            })
+            .collect();
+        // Spread the calls unless someone may wait for them: recovery after failures and values
+        // past their maximum staleness are fetched at once.
+        let urgent = batch
+            .iter()
+            .any(|&i| units.list[i].is_failing() || units.list[i].stale_at() <= now);
+        let window = if urgent {
+            Duration::ZERO
+        } else {
+            let shortest = batch.iter().map(|&i| units.list[i].ttl).min().unwrap_or(shortest);
+            schedule::spread_window(shortest, self.config.spread)
+        };
+        let task = self.begin(&mut units, batch, now, window, urgent);
+        drop(units);
+        self.spawn(task);
+    }
+
+    /// Moves `batch` to `Refreshing` under a new generation and returns the task that ends it.
+    /// The guard that ends the refresh if the task is lost exists before any unit moves.
+    pub(super) fn begin(
+        self: &Arc<Self>,
+        units: &mut Units,
+        batch: Vec<usize>,
+        now: Instant,
+        window: Duration,
+        urgent: bool,
+    ) -> (u64, impl Future<Output = ()> + Send + 'static) {
+        units.generation += 1;
+        let generation = units.generation;
+        let urgency = Arc::new(if urgent {
+            Urgency::urgent()
+        } else {
+            Urgency::default()
+        });
+        let guard = RefreshGuard {
+            store: self.clone(),
+            batch,
+            generation,
+            done: false,
+        };
+        for &i in &guard.batch {
+            units.list[i].start(generation, now, urgency.clone());
+        }
+        self.retime(&units.list, now);
+        (generation, self.clone().run(guard, window, urgency))
+    }
+
+    /// Runs a refresh on the runtime of the caller, or else the one `load()` ran on. Without
+    /// either, the task is dropped, and its guard ends the refresh as lost (with a backoff).
+    pub(super) fn spawn(&self, (_, task): (u64, impl Future<Output = ()> + Send + 'static)) {
+        match tokio::runtime::Handle::try_current().ok().or_else(|| self.runtime.clone()) {
+            Some(runtime) => drop(runtime.spawn(task)),
+            None => {
+                static WARNED: AtomicBool = AtomicBool::new(false);
+                if !WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("lambda-secrets: values are due for refresh but no tokio runtime is running here; they are not refreshed");
+                }
+                drop(task);
+            }
+        }
+    }
+
+    async fn run(self: Arc<Self>, mut guard: RefreshGuard, window: Duration, urgency: Arc<Urgency>) {
+        let targets: Vec<_> = {
+            let units = self.lock();
+            guard
+                .batch
+                .iter()
+                .map(|&i| {
+                    let u = &units.list[i];
+                    (u.source.clone(), u.item.clone(), u.version.clone())
+                })
+                .collect()
+        };
+        // The budget starts after the spread window: every call gets a real attempt.
+        let ctx = CallContext::new(
+            self.calls.clone(),
+            self.config.retry,
+            Some(self.config.limits.clone()),
+            after(Instant::now(), window + self.config.refresh_timeout),
+        )
+        .spread(window, urgency);
+        let results = match within_budget(fetch_all(&targets, &ctx, true), &ctx).await {
+            Some(results) => results.into_iter().map(Ok).collect(),
+            None => vec![Err(LOST_TIMED_OUT); targets.len()],
+        };
+        let now = Instant::now();
+        let mut units = self.lock();
+        for (&i, result) in guard.batch.iter().zip(results) {
+            let unit = &mut units.list[i];
+            let outcome = match result {
+                Err(lost) => Outcome::Lost(lost),
+                Ok(Ok(Refreshed::Changed(fetched))) => match unit.bind(fetched) {
+                    Ok(bound) => Outcome::Fetched(bound),
+                    Err(failures) => Outcome::Failed(
+                        failures
+                            .into_iter()
+                            .next()
+                            .map(|f| f.error)
+                            .unwrap_or(ItemError::NotFound),
+                    ),
+                },
+                Ok(Ok(Refreshed::Unchanged { refresh_by })) => Outcome::Unchanged { refresh_by },
+                Ok(Err(error)) => Outcome::Failed(error),
+            };
+            let finished = unit.finish(guard.generation, outcome, now, &self.config);
+            self.record(unit, finished);
+        }
+        guard.done = true;
+        self.publish(&units.list, now);
+        drop(units);
+        self.completed.send_modify(|n| *n += 1);
+        self.emit_stats();
+    }
+
+    /// Counts and logs how a unit's refresh ended.
+    pub(super) fn record(&self, unit: &Unit, finished: Option<Finished>) {
+        match finished {
+            None => {}
+            Some(Finished::Refreshed) => {
+                self.refreshes.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Finished::Failed {
+                failures,
+                retry_in,
+                expired,
+                error,
+            }) => {
+                self.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                let message = if expired {
+                    "lambda-secrets refresh failed; the value is past its maximum staleness and is no longer served (reads give Error::Expired)"
+                } else {
+                    "lambda-secrets refresh failed; serving the last good value"
+                };
+                tracing::warn!(
+                    keys = ?unit.key_list(),
+                    source = unit.source.kind(),
+                    id = unit.item.id(),
+                    %error,
+                    failures,
+                    retry_in_ms = retry_in.as_millis() as u64,
+                    past_max_staleness = expired,
+                    "{message}"
+                );
+            }
+        }
+    }
+}
+
+/// Runs `fetch` until the context's deadline plus a grace; a freeze meanwhile moves the limit
+/// on. `None` when the limit came first.
+async fn within_budget<T>(fetch: impl Future<Output = T>, ctx: &CallContext) -> Option<T> {
+    let mut fetch = std::pin::pin!(fetch);
+    loop {
+        let seen = ctx.deadline_handle().get();
+        let limit = after(seen, GRACE);
+        match select(fetch.as_mut(), std::pin::pin!(sleep_until(limit))).await {
+            Either::Left((out, _)) => return Some(out),
+            Either::Right((lost, _)) if !lost.is_zero() => ctx.deadline_handle().give_back(seen, lost),
+            Either::Right(_) if ctx.deadline_handle().get() > seen => {} // moved on by a call
+            Either::Right(_) => return None,
+        }
+    }
+}
+
+/// Ends a refresh however its task ends: if the task is dropped before it finished (a panic,
+/// its runtime dropped, never spawned), its units end as lost, with a backoff.
+pub(super) struct RefreshGuard {
+    store: Arc<Store>,
+    batch: Vec<usize>,
+    generation: u64,
+    done: bool,
+}
+
+impl Drop for RefreshGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let now = Instant::now();
+        let mut units = self.store.lock();
+        for &i in &self.batch {
+            let unit = &mut units.list[i];
+            let finished = unit.finish(self.generation, Outcome::Lost(LOST_EARLY), now, &self.store.config);
+            self.store.record(unit, finished);
+        }
+        self.store.publish(&units.list, now);
+        drop(units);
+        self.store.completed.send_modify(|n| *n += 1);
+    }
+}
+
+/// Fetches (or, with `refresh`, refreshes) every target, grouping items by source: one call of
+/// the source per group, all groups concurrently.
+pub(super) async fn fetch_all(
+    targets: &[(Arc<dyn Source>, Item, Option<String>)],
+    ctx: &CallContext,
+    refresh: bool,
+) -> Vec<RefreshResult> {
+    let mut groups: Vec<(Arc<dyn Source>, Vec<usize>)> = Vec::new();
+    for (i, (source, _, _)) in targets.iter().enumerate() {
+        match groups.iter_mut().find(|(s, _)| Arc::ptr_eq(s, source)) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((source.clone(), vec![i])),
+        }
+    }
+    let fetches = groups.iter().map(|(source, members)| async move {
+        let items: Vec<Item> = members.iter().map(|&i| targets[i].1.clone()).collect();
+        let results = if refresh {
+            let versions: Vec<Option<String>> = members.iter().map(|&i| targets[i].2.clone()).collect();
+            source.refresh(&items, &versions, ctx).await
+        } else {
+            let fetched = source.fetch(&items, ctx).await;
+            fetched.into_iter().map(|r| r.map(Refreshed::Changed)).collect()
+        };
+        (members, results)
+    });
+    let mut out: Vec<Option<RefreshResult>> = vec![None; targets.len()];
+    for (members, results) in join_all(fetches).await {
+        for (&i, result) in members.iter().zip(results) {
+            out[i] = Some(result);
+        }
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(ItemError::Failed("the source returned no result for it".into()))))
+        .collect()
+}
