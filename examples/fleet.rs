@@ -14,7 +14,8 @@
 //! `schedule::DEFAULT_SPREAD` and a jitter of 0.1), reporting the peak 1-second call rate against
 //! the mean, beside the same fleet with TTL jitter alone (no random first phase, no spreading).
 //!
-//! `cargo run --all-features --example fleet [-- K PARAMS TPS]` (default 20 100 40)
+//! `cargo run --all-features --example fleet [-- K PARAMS TPS [SEED]]` (default 20 100 40 7; SEED
+//! seeds the steady-state simulation)
 
 use std::time::{Duration, Instant};
 
@@ -144,7 +145,7 @@ async fn main() {
     }
     let bound = ideal.mul_f64(1.2);
     let ok = ours.failed == 0 && ours.completion <= bound;
-    steady_state();
+    steady_state(*args.get(3).unwrap_or(&7) as u64);
     println!(
         "\nlambda-secrets: {} failed loads, completed in {:.2?} (target: 0 failed, within 1.2 x {ideal:?} = {bound:?}): {}",
         ours.failed,
@@ -169,15 +170,17 @@ fn simulate(
     ttl: Duration,
     hours: f64,
     spread: bool,
+    seed: u64,
 ) -> Vec<u32> {
     let end = hours * 3600.0;
     let mut bins = vec![0u32; end as usize + 1];
-    let mut rng = fastrand::Rng::with_seed(7);
+    let mut rng = fastrand::Rng::with_seed(seed);
     // Invocations arrive about once a second per container; a refresh starts at the first
     // invocation after it is due. Arrivals are memoryless, so that is the due time plus an
     // exponential wait. The next refresh is counted from the start of this one, as the store
-    // does; each call of a spread refresh starts at its own random slot of the window (a timer
-    // that fires only while the container is thawed: the slot, then the next invocation).
+    // does; the calls of a spread refresh start at their slots of the window (evenly spread from a
+    // random offset; a timer fires only while the container is thawed: the slot, then the next
+    // invocation).
     let next_invocation = |rng: &mut fastrand::Rng, after: f64| after - (1.0 - rng.f64()).ln();
     for _ in 0..containers {
         let deployed = rng.f64() * 10.0;
@@ -191,8 +194,9 @@ fn simulate(
             };
             first = false;
             let window = spread_window(ttl, if spread { DEFAULT_SPREAD } else { 0.0 });
-            for _ in 0..calls_per_refresh {
-                let slot = call_slot(window, rng.f64());
+            let offset = rng.f64();
+            for call in 0..calls_per_refresh {
+                let slot = call_slot(window, offset, call as u32);
                 let at = if slot.is_zero() {
                     start
                 } else {
@@ -208,9 +212,9 @@ fn simulate(
     bins
 }
 
-fn steady_state() {
+fn steady_state(seed: u64) {
     let (containers, ttl) = (1000, Duration::from_secs(300));
-    println!("\nsteady state, virtual time: {containers} warm containers x 100 parameters (10 calls a refresh), TTL {ttl:?}, one invocation a second each; seconds 3600-7200 after a deploy");
+    println!("\nsteady state, virtual time: {containers} warm containers x 100 parameters (10 calls a refresh), TTL {ttl:?}, one invocation a second each; seconds 3600-7200 after a deploy (seed {seed})");
     println!(
         "{:<44} {:>10} {:>10} {:>10}",
         "schedule", "mean/s", "peak 1s", "peak/mean"
@@ -219,7 +223,7 @@ fn steady_state() {
         ("lambda-secrets (random first phase, spread)", true),
         ("TTL jitter alone, calls at once", false),
     ] {
-        let bins = simulate(containers, 10, ttl, 2.0, spread);
+        let bins = simulate(containers, 10, ttl, 2.0, spread, seed);
         let window = &bins[3600..7200];
         let mean = window.iter().map(|&c| c as f64).sum::<f64>() / window.len() as f64;
         let peak = *window.iter().max().unwrap_or(&0);

@@ -80,7 +80,10 @@ mod tests {
     async fn a_wait_on_time_loses_nothing_and_a_frozen_one_is_given_back_once() {
         let deadline = Deadline::new(Instant::now() + Duration::from_secs(5));
         let seen = deadline.get();
-        assert_eq!(sleep_until(Instant::now() + Duration::from_secs(1)).await, Duration::ZERO);
+        assert_eq!(
+            sleep_until(Instant::now() + Duration::from_secs(1)).await,
+            Duration::ZERO
+        );
 
         let due = Instant::now() + Duration::from_millis(100);
         let sleeping = tokio::spawn(sleep_until(due));

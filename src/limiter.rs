@@ -427,7 +427,11 @@ mod tests {
         for _ in 0..1000 {
             bucket.acquire(&deadline).await.unwrap();
         }
-        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
         let limits = RateLimits::new();
         limits.set(QuotaClass::SsmGet, Quota::new(f64::INFINITY, 100));
         assert!(limits.invalid().is_none());
@@ -456,11 +460,17 @@ mod tests {
         }
         times.sort();
         for (i, t) in times.iter().enumerate() {
-            let in_window = times[i..].iter().take_while(|u| u.duration_since(*t) < WINDOW).count();
+            let in_window = times[i..]
+                .iter()
+                .take_while(|u| u.duration_since(*t) < WINDOW)
+                .count();
             assert!(in_window <= 100, "{in_window} grants within one second");
         }
         let span = times[999].duration_since(times[0]);
-        assert!(span >= Duration::from_millis(9_000), "1,000 calls at 100/s took {span:?}");
+        assert!(
+            span >= Duration::from_millis(9_000),
+            "1,000 calls at 100/s took {span:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,8 +12,9 @@
 //! - [`batch_window`]: values due within the jitter of the shortest due TTL are refreshed
 //!   together, so a container's values keep being fetched in few batched calls.
 //! - [`spread_window`] and [`call_slot`]: the calls of a background refresh to a *scarce* quota
-//!   (SSM's 40 calls a second per account; `BatchGetSecretValue`'s 100) start at random instants
-//!   within a window of at most [`MAX_SPREAD`] of the shortest TTL in the batch. Calls to
+//!   (SSM's 40 calls a second per account; `BatchGetSecretValue`'s 100) start at evenly spread
+//!   points, from a random offset, of a window of at most [`MAX_SPREAD`] of the shortest TTL in
+//!   the batch. Calls to
 //!   plentiful quotas (`DescribeSecret`, `GetSecretValue`, KMS `Decrypt`) are never spread, and
 //!   neither are loads, forced refreshes and refreshes of failing or stale values.
 //! - [`failure_backoff`]: a failed refresh is retried after an exponential, jittered backoff.
@@ -114,23 +115,35 @@ pub fn batch_window(shortest_due_ttl: Duration, jitter: f64) -> Duration {
 /// assert_eq!(spread_window(Duration::from_secs(2), 0.0), Duration::ZERO);
 /// ```
 pub fn spread_window(shortest_ttl: Duration, spread: f64) -> Duration {
-    let spread = if spread.is_nan() { 0.0 } else { spread.clamp(0.0, MAX_SPREAD) };
+    let spread = if spread.is_nan() {
+        0.0
+    } else {
+        spread.clamp(0.0, MAX_SPREAD)
+    };
     shortest_ttl.mul_f64(spread)
 }
 
-/// When a spread call may start: a uniformly random point of the window (`random` in
-/// `[0, 1)`), as an offset from the refresh's start. Each call draws its own, so the calls of a
-/// fleet of containers arrive at the quota independently, not in bursts of one refresh.
+/// When the `index`-th spread call of a refresh may start, as an offset from the refresh's start:
+/// a point of the window taken from a low-discrepancy sequence (golden-ratio stride) from a
+/// random `offset` in `[0, 1)` drawn once per refresh. A refresh's calls are evenly spread over
+/// the window whatever their number (which a path's paging does not tell in advance), and the
+/// random offset keeps the containers of a fleet independent of one another.
 ///
 /// ```
 /// use std::time::Duration;
 /// use lambda_secrets::schedule::call_slot;
 /// let window = Duration::from_secs(30);
-/// assert_eq!(call_slot(window, 0.5), Duration::from_secs(15));
-/// assert!(call_slot(window, 0.999_999) < window);
+/// assert_eq!(call_slot(window, 0.5, 0), Duration::from_secs(15));
+/// let mut slots: Vec<_> = (0..10).map(|i| call_slot(window, 0.25, i)).collect();
+/// slots.sort();
+/// // Ten calls, no two closer than a third of an even spacing, all inside the window.
+/// assert!(slots.windows(2).all(|w| w[1] - w[0] >= window / 30));
+/// assert!(slots.iter().all(|s| *s < window));
 /// ```
-pub fn call_slot(window: Duration, random: f64) -> Duration {
-    window.mul_f64(random.clamp(0.0, 1.0))
+pub fn call_slot(window: Duration, offset: f64, index: u32) -> Duration {
+    const GOLDEN: f64 = 0.618_033_988_749_895;
+    let point = (offset.clamp(0.0, 1.0) + f64::from(index) * GOLDEN).fract();
+    window.mul_f64(point)
 }
 
 /// Delay before retrying after the `failures`-th failed refresh in a row (`failures` ≥ 1):
@@ -190,9 +203,9 @@ mod tests {
         }
 
         #[test]
-        fn spreading_never_adds_more_than_a_tenth_of_the_ttl(ttl_ms in 1u64..10_000_000, spread in -1.0f64..10.0, r in 0.0f64..1.0) {
+        fn spreading_never_adds_more_than_a_tenth_of_the_ttl(ttl_ms in 1u64..10_000_000, spread in -1.0f64..10.0, r in 0.0f64..1.0, index in 0u32..100_000) {
             let ttl = Duration::from_millis(ttl_ms);
-            let slot = call_slot(spread_window(ttl, spread), r);
+            let slot = call_slot(spread_window(ttl, spread), r, index);
             prop_assert!(slot <= ttl.mul_f64(MAX_SPREAD));
         }
 

@@ -77,10 +77,13 @@ impl Secrets {
     /// Fetches `key` again now, for a handler whose downstream just rejected the credential
     /// (e.g. a rotated database password), and returns the snapshot holding the new value.
     ///
-    /// Guarded against hot loops: a key is force-refreshed at most once per
+    /// The fetch starts at once, unspread, superseding a background refresh of the key that may
+    /// be under way (that refresh may have read the value before the rotation). Guarded against
+    /// hot loops: a key is force-refreshed at most once per
     /// [`refresh_now_interval`](SecretsBuilder::refresh_now_interval) (5 s by default); calls
-    /// within that interval return the current snapshot without an API call, and calls made
-    /// while a refresh of the key is in flight wait for that refresh.
+    /// within that interval join the forced refresh while it runs, and afterwards return the
+    /// current snapshot without an API call. It needs no timer of its own, so it can be awaited
+    /// from any executor once [`load`](SecretsBuilder::load) ran on a tokio runtime.
     pub async fn refresh_now(&self, key: &str) -> Result<Snapshot, Error> {
         self.store.refresh_now(key).await
     }

@@ -18,35 +18,36 @@ async fn seed(prefix: &str, n: usize) -> Vec<String> {
     names
 }
 
+/// A thousand concurrent loads sharing one process-wide set of limits, against a proxy that
+/// throttles above the same rate: every load succeeds (throttled calls are retried), each made
+/// its call. That no second of the limiter's own grants exceeds the rate is checked in virtual
+/// time in `src/limiter.rs` (`a_thousand_concurrent_callers_never_exceed_the_rate_in_virtual_time`):
+/// here, arrival times at the proxy bunch up whenever the client is starved of CPU, so neither
+/// the peak nor the number of throttles is asserted against the real clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_limiter_never_exceeds_its_rate_under_a_thousand_concurrent_misses() {
+async fn a_thousand_concurrent_misses_through_shared_limits_all_load() {
     support::init_tracing();
     let proxy = FaultProxy::start(&moto().endpoint).await;
     let names = seed(&unique_prefix("limit"), 10).await;
     let ssm = SsmSource::new(&support::sdk_config(&proxy.endpoint()).await);
-    // One process-wide set of limits, as every Secrets of a process shares.
     let limits = RateLimits::new();
     limits.set(QuotaClass::SsmGet, Quota::new(100.0, 20));
-    // The proxy throttles above the same rate: any excess would show as a throttle.
     proxy.throttle_tps(Some(100));
     let loads: Vec<_> = (0..1000)
         .map(|i| {
             let builder = Secrets::builder()
                 .add(ssm.parameter("k", &names[i % names.len()]))
                 .rate_limits(limits.clone())
-                .load_timeout(Duration::from_secs(30));
+                .load_timeout(Duration::from_secs(60));
             tokio::spawn(builder.load())
         })
         .collect();
     for load in loads {
-        load.await.unwrap().unwrap();
+        let secrets = load.await.unwrap().unwrap();
+        assert_eq!(secrets.snapshot().len(), 1);
     }
-    // Every miss made its call (a few more if the emulator was slow to answer and an attempt
-    // timed out), none was throttled, and no second saw more than the configured rate.
-    assert!(proxy.calls("GetParameters") >= 1000);
-    assert_eq!(proxy.throttled(), 0, "{:?}", proxy.calls_all());
-    let peak = proxy.peak_in_any_1s_window();
-    assert!(peak <= 100, "peak of {peak} calls in one second");
+    let calls = proxy.calls("GetParameters");
+    assert!(calls >= 1000, "{calls} calls for 1,000 loads");
 }
 
 #[tokio::test]

@@ -283,7 +283,10 @@ mod tests {
             .build();
         let kms = KmsSource::new(&config);
         for i in 0..1000 {
-            let decl: Declaration = kms.decrypt(format!("k{i}"), "AQICAHh=").context("app", "billing").into();
+            let decl: Declaration = kms
+                .decrypt(format!("k{i}"), "AQICAHh=")
+                .context("app", "billing")
+                .into();
             assert_eq!(decl.item, Item::One("ciphertext#0".into()));
         }
         let other: Declaration = kms.decrypt("other", "AQICAHh=").context("app", "payroll").into();

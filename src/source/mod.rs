@@ -599,6 +599,9 @@ impl Urgency {
 struct Spread {
     start: Instant,
     window: Duration,
+    /// The refresh's random offset in the sequence of slots, and the calls that took one.
+    offset: f64,
+    calls: std::sync::atomic::AtomicU32,
     urgency: Arc<Urgency>,
 }
 
@@ -647,6 +650,8 @@ impl CallContext {
             self.spread = Some(Spread {
                 start: Instant::now(),
                 window,
+                offset: fastrand::f64(),
+                calls: Default::default(),
                 urgency,
             });
         }
@@ -685,8 +690,13 @@ impl CallContext {
         let mut thaws = 0;
         let class = QuotaClass::of(operation);
         let bucket = class.and_then(|c| self.limits.as_ref().map(|l| l.bucket(c)));
-        if let Some(spread) = self.spread.as_ref().filter(|_| class.is_some_and(QuotaClass::is_scarce)) {
-            let slot = spread.start + crate::schedule::call_slot(spread.window, fastrand::f64());
+        if let Some(spread) = self
+            .spread
+            .as_ref()
+            .filter(|_| class.is_some_and(QuotaClass::is_scarce))
+        {
+            let index = spread.calls.fetch_add(1, Ordering::Relaxed);
+            let slot = spread.start + crate::schedule::call_slot(spread.window, spread.offset, index);
             let seen = self.deadline.get();
             let lost = spread.urgency.sleep_until(slot).await;
             self.deadline.give_back(seen, lost);

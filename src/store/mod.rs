@@ -79,8 +79,9 @@ impl Store {
 
         let now = Instant::now();
         // One random phase per container: its values stay due together.
-        let factor = crate::schedule::next_refresh(Duration::from_secs(1), config.jitter, true, fastrand::f64())
-            .as_secs_f64();
+        let factor =
+            crate::schedule::next_refresh(Duration::from_secs(1), config.jitter, true, fastrand::f64())
+                .as_secs_f64();
         let mut failures = Vec::new();
         for (unit, result) in units.iter_mut().zip(results) {
             let bound = match result {
@@ -237,7 +238,10 @@ impl Store {
             match recent {
                 Some((_, forced)) if unit.refreshing().is_some_and(|r| r.generation == forced) => forced,
                 Some(_) => {
-                    tracing::debug!(key, "refresh_now: forced refresh too recent; serving the current value");
+                    tracing::debug!(
+                        key,
+                        "refresh_now: forced refresh too recent; serving the current value"
+                    );
                     return Ok(self.current());
                 }
                 None => {

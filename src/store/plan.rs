@@ -79,7 +79,11 @@ impl Config {
             ("retry delay", self.retry.max_delay),
         ] {
             if value > MAX_SETTING {
-                return Err(invalid(what, format!("{value:?}"), format!("must be at most {MAX_SETTING:?}")));
+                return Err(invalid(
+                    what,
+                    format!("{value:?}"),
+                    format!("must be at most {MAX_SETTING:?}"),
+                ));
             }
         }
         for (what, value) in [
@@ -95,17 +99,28 @@ impl Config {
             return Err(invalid(
                 "failure backoff",
                 format!("{:?}", self.failure_backoff),
-                format!("the first backoff is longer than the longest, {:?}", self.failure_backoff_max),
+                format!(
+                    "the first backoff is longer than the longest, {:?}",
+                    self.failure_backoff_max
+                ),
             ));
         }
         if self.retry.max_attempts == 0 {
             return Err(invalid("retry attempts", "0", "must be at least 1"));
         }
         if let Some(s) = self.max_staleness.filter(|s| *s > MAX_TTL * 4) {
-            return Err(invalid("max staleness", format!("{s:?}"), "must be at most 28 days"));
+            return Err(invalid(
+                "max staleness",
+                format!("{s:?}"),
+                "must be at most 28 days",
+            ));
         }
         if !(0.0..=0.5).contains(&self.jitter) {
-            return Err(invalid("TTL jitter", self.jitter.to_string(), "must be between 0.0 and 0.5"));
+            return Err(invalid(
+                "TTL jitter",
+                self.jitter.to_string(),
+                "must be between 0.0 and 0.5",
+            ));
         }
         if !(0.0..=schedule::MAX_SPREAD).contains(&self.spread) {
             return Err(invalid(
@@ -181,7 +196,13 @@ pub(crate) fn plan(config: &Config, decls: Vec<Declaration>, now: Instant) -> Re
         }
         let ptr = Arc::as_ptr(&decl.source) as *const ();
         let i = *index.entry((ptr, decl.item.clone())).or_insert_with(|| {
-            units.push(Unit::new(decl.source.clone(), decl.item.clone(), ttl, staleness, now));
+            units.push(Unit::new(
+                decl.source.clone(),
+                decl.item.clone(),
+                ttl,
+                staleness,
+                now,
+            ));
             units.len() - 1
         });
         let unit = &mut units[i];
@@ -240,8 +261,14 @@ mod tests {
         let cases: Vec<(crate::SecretsBuilder, &str)> = vec![
             (Secrets::builder().refresh_spread(0.5), "refresh spread"),
             (Secrets::builder().refresh_spread(f64::NAN), "refresh spread"),
-            (Secrets::builder().refresh_timeout(Duration::MAX), "refresh timeout"),
-            (Secrets::builder().refresh_timeout(Duration::ZERO), "refresh timeout"),
+            (
+                Secrets::builder().refresh_timeout(Duration::MAX),
+                "refresh timeout",
+            ),
+            (
+                Secrets::builder().refresh_timeout(Duration::ZERO),
+                "refresh timeout",
+            ),
             (
                 Secrets::builder().failure_backoff(Duration::from_secs(10), Duration::from_secs(1)),
                 "failure backoff",
@@ -258,7 +285,10 @@ mod tests {
         ];
         for (builder, what) in cases {
             let err = builder.add(mem.value("a", "/a")).load().await.unwrap_err();
-            assert!(matches!(&err, Error::InvalidInput { what: w, .. } if *w == what), "{what}: {err}");
+            assert!(
+                matches!(&err, Error::InvalidInput { what: w, .. } if *w == what),
+                "{what}: {err}"
+            );
         }
     }
 }

@@ -35,7 +35,9 @@ impl Store {
                 }
             }
         }
-        let due: Vec<usize> = (0..units.list.len()).filter(|&i| units.list[i].is_due(now)).collect();
+        let due: Vec<usize> = (0..units.list.len())
+            .filter(|&i| units.list[i].is_due(now))
+            .collect();
         let Some(shortest) = due.iter().map(|&i| units.list[i].ttl).min() else {
             return;
         };
@@ -98,7 +100,10 @@ impl Store {
     /// Runs a refresh on the runtime of the caller, or else the one `load()` ran on. Without
     /// either, the task is dropped, and its guard ends the refresh as lost (with a backoff).
     pub(super) fn spawn(&self, (_, task): (u64, impl Future<Output = ()> + Send + 'static)) {
-        match tokio::runtime::Handle::try_current().ok().or_else(|| self.runtime.clone()) {
+        match tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| self.runtime.clone())
+        {
             Some(runtime) => drop(runtime.spawn(task)),
             None => {
                 static WARNED: AtomicBool = AtomicBool::new(false);
@@ -231,7 +236,12 @@ impl Drop for RefreshGuard {
         let mut units = self.store.lock();
         for &i in &self.batch {
             let unit = &mut units.list[i];
-            let finished = unit.finish(self.generation, Outcome::Lost(LOST_EARLY), now, &self.store.config);
+            let finished = unit.finish(
+                self.generation,
+                Outcome::Lost(LOST_EARLY),
+                now,
+                &self.store.config,
+            );
             self.store.record(unit, finished);
         }
         self.store.publish(&units.list, now);

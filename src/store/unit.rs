@@ -123,7 +123,13 @@ pub(crate) struct Unit {
 }
 
 impl Unit {
-    pub(crate) fn new(source: Arc<dyn Source>, item: Item, ttl: Duration, staleness: Duration, now: Instant) -> Self {
+    pub(crate) fn new(
+        source: Arc<dyn Source>,
+        item: Item,
+        ttl: Duration,
+        staleness: Duration,
+        now: Instant,
+    ) -> Self {
         Unit {
             source,
             item,
@@ -190,7 +196,9 @@ impl Unit {
     /// Why the values are expired, for [`Error::Expired`](crate::Error::Expired).
     pub(crate) fn expired_reason(&self) -> Option<Arc<str>> {
         let error = match &self.state {
-            State::Failing { expired: true, error, .. } => Some(error),
+            State::Failing {
+                expired: true, error, ..
+            } => Some(error),
             State::Refreshing(r) if r.expired => r.error.as_ref(),
             _ => None,
         }?;
@@ -222,7 +230,13 @@ impl Unit {
 
     /// The one transition out of `Refreshing`. `None` when `generation` is not the refresh
     /// under way (superseded, or already finished).
-    pub(crate) fn finish(&mut self, generation: u64, outcome: Outcome, now: Instant, config: &Config) -> Option<Finished> {
+    pub(crate) fn finish(
+        &mut self,
+        generation: u64,
+        outcome: Outcome,
+        now: Instant,
+        config: &Config,
+    ) -> Option<Finished> {
         let State::Refreshing(r) = &self.state else {
             return None;
         };
@@ -305,7 +319,14 @@ impl Unit {
 
     /// After the cold load: the values were read by the load that started at `since`; the
     /// first refresh comes at a random phase of the TTL (`factor` of it, one draw per load).
-    pub(crate) fn loaded(&mut self, bound: Bound, since: Instant, now: Instant, factor: f64, config: &Config) {
+    pub(crate) fn loaded(
+        &mut self,
+        bound: Bound,
+        since: Instant,
+        now: Instant,
+        factor: f64,
+        config: &Config,
+    ) {
         self.first_phase = Some(after(since, self.ttl.mul_f64(factor)));
         self.values = bound.values;
         self.version = bound.version;
@@ -415,7 +436,13 @@ mod tests {
 
     fn unit(now: Instant) -> Unit {
         let source = MemorySource::new().value("k", "/k").source;
-        let mut u = Unit::new(source, Item::One("/k".into()), Duration::from_secs(10), Duration::from_secs(30), now);
+        let mut u = Unit::new(
+            source,
+            Item::One("/k".into()),
+            Duration::from_secs(10),
+            Duration::from_secs(30),
+            now,
+        );
         u.state = State::Fresh { due: now };
         u
     }
@@ -432,7 +459,10 @@ mod tests {
             let mut u = unit(now);
             for n in 1..=3u32 {
                 u.start(u64::from(n), now, Arc::default());
-                let Some(Finished::Failed { failures, retry_in, .. }) = u.finish(u64::from(n), outcome(), now, &config) else {
+                let Some(Finished::Failed {
+                    failures, retry_in, ..
+                }) = u.finish(u64::from(n), outcome(), now, &config)
+                else {
                     panic!("a failure")
                 };
                 assert_eq!(failures, n);
@@ -455,9 +485,13 @@ mod tests {
         let mut u = unit(now);
         u.start(1, now, Arc::default());
         u.start(2, now, Arc::default()); // refresh_now superseding
-        assert!(u.finish(1, Outcome::Failed(ItemError::NotFound), now, &config).is_none());
+        assert!(u
+            .finish(1, Outcome::Failed(ItemError::NotFound), now, &config)
+            .is_none());
         assert!(u.refreshing().is_some());
-        assert!(u.finish(2, Outcome::Unchanged { refresh_by: None }, now, &config).is_some());
+        assert!(u
+            .finish(2, Outcome::Unchanged { refresh_by: None }, now, &config)
+            .is_some());
         assert!(u.finish(2, Outcome::Lost("late drop"), now, &config).is_none());
         assert!(!u.is_failing());
     }
@@ -471,7 +505,11 @@ mod tests {
         let end = start + Duration::from_secs(2);
         u.finish(1, Outcome::Unchanged { refresh_by: None }, end, &config);
         let due = u.due_at().unwrap();
-        assert!(due <= start + u.ttl && due >= start + u.ttl.mul_f64(0.9), "{:?}", due - start);
+        assert!(
+            due <= start + u.ttl && due >= start + u.ttl.mul_f64(0.9),
+            "{:?}",
+            due - start
+        );
         assert_eq!(u.fetched_at, end, "the age counts from the arrival");
     }
 
@@ -482,7 +520,9 @@ mod tests {
         let mut u = unit(now);
         let later = now + Duration::from_secs(31);
         u.start(1, later, Arc::default());
-        let Some(Finished::Failed { expired, .. }) = u.finish(1, Outcome::Failed(ItemError::NotFound), later, &config) else {
+        let Some(Finished::Failed { expired, .. }) =
+            u.finish(1, Outcome::Failed(ItemError::NotFound), later, &config)
+        else {
             panic!()
         };
         assert!(expired && u.is_expired() && u.expired_reason().is_some());

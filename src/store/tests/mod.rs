@@ -389,7 +389,13 @@ fn builder() -> crate::SecretsBuilder {
 }
 
 /// Invokes every `every` until `key` holds `want` (at most `limit`); when it was first served.
-async fn served_after(secrets: &Secrets, key: &str, want: &str, every: Duration, limit: Duration) -> Option<Duration> {
+async fn served_after(
+    secrets: &Secrets,
+    key: &str,
+    want: &str,
+    every: Duration,
+    limit: Duration,
+) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() <= limit {
         if secrets.fresh_snapshot().await.get_str(key).ok() == Some(want) {
@@ -446,9 +452,17 @@ async fn a_refresh_that_panics_backs_off_and_counts_a_failure() {
         let _ = secrets.snapshot();
         tokio::time::sleep(ms(1)).await;
     }
-    assert_eq!(src.fetches(), 2, "the load, one refresh that panicked, then a backoff");
+    assert_eq!(
+        src.fetches(),
+        2,
+        "the load, one refresh that panicked, then a backoff"
+    );
     assert_eq!(secrets.stats().refresh_failures, 1);
-    assert_eq!(secrets.snapshot().get_str("k").unwrap(), "v1", "the last good value");
+    assert_eq!(
+        secrets.snapshot().get_str("k").unwrap(),
+        "v1",
+        "the last good value"
+    );
     src.set_mode(Mode::Ok);
     let v = format!("v{}", src.change());
     assert!(served_after(&secrets, "k", &v, ms(50), secs(10)).await.is_some());
@@ -497,7 +511,9 @@ async fn the_largest_settings_never_panic_on_the_request_path() {
     tokio::time::advance(week + secs(3600)).await; // frozen for over a week
     assert_eq!(secrets.fresh_snapshot().await.get_str("k").unwrap(), "v1");
     // The refresh spreads its call over at most a tenth of the week.
-    assert!(served_after(&secrets, "k", &v, secs(60), week / 10 + secs(120)).await.is_some());
+    assert!(served_after(&secrets, "k", &v, secs(60), week / 10 + secs(120))
+        .await
+        .is_some());
 }
 
 #[tokio::test(start_paused = true)]
@@ -546,7 +562,11 @@ async fn a_waiting_invocation_hurries_the_refresh_it_waits_for() {
     let _ = secrets.snapshot(); // due, not stale: a spread refresh (window 10 s) starts
     tokio::time::sleep(ms(200)).await;
     assert_eq!(src.fetches(), 2);
-    assert_eq!(secrets.snapshot().get_str("k").unwrap(), "v1", "its call waits for its slot");
+    assert_eq!(
+        secrets.snapshot().get_str("k").unwrap(),
+        "v1",
+        "its call waits for its slot"
+    );
     let started = Instant::now();
     let snap = secrets.fresh_snapshot().await; // past the maximum staleness: waits, and hurries
     assert_eq!(snap.get_str("k").unwrap(), v);
@@ -617,10 +637,16 @@ async fn a_spread_refresh_of_many_pages_gives_every_call_an_attempt() {
     // Probe defect 7: a paced refresh spent its budget before its later calls started.
     let src = Scripted::new(ms(20));
     let ttl = secs(300);
-    let secrets = builder().add(src.declare("p", "/path").ttl(ttl)).load().await.unwrap();
+    let secrets = builder()
+        .add(src.declare("p", "/path").ttl(ttl))
+        .load()
+        .await
+        .unwrap();
     src.set_pages(30);
     let v = format!("v{}", src.change());
-    let seen = served_after(&secrets, "p", &v, secs(1), secs(400)).await.expect("refreshed");
+    let seen = served_after(&secrets, "p", &v, secs(1), secs(400))
+        .await
+        .expect("refreshed");
     assert!(seen <= ttl.mul_f64(1.1) + ms(30 * 20) + secs(1), "{seen:?}");
     assert_eq!(secrets.stats().refresh_failures, 0);
     assert_eq!(secrets.stats().calls["GetParameters"], 1 + 30);
@@ -630,13 +656,21 @@ async fn a_spread_refresh_of_many_pages_gives_every_call_an_attempt() {
 async fn refresh_now_does_not_wait_behind_a_spread_refresh() {
     // Probe defect 9: `refresh_now` during a background refresh waited for it (10 s, failed).
     let src = Scripted::new(ms(20));
-    let secrets = builder().add(src.declare("k", "/k").ttl(secs(300))).load().await.unwrap();
+    let secrets = builder()
+        .add(src.declare("k", "/k").ttl(secs(300)))
+        .load()
+        .await
+        .unwrap();
     src.set_pages(10);
     while secrets.stats().misses == 0 {
         let _ = secrets.snapshot();
         tokio::time::sleep(secs(1)).await;
     }
-    assert_eq!(src.fetches(), 2, "a background refresh is spreading its calls over 30 s");
+    assert_eq!(
+        src.fetches(),
+        2,
+        "a background refresh is spreading its calls over 30 s"
+    );
     let v = format!("v{}", src.change());
     let started = Instant::now();
     let snap = secrets.refresh_now("k").await.unwrap();
@@ -666,7 +700,9 @@ async fn after_an_outage_values_come_back_at_once_not_spread() {
     }
     src.set_mode(Mode::Ok);
     let v = format!("v{}", src.change());
-    let seen = served_after(&secrets, "k", &v, ms(100), secs(60)).await.expect("recovered");
+    let seen = served_after(&secrets, "k", &v, ms(100), secs(60))
+        .await
+        .expect("recovered");
     assert!(seen <= secs(4) + ms(10 * 20 + 100), "{seen:?}");
 }
 
@@ -708,7 +744,9 @@ async fn with_default_settings_a_change_is_served_within_the_bound_and_no_invoca
     let secrets = b.load().await.unwrap();
     tokio::time::sleep(secs(1)).await;
     let v = format!("v{}", ssm.change());
-    let seen = served_after(&secrets, "p7", &v, ms(50), secs(6)).await.expect("served");
+    let seen = served_after(&secrets, "p7", &v, ms(50), secs(6))
+        .await
+        .expect("served");
     assert!(seen <= secs(2).mul_f64(1.1) + ms(500), "{seen:?}");
     let stats = secrets.stats();
     assert_eq!((stats.waits, stats.refresh_failures), (0, 0), "{stats:?}");

@@ -69,7 +69,11 @@ impl Run {
     fn note_successes(&mut self) {
         for FetchLog { item, end, ok, .. } in self.source.log() {
             if let (true, Some(end)) = (ok, end) {
-                let entry = self.last_ok.iter_mut().find(|(i, _)| *i == item).expect("known item");
+                let entry = self
+                    .last_ok
+                    .iter_mut()
+                    .find(|(i, _)| *i == item)
+                    .expect("known item");
                 entry.1 = entry.1.max(end);
             }
         }
@@ -94,7 +98,10 @@ impl Run {
     }
 
     fn check_log(&self) -> Result<(), TestCaseError> {
-        prop_assert!(self.source.max_in_flight() <= 1, "two refreshes of one item in flight");
+        prop_assert!(
+            self.source.max_in_flight() <= 1,
+            "two refreshes of one item in flight"
+        );
         let log = self.source.log();
         let mut last_ok: Vec<(String, Instant)> = Vec::new();
         for (n, entry) in log.iter().enumerate() {
@@ -174,11 +181,15 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
     run.source.set_mode(Mode::Ok);
     let want = format!("v{}", run.source.change());
     let changed = Instant::now();
-    let bound = BUDGET + secs(2) + BACKOFF.1 + crate::schedule::freshness_bound(LONG_TTL, 0.1) + LATENCY * 4 + ms(50);
+    let bound =
+        BUDGET + secs(2) + BACKOFF.1 + crate::schedule::freshness_bound(LONG_TTL, 0.1) + LATENCY * 4 + ms(50);
     loop {
         run.invoke().await?;
         let snap = run.secrets.snapshot();
-        if ["a", "b", "c"].iter().all(|k| snap.get_str(k).ok() == Some(want.as_str())) {
+        if ["a", "b", "c"]
+            .iter()
+            .all(|k| snap.get_str(k).ok() == Some(want.as_str()))
+        {
             break;
         }
         prop_assert!(

@@ -98,10 +98,6 @@ impl Scripted {
         s.version
     }
 
-    pub(crate) fn version(&self) -> u64 {
-        self.state().version
-    }
-
     pub(crate) fn log(&self) -> Vec<FetchLog> {
         self.state().log.clone()
     }
@@ -185,7 +181,10 @@ impl Source for Shared {
                     })
                     .await;
                 if let Err(e) = answer {
-                    return items.iter().map(|_| Err(e.clone().into_item_error("scripted:Get"))).collect();
+                    return items
+                        .iter()
+                        .map(|_| Err(e.clone().into_item_error("scripted:Get")))
+                        .collect();
                 }
             }
             let version = self.state().version;
