@@ -144,7 +144,8 @@ impl<S> SecretsService<S> {
         let max_wait = wait_budget(store.config().max_wait, deadline_ms(&request));
         ResponseFuture::Waiting {
             future: Box::pin(async move {
-                let snapshot = store.fresh_snapshot(max_wait).await;
+                // The miss was counted by `snapshot()` above: only the wait is counted now.
+                let snapshot = store.wait_for_fresh(max_wait).await;
                 inner.call(wrap(request, snapshot)).await
             }),
         }

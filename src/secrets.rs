@@ -184,7 +184,9 @@ impl SecretsBuilder {
     /// value waits for its refresh (at most `max_wait`), and if the refresh fails, reading the
     /// key gives [`Error::Expired`]. Default: three times the value's TTL, and at least the TTL
     /// plus its spread and the refresh timeout, so that a normal refresh always lands before any
-    /// invocation would wait. Must be at least every TTL.
+    /// invocation would wait. Must be at least every TTL. A value is refreshed by 90 % of its
+    /// maximum staleness at the latest, whatever its TTL, so that a maximum staleness close to the
+    /// TTL does not make invocations wait while AWS answers.
     pub fn max_staleness(mut self, staleness: Duration) -> Self {
         self.config.max_staleness = Some(staleness);
         self

@@ -731,17 +731,19 @@ impl CallContext {
                     format!("{operation}: no answer within {timeout:?}"),
                 )),
             };
+            // An attempt that outlived its own timeout by far was frozen with the process (Lambda
+            // between invocations), even if it then succeeded (the answer was waiting at the
+            // thaw): the time says nothing of the service and costs the budget nothing, so the
+            // next call of this refresh still has its budget.
+            let lost = crate::freeze::frozen_for(began, began + timeout, Instant::now());
+            self.deadline.give_back(seen, lost);
             let err = match result {
                 Ok(v) => return Ok(v),
                 Err(err) => err,
             };
-            // An attempt that outlived its own timeout by far was frozen with the process (Lambda
-            // between invocations): the time lost says nothing of the service. Give the budget
-            // that was left back and try again at once.
-            let lost = crate::freeze::frozen_for(began + timeout, Instant::now());
+            // A frozen attempt that failed (its connection died in the freeze) is retried at once.
             if err.is_retryable() && !lost.is_zero() && thaws < 3 {
                 thaws += 1;
-                self.deadline.give_back(seen, lost);
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(operation, ?lost, "AWS call interrupted by a freeze; retrying");
                 continue;
@@ -902,6 +904,89 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out, "after thaw");
+        assert_eq!(stats.calls()["GetParameters"], 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hurried_spread_call_starts_at_once() {
+        // Review defect 4: urgency belongs to one refresh; hurrying it starts its waiting calls.
+        let stats = Arc::new(CallStats::default());
+        let urgency = Arc::new(Urgency::default());
+        let other = Arc::new(Urgency::default()); // another refresh's, never hurried
+        let spread = |u: &Arc<Urgency>| {
+            Arc::new(
+                CallContext::new(
+                    stats.clone(),
+                    RetryPolicy::default(),
+                    None,
+                    Instant::now() + Duration::from_secs(600),
+                )
+                .spread(Duration::from_secs(300), u.clone()),
+            )
+        };
+        let (ctx, other_ctx) = (spread(&urgency), spread(&other));
+        let started = Instant::now();
+        let call = |ctx: Arc<CallContext>| {
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    ctx.call("GetParameters", || async { Ok::<_, CallError>(()) })
+                        .await
+                        .unwrap();
+                }
+                Instant::now()
+            })
+        };
+        let (mine, theirs) = (call(ctx), call(other_ctx));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        urgency.hurry();
+        assert_eq!(
+            mine.await.unwrap(),
+            started + Duration::from_millis(10),
+            "all five at once"
+        );
+        // The other refresh still spreads its calls over its window.
+        assert!(theirs.await.unwrap() > started + Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_freeze_during_a_retry_backoff_gives_the_budget_back() {
+        // Probe defect 8: a freeze during a backoff ended the call with a 0 ns "attempt".
+        let stats = Arc::new(CallStats::default());
+        let policy = RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(50),
+            attempt_timeout: Duration::from_millis(100),
+        };
+        let ctx = Arc::new(CallContext::new(
+            stats.clone(),
+            policy,
+            None,
+            Instant::now() + Duration::from_millis(300),
+        ));
+        let attempts = Arc::new(AtomicU64::new(0));
+        let call = {
+            let (ctx, attempts) = (ctx.clone(), attempts.clone());
+            tokio::spawn(async move {
+                ctx.call("GetParameters", || {
+                    let n = attempts.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        match n {
+                            0 => Err(CallError::new(CallErrorKind::Transient, "HTTP 500")),
+                            _ => Ok("after thaw"),
+                        }
+                    }
+                })
+                .await
+            })
+        };
+        while attempts.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Frozen for a minute, in the backoff or right after it: no second attempt yet.
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(call.await.unwrap().unwrap(), "after thaw");
         assert_eq!(stats.calls()["GetParameters"], 2);
     }
 

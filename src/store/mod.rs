@@ -54,7 +54,8 @@ pub(crate) struct Store {
     completed: watch::Sender<u64>,
     /// Keys already warned about (produced twice), so the warning is logged once.
     warned: Mutex<Vec<String>>,
-    /// The runtime `load()` ran on: refreshes started where no runtime is current run there.
+    /// The multi-thread runtime `load()` ran on, if it did: refreshes started where no runtime is
+    /// current run there.
     runtime: Option<tokio::runtime::Handle>,
 }
 
@@ -85,9 +86,10 @@ impl Store {
         let mut failures = Vec::new();
         for (unit, result) in units.iter_mut().zip(results) {
             let bound = match result {
-                Ok(Refreshed::Changed(fetched)) => unit.bind(fetched),
-                Ok(Refreshed::Unchanged { .. }) => Err(unit.failures(&ItemError::NotFound)),
-                Err(e) => Err(unit.failures(&e)),
+                Ok(Ok(Refreshed::Changed(fetched))) => unit.bind(fetched),
+                Ok(Ok(Refreshed::Unchanged { .. })) => Err(unit.failures(&ItemError::NotFound)),
+                Ok(Err(e)) => Err(unit.failures(&e)),
+                Err(lost) => Err(unit.failures(&ItemError::Failed(lost.into()))),
             };
             match bound {
                 Ok(bound) => unit.loaded(bound, started, now, factor, &config),
@@ -122,7 +124,10 @@ impl Store {
             }),
             completed: watch::Sender::new(0),
             warned: Mutex::new(Vec::new()),
-            runtime: tokio::runtime::Handle::try_current().ok(),
+            // A current-thread runtime runs tasks only while someone drives it: not a fallback.
+            runtime: tokio::runtime::Handle::try_current()
+                .ok()
+                .filter(|h| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread),
         });
         store.emit_stats();
         Ok(store)
@@ -195,8 +200,16 @@ impl Store {
         if !wait {
             return snap;
         }
+        self.wait_for_fresh(max_wait).await
+    }
+
+    /// For a read that [`snapshot`](Self::snapshot) told to wait (its miss is counted): waits
+    /// at most `max_wait` for the refresh of values past their maximum staleness. Outside a tokio
+    /// runtime there is no timer: it waits for the refresh to end, which its own budget bounds.
+    pub(crate) async fn wait_for_fresh(self: &Arc<Self>, max_wait: Duration) -> Snapshot {
         self.waits.fetch_add(1, Ordering::Relaxed);
         let mut done = self.completed.subscribe();
+        let timed = tokio::runtime::Handle::try_current().is_ok();
         let deadline = after(Instant::now(), max_wait);
         loop {
             let now = Instant::now();
@@ -207,7 +220,12 @@ impl Store {
             if !wait {
                 return snap;
             }
-            if tokio::time::timeout_at(deadline, done.changed()).await.is_err() {
+            let ended = if timed {
+                tokio::time::timeout_at(deadline, done.changed()).await.is_ok()
+            } else {
+                done.changed().await.is_ok()
+            };
+            if !ended {
                 tracing::warn!(?max_wait, "refresh of values past their maximum staleness did not finish in time; serving the last values");
                 return snap;
             }
@@ -218,10 +236,9 @@ impl Store {
         self.units.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Fetches `key`'s item now, at once (no spreading), superseding a refresh of it under way,
-    /// unless a forced refresh of it started less than the configured interval ago: then this
-    /// call joins that refresh if it is still under way, or returns the current snapshot without
-    /// a call. Needs no timer of its own (the refresh has its budget), so it can be awaited from
+    /// Fetches `key`'s item now, at once (no spreading), superseding a background refresh of it
+    /// under way. Joins a forced refresh of it that is under way; returns the current snapshot
+    /// without a call if one started less than the configured interval ago. Needs no timer of its own (the refresh has its budget), so it can be awaited from
     /// any executor once `load()` has run on a tokio runtime.
     pub(crate) async fn refresh_now(self: &Arc<Self>, key: &str) -> Result<Snapshot, Error> {
         let Some(index) = self.current.load().values.get(key).map(|s| s.unit) else {
@@ -232,19 +249,23 @@ impl Store {
             let mut units = self.lock();
             let now = Instant::now();
             let unit = &units.list[index];
+            let forced = unit
+                .forced_at
+                .filter(|(_, generation)| unit.refreshing().is_some_and(|r| r.generation == *generation));
             let recent = unit
                 .forced_at
                 .filter(|(at, _)| now.saturating_duration_since(*at) < self.config.refresh_now_interval);
-            match recent {
-                Some((_, forced)) if unit.refreshing().is_some_and(|r| r.generation == forced) => forced,
-                Some(_) => {
+            match (forced, recent) {
+                // A forced refresh is under way: join it (whatever the interval).
+                (Some((_, generation)), _) => generation,
+                (None, Some(_)) => {
                     tracing::debug!(
                         key,
                         "refresh_now: forced refresh too recent; serving the current value"
                     );
                     return Ok(self.current());
                 }
-                None => {
+                (None, None) => {
                     let task = self.begin(&mut units, vec![index], now, Duration::ZERO, true);
                     units.list[index].forced_at = Some((now, task.0));
                     drop(units);

@@ -86,13 +86,22 @@ impl Config {
                 ));
             }
         }
-        for (what, value) in [
-            ("load timeout", self.load_timeout),
-            ("refresh timeout", self.refresh_timeout),
-            ("retry attempt timeout", self.retry.attempt_timeout),
+        for (what, value, why) in [
+            ("load timeout", self.load_timeout, "must be more than zero"),
+            ("refresh timeout", self.refresh_timeout, "must be more than zero"),
+            (
+                "retry attempt timeout",
+                self.retry.attempt_timeout,
+                "must be more than zero",
+            ),
+            (
+                "failure backoff",
+                self.failure_backoff,
+                "must be more than zero: a failing value would be fetched again by every invocation",
+            ),
         ] {
             if value.is_zero() {
-                return Err(invalid(what, "0s", "must be more than zero"));
+                return Err(invalid(what, "0s", why));
             }
         }
         if self.failure_backoff > self.failure_backoff_max {
@@ -271,6 +280,10 @@ mod tests {
             ),
             (
                 Secrets::builder().failure_backoff(Duration::from_secs(10), Duration::from_secs(1)),
+                "failure backoff",
+            ),
+            (
+                Secrets::builder().failure_backoff(Duration::ZERO, Duration::ZERO),
                 "failure backoff",
             ),
             (Secrets::builder().ttl_jitter(-0.1), "TTL jitter"),

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use futures_util::future::{join_all, select, Either};
+use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use super::unit::{Finished, Outcome, Unit};
@@ -21,7 +24,8 @@ use crate::source::{CallContext, Item, RefreshResult, Refreshed, Source, Urgency
 const GRACE: Duration = Duration::from_secs(2);
 
 const LOST_EARLY: &str = "the refresh task ended early (it panicked or its runtime was dropped)";
-const LOST_TIMED_OUT: &str = "the refresh did not finish within its budget";
+const LOST_PANICKED: &str = "the source panicked";
+pub(super) const LOST_TIMED_OUT: &str = "the source did not answer within its budget";
 
 impl Store {
     /// Starts the refresh of everything due at `now` (off the warm path: an invocation found
@@ -38,33 +42,46 @@ impl Store {
         let due: Vec<usize> = (0..units.list.len())
             .filter(|&i| units.list[i].is_due(now))
             .collect();
-        let Some(shortest) = due.iter().map(|&i| units.list[i].ttl).min() else {
+        if due.is_empty() {
             return;
-        };
-        // Refresh together everything due within the jitter window, so that a container's keys
-        // keep being fetched in few batched calls instead of drifting apart (healthy ones only:
-        // a failing unit keeps its backoff).
-        let horizon = after(now, schedule::batch_window(shortest, self.config.jitter));
-        let batch: Vec<usize> = (0..units.list.len())
-            .filter(|&i| {
-                let u = &units.list[i];
-                due.contains(&i) || (!u.is_failing() && u.due_at().is_some_and(|d| d <= horizon))
-            })
-            .collect();
-        // Spread the calls unless someone may wait for them: recovery after failures and values
-        // past their maximum staleness are fetched at once.
-        let urgent = batch
-            .iter()
-            .any(|&i| units.list[i].is_failing() || units.list[i].stale_at() <= now);
-        let window = if urgent {
-            Duration::ZERO
-        } else {
+        }
+        // Values that failed or are past their maximum staleness are fetched at once (someone may
+        // be waiting; recovery after an outage is not spread), apart from the healthy ones, which
+        // keep their spread.
+        let urgent_now = |u: &Unit| u.is_failing() || u.stale_at() <= now;
+        let (urgent, healthy): (Vec<usize>, Vec<usize>) =
+            due.into_iter().partition(|&i| urgent_now(&units.list[i]));
+        let mut tasks = Vec::new();
+        if !urgent.is_empty() {
+            tasks.push(self.begin(&mut units, urgent, now, Duration::ZERO, true));
+        }
+        if let Some(shortest) = healthy.iter().map(|&i| units.list[i].ttl).min() {
+            // Refresh together every healthy value due within the jitter of the shortest due TTL,
+            // so that a container's values keep being fetched in few batched calls instead of
+            // drifting apart (a long-TTL value is not refreshed early because a short one is due).
+            let horizon = after(now, schedule::batch_window(shortest, self.config.jitter));
+            let batch: Vec<usize> = (0..units.list.len())
+                .filter(|&i| {
+                    let u = &units.list[i];
+                    healthy.contains(&i)
+                        || (!u.is_failing() && !urgent_now(u) && u.due_at().is_some_and(|d| d <= horizon))
+                })
+                .collect();
             let shortest = batch.iter().map(|&i| units.list[i].ttl).min().unwrap_or(shortest);
-            schedule::spread_window(shortest, self.config.spread)
-        };
-        let task = self.begin(&mut units, batch, now, window, urgent);
+            // Never spread past half the time left before a value of the batch goes stale (a
+            // maximum staleness set close to the TTL), so that nobody waits for a spread call.
+            let room = batch
+                .iter()
+                .map(|&i| units.list[i].stale_at().saturating_duration_since(now))
+                .min()
+                .unwrap_or_default();
+            let window = schedule::spread_window(shortest, self.config.spread).min(room / 2);
+            tasks.push(self.begin(&mut units, batch, now, window, false));
+        }
         drop(units);
-        self.spawn(task);
+        for task in tasks {
+            self.spawn(task);
+        }
     }
 
     /// Moves `batch` to `Refreshing` under a new generation and returns the task that ends it.
@@ -135,10 +152,7 @@ impl Store {
             after(Instant::now(), window + self.config.refresh_timeout),
         )
         .spread(window, urgency);
-        let results = match within_budget(fetch_all(&targets, &ctx, true), &ctx).await {
-            Some(results) => results.into_iter().map(Ok).collect(),
-            None => vec![Err(LOST_TIMED_OUT); targets.len()],
-        };
+        let results = fetch_all(&targets, &ctx, true).await;
         let now = Instant::now();
         let mut units = self.lock();
         for (&i, result) in guard.batch.iter().zip(results) {
@@ -250,13 +264,18 @@ impl Drop for RefreshGuard {
     }
 }
 
+/// What a source answered for one item, or why it gave no answer (it panicked, or it was still
+/// running at the end of its budget).
+pub(super) type Answer = Result<RefreshResult, &'static str>;
+
 /// Fetches (or, with `refresh`, refreshes) every target, grouping items by source: one call of
-/// the source per group, all groups concurrently.
+/// the source per group, all groups concurrently. Each group has the budget of `ctx` (and a
+/// grace) and its own panic boundary, so a source that hangs or panics costs only its own items.
 pub(super) async fn fetch_all(
     targets: &[(Arc<dyn Source>, Item, Option<String>)],
     ctx: &CallContext,
     refresh: bool,
-) -> Vec<RefreshResult> {
+) -> Vec<Answer> {
     let mut groups: Vec<(Arc<dyn Source>, Vec<usize>)> = Vec::new();
     for (i, (source, _, _)) in targets.iter().enumerate() {
         match groups.iter_mut().find(|(s, _)| Arc::ptr_eq(s, source)) {
@@ -266,22 +285,35 @@ pub(super) async fn fetch_all(
     }
     let fetches = groups.iter().map(|(source, members)| async move {
         let items: Vec<Item> = members.iter().map(|&i| targets[i].1.clone()).collect();
-        let results = if refresh {
-            let versions: Vec<Option<String>> = members.iter().map(|&i| targets[i].2.clone()).collect();
-            source.refresh(&items, &versions, ctx).await
-        } else {
-            let fetched = source.fetch(&items, ctx).await;
-            fetched.into_iter().map(|r| r.map(Refreshed::Changed)).collect()
+        let versions: Vec<Option<String>> = members.iter().map(|&i| targets[i].2.clone()).collect();
+        let work = async {
+            if refresh {
+                source.refresh(&items, &versions, ctx).await
+            } else {
+                let fetched = source.fetch(&items, ctx).await;
+                fetched.into_iter().map(|r| r.map(Refreshed::Changed)).collect()
+            }
         };
-        (members, results)
+        let answers: Vec<Answer> = match within_budget(AssertUnwindSafe(work).catch_unwind(), ctx).await {
+            Some(Ok(results)) => results.into_iter().map(Ok).collect(),
+            Some(Err(_panic)) => vec![Err(LOST_PANICKED); members.len()],
+            None => vec![Err(LOST_TIMED_OUT); members.len()],
+        };
+        (members, answers)
     });
-    let mut out: Vec<Option<RefreshResult>> = vec![None; targets.len()];
-    for (members, results) in join_all(fetches).await {
-        for (&i, result) in members.iter().zip(results) {
-            out[i] = Some(result);
+    let mut out: Vec<Option<Answer>> = vec![None; targets.len()];
+    for (members, answers) in join_all(fetches).await {
+        for (&i, answer) in members.iter().zip(answers) {
+            out[i] = Some(answer);
         }
     }
     out.into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(ItemError::Failed("the source returned no result for it".into()))))
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Ok(Err(ItemError::Failed(
+                    "the source returned no result for it".into(),
+                )))
+            })
+        })
         .collect()
 }

@@ -31,6 +31,9 @@ use crate::snapshot::ValueInfo;
 use crate::source::{Fetched, Item, Source, Urgency};
 use crate::SecretValue;
 
+/// A value is refreshed at the latest at this fraction of its maximum staleness.
+const STALENESS_REFRESH: f64 = 0.9;
+
 /// The least time between a refresh and the next one asked for by a source's `refresh_by`.
 const MIN_REFRESH_GAP: Duration = Duration::from_secs(1);
 
@@ -303,6 +306,9 @@ impl Unit {
                 schedule::next_refresh_at(since, now, self.ttl, delay)
             }
         };
+        // Start the refresh well before the value goes stale (a maximum staleness set close to
+        // the TTL), so that no invocation waits while the source answers.
+        due = due.min(after(now, self.staleness.mul_f64(STALENESS_REFRESH)));
         // A source's refresh-by in the past (a rotation that failed) is no reason to hurry.
         if let Some(until) = refresh_by.and_then(|by| by.duration_since(SystemTime::now()).ok()) {
             due = due.min(after(now, until.max(MIN_REFRESH_GAP)));

@@ -3,6 +3,7 @@
 //! freezes are `tokio::time::advance` and nothing depends on the machine's load.
 
 mod properties;
+mod review;
 mod scripted;
 
 use std::time::Duration;
@@ -547,9 +548,10 @@ async fn a_long_refresh_does_not_put_every_invocation_on_the_slow_path() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_waiting_invocation_hurries_the_refresh_it_waits_for() {
-    // Review defect 4: one store-wide `hurry` flag, reset by whichever refresh ended first.
-    fastrand::seed(7);
+async fn a_spread_never_outlasts_the_maximum_staleness() {
+    // Review defect 4's scenario: a spread refresh starting just before the value goes stale.
+    // The spread is capped at half the time left, so nobody waits for it (a waiting
+    // invocation would also hurry it: `CallContext` test `a_hurried_spread_call_starts_at_once`).
     let src = Scripted::new(ms(20));
     let secrets = builder()
         .add(src.declare("k", "/k").ttl(secs(100)))
@@ -559,18 +561,16 @@ async fn a_waiting_invocation_hurries_the_refresh_it_waits_for() {
         .unwrap();
     let v = format!("v{}", src.change());
     tokio::time::sleep(ms(103_900)).await;
-    let _ = secrets.snapshot(); // due, not stale: a spread refresh (window 10 s) starts
+    let _ = secrets.snapshot(); // due, not stale: a spread refresh starts
     tokio::time::sleep(ms(200)).await;
-    assert_eq!(src.fetches(), 2);
-    assert_eq!(
-        secrets.snapshot().get_str("k").unwrap(),
-        "v1",
-        "its call waits for its slot"
-    );
     let started = Instant::now();
-    let snap = secrets.fresh_snapshot().await; // past the maximum staleness: waits, and hurries
+    let snap = secrets.fresh_snapshot().await;
     assert_eq!(snap.get_str("k").unwrap(), v);
-    assert!(started.elapsed() < ms(100), "waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed().is_zero() && secrets.stats().waits == 0,
+        "{:?}",
+        secrets.stats()
+    );
 }
 
 /// Runs a future to completion on the calling thread, with no runtime.
@@ -655,6 +655,7 @@ async fn a_spread_refresh_of_many_pages_gives_every_call_an_attempt() {
 #[tokio::test(start_paused = true)]
 async fn refresh_now_does_not_wait_behind_a_spread_refresh() {
     // Probe defect 9: `refresh_now` during a background refresh waited for it (10 s, failed).
+    fastrand::seed(9);
     let src = Scripted::new(ms(20));
     let secrets = builder()
         .add(src.declare("k", "/k").ttl(secs(300)))
@@ -674,7 +675,9 @@ async fn refresh_now_does_not_wait_behind_a_spread_refresh() {
     let v = format!("v{}", src.change());
     let started = Instant::now();
     let snap = secrets.refresh_now("k").await.unwrap();
-    assert!(started.elapsed() <= ms(10 * 20 + 50), "{:?}", started.elapsed());
+    // Ten 20 ms calls, and at most a second's wait for the rate limit (10 a second) whose tokens
+    // the spreading refresh may hold; the old engine waited for the whole spread (30 s).
+    assert!(started.elapsed() <= ms(10 * 20 + 1100), "{:?}", started.elapsed());
     assert_eq!(snap.get_str("k").unwrap(), v);
     // The superseded refresh ends later; it neither fails the key nor brings back old values.
     tokio::time::sleep(secs(40)).await;

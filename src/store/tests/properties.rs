@@ -205,7 +205,7 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 96,
+        cases: 256,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

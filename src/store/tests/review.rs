@@ -1,0 +1,352 @@
+//! Defects found by a read-only review of the new engine, each reproduced here first (all
+//! failed before their fix).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+
+use super::scripted::{Mode, Scripted};
+use super::{builder, ms, secs, Capture};
+use crate::source::{
+    CallContext, CallError, Declaration, Fetched, Item, ItemResult, RefreshResult, Refreshed, Source,
+};
+use crate::{Error, MemorySource, Secrets};
+
+/// A Secrets-Manager-like source: a refresh is `DescribeSecret` then, if the version changed,
+/// `GetSecretValue` (two sequential calls to plentiful quotas: never spread).
+struct TwoStep {
+    version: AtomicU64,
+}
+
+impl Source for TwoStep {
+    fn kind(&self) -> &'static str {
+        "twostep"
+    }
+    fn fetch<'a>(&'a self, items: &'a [Item], _calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>> {
+        Box::pin(async move {
+            let v = self.version.load(Ordering::SeqCst);
+            items
+                .iter()
+                .map(|i| {
+                    Ok(vec![
+                        Fetched::new(i.id(), format!("v{v}")).with_version(v.to_string())
+                    ])
+                })
+                .collect()
+        })
+    }
+    fn refresh<'a>(
+        &'a self,
+        items: &'a [Item],
+        current: &'a [Option<String>],
+        calls: &'a CallContext,
+    ) -> BoxFuture<'a, Vec<RefreshResult>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for (item, cur) in items.iter().zip(current) {
+                let v = calls
+                    .call("DescribeSecret", || async {
+                        tokio::time::sleep(ms(20)).await;
+                        Ok::<_, CallError>(self.version.load(Ordering::SeqCst))
+                    })
+                    .await;
+                let v = match v {
+                    Ok(v) => v,
+                    Err(e) => {
+                        out.push(Err(e.into_item_error("describe")));
+                        continue;
+                    }
+                };
+                if cur.as_deref() == Some(v.to_string().as_str()) {
+                    out.push(Ok(Refreshed::Unchanged { refresh_by: None }));
+                    continue;
+                }
+                let got = calls
+                    .call("GetSecretValue", || async {
+                        tokio::time::sleep(ms(20)).await;
+                        Ok::<_, CallError>(())
+                    })
+                    .await;
+                out.push(match got {
+                    Ok(()) => Ok(Refreshed::Changed(vec![
+                        Fetched::new(item.id(), format!("v{v}")).with_version(v.to_string())
+                    ])),
+                    Err(e) => Err(e.into_item_error("get")),
+                });
+            }
+            out
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_freeze_during_a_call_that_succeeds_leaves_the_next_call_its_budget() {
+    let capture = Capture::default();
+    let _guard = capture.start();
+    let src = Arc::new(TwoStep {
+        version: AtomicU64::new(1),
+    });
+    let source: Arc<dyn Source> = src.clone();
+    // Default settings: TTL 10 s, so the default max staleness is 30 s.
+    let secrets = builder()
+        .retry_policy(crate::RetryPolicy::default())
+        .add(Declaration::new("k", source, Item::One("secret".into())).ttl(secs(10)))
+        .load()
+        .await
+        .unwrap();
+    src.version.store(2, Ordering::SeqCst); // rotated
+    tokio::time::sleep(secs(10)).await;
+    let _ = secrets.snapshot(); // an invocation: due, the refresh starts in the background
+    tokio::time::sleep(ms(5)).await; // DescribeSecret is on the wire; the invocation ends
+    tokio::time::advance(secs(60)).await; // Lambda freezes the process for a minute
+                                          // The next invocation, AWS healthy all along:
+    let snap = secrets.fresh_snapshot().await;
+    let got = snap.get_str("k").map(str::to_owned);
+    println!("value after thaw: {got:?}");
+    println!("stats: {:?}", secrets.stats());
+    let logs = capture.text();
+    for line in logs.lines().filter(|l| l.contains("WARN")) {
+        println!("{line}");
+    }
+    assert_eq!(
+        got.ok().as_deref(),
+        Some("v2"),
+        "healthy AWS, yet the value is not served"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_layer_counts_one_miss_for_one_waiting_invocation() {
+    use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+    let mem = MemorySource::new();
+    mem.set("/k", "old");
+    let secrets = Secrets::builder()
+        .add(mem.value("k", "/k").ttl(ms(20)))
+        .max_staleness(ms(20))
+        .load()
+        .await
+        .unwrap();
+    mem.set("/k", "new");
+    mem.set_latency(ms(100));
+    tokio::time::sleep(ms(30)).await;
+    let mut service = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(
+        |req: http::Request<()>| async move {
+            let s = req.extensions().get::<crate::Snapshot>().unwrap().clone();
+            Ok::<_, std::convert::Infallible>(s.get_str("k").unwrap().to_owned())
+        },
+    ));
+    let v = service
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(v, "new");
+    let stats = secrets.stats();
+    println!("{stats:?}");
+    assert_eq!((stats.misses, stats.waits), (1, 1), "one invocation, one miss");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_source_does_not_throw_away_another_sources_results() {
+    let hung = Scripted::new(ms(20));
+    let mem = MemorySource::new();
+    mem.set("/m", "m1");
+    let secrets = builder()
+        .add(hung.declare("h", "/h").ttl(secs(10)))
+        .add(mem.value("m", "/m").ttl(secs(10)))
+        .max_staleness(secs(60))
+        .load()
+        .await
+        .unwrap();
+    hung.set_mode(Mode::Hang);
+    mem.set("/m", "m2");
+    // One invocation every 10 s (a quiet function).
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < secs(120) {
+        tokio::time::sleep(secs(10)).await;
+        let snap = secrets.fresh_snapshot().await;
+        seen.push(snap.get_str("m").map(str::to_owned).map_err(|e| match e {
+            Error::Expired { .. } => "Expired".to_owned(),
+            e => e.to_string(),
+        }));
+    }
+    println!("memory key over time: {seen:?}");
+    println!("memory fetches: {}, stats: {:?}", mem.fetches(), secrets.stats());
+    assert!(
+        seen.iter().any(|v| v.as_deref() == Ok("m2")),
+        "the healthy source's value never served"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_failure_backoff_is_rejected() {
+    // Accepted before, a failing key was then fetched by every invocation.
+    let src = Scripted::new(ms(1));
+    let err = builder()
+        .add(src.declare("k", "/k").ttl(secs(1)))
+        .failure_backoff(Duration::ZERO, Duration::ZERO)
+        .load()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::InvalidInput {
+                what: "failure backoff",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// Runs a future on the calling thread, with no runtime.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let mut future = std::pin::pin!(future);
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn fresh_snapshot_waits_without_panicking_outside_a_runtime() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mem = MemorySource::new();
+    mem.set("/k", "v1");
+    let secrets = rt
+        .block_on(
+            Secrets::builder()
+                .add(mem.value("k", "/k").ttl(ms(10)))
+                .max_staleness(ms(10))
+                .load(),
+        )
+        .unwrap();
+    mem.set_latency(ms(200));
+    std::thread::sleep(ms(20));
+    let s = secrets.clone();
+    let r = std::thread::spawn(move || block_on(s.fresh_snapshot()).get_str("k").unwrap().to_owned()).join();
+    println!(
+        "fresh_snapshot from a non-tokio thread: {:?}",
+        r.as_ref().map_err(|e| e.downcast_ref::<String>().cloned())
+    );
+    assert!(r.is_ok(), "panicked on the request path");
+}
+
+#[test]
+fn a_refresh_with_no_runtime_to_run_it_ends_as_lost_and_refresh_now_returns() {
+    // load() ran on a current-thread runtime that is kept but no longer driven; invocations
+    // read from other threads.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mem = MemorySource::new();
+    mem.set("/k", "v1");
+    let secrets = rt
+        .block_on(
+            Secrets::builder()
+                .add(mem.value("k", "/k").ttl(ms(10)))
+                .max_staleness(ms(50))
+                .load(),
+        )
+        .unwrap();
+    mem.set("/k", "v2");
+    std::thread::sleep(ms(20));
+    let _ = secrets.snapshot(); // spawns onto `rt`, which nobody drives
+    std::thread::sleep(ms(200)); // far past the max staleness and the refresh budget
+    let before = secrets.stats().misses;
+    for _ in 0..100 {
+        let _ = secrets.snapshot();
+    }
+    let snap = secrets.snapshot();
+    println!(
+        "value {:?}, misses for 100 reads: {}, stats {:?}",
+        snap.get_str("k").map(str::to_owned),
+        secrets.stats().misses - before,
+        secrets.stats()
+    );
+    let s = secrets.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(block_on(s.refresh_now("k")).is_ok());
+    });
+    let done = rx.recv_timeout(Duration::from_secs(3));
+    println!("refresh_now within 3 s: {done:?}");
+    assert!(done.is_ok(), "refresh_now never returns");
+    assert!(
+        secrets.stats().refresh_failures >= 1,
+        "the lost refresh counts as a failure"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_max_staleness_equal_to_the_ttl_makes_no_healthy_invocation_wait() {
+    let src = Scripted::new(ms(20));
+    let secrets = builder()
+        .add(src.declare("k", "/k").ttl(secs(10)))
+        .max_staleness(secs(10)) // accepted: "must be at least every TTL"
+        .load()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut worst = Duration::ZERO;
+    while start.elapsed() < secs(300) {
+        let t = Instant::now();
+        let _ = secrets.fresh_snapshot().await;
+        worst = worst.max(t.elapsed());
+        tokio::time::sleep(ms(50)).await;
+    }
+    let stats = secrets.stats();
+    println!("healthy source, 300 s at 20 invocations/s: {stats:?}, worst wait {worst:?}");
+    assert_eq!((stats.waits, stats.refresh_failures), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_source_never_expires_a_healthy_sources_key() {
+    let hung = Scripted::new(ms(20));
+    let mem = MemorySource::new();
+    mem.set("/m", "m1");
+    let secrets = builder()
+        .add(hung.declare("h", "/h").ttl(secs(10)))
+        .add(mem.value("m", "/m").ttl(secs(10)))
+        .max_staleness(secs(30))
+        .load()
+        .await
+        .unwrap();
+    hung.set_mode(Mode::Hang);
+    mem.set("/m", "m2");
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < secs(120) {
+        tokio::time::sleep(secs(10)).await;
+        let snap = secrets.fresh_snapshot().await;
+        seen.push(snap.get_str("m").map(str::to_owned).map_err(|e| match e {
+            Error::Expired { .. } => "Expired".to_owned(),
+            e => e.to_string(),
+        }));
+    }
+    println!("memory key every 10 s: {seen:?}");
+    println!("memory fetches: {}, stats: {:?}", mem.fetches(), secrets.stats());
+    assert!(!seen.iter().any(|v| v.is_err()), "a healthy source's key expired");
+}
