@@ -27,7 +27,12 @@
 //! values with no scarce quota) and `d` is the refresh's own duration (a few round trips) plus the
 //! gap to the first invocation after the refresh is due (Lambda runs no timer between
 //! invocations). The next refresh is scheduled from the start of the one that read the value, and
-//! a call reads the value at most `TTL × spread` after that start.
+//! a call starts at most `TTL × spread` after that start. `d` also holds rate-limit waits,
+//! throttling and retries, and, for a function invoked less often than a refresh takes, up to a
+//! couple of gaps between invocations (a frozen process runs no timer: a spread call goes out at
+//! the first invocation after its slot, and its answer is read at the next thaw). A value is also
+//! refreshed by 90 % of its maximum staleness at the latest, and a slow refresh (over 80 % of the
+//! TTL) is followed by the next one a tenth of the TTL after it ends ([`next_refresh_at`]).
 //!
 //! ```
 //! use std::time::Duration;
