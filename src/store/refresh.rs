@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::unit::{Finished, Outcome, Unit};
 use super::{Store, Units};
 use crate::error::ItemError;
-use crate::freeze::{after, sleep_until};
+use crate::freeze::{after, sleep_until, FROZEN_SLACK};
 use crate::schedule;
 use crate::source::{CallContext, Item, RefreshResult, Refreshed, Source, Urgency};
 
@@ -154,6 +154,9 @@ impl Store {
         .spread(window, urgency);
         let results = fetch_all(&targets, &ctx, true).await;
         let now = Instant::now();
+        // One backoff draw for the whole refresh: values that fail together retry together, in
+        // one batched refresh, instead of scattering.
+        let random = fastrand::f64();
         let mut units = self.lock();
         for (&i, result) in guard.batch.iter().zip(results) {
             let unit = &mut units.list[i];
@@ -172,7 +175,7 @@ impl Store {
                 Ok(Ok(Refreshed::Unchanged { refresh_by })) => Outcome::Unchanged { refresh_by },
                 Ok(Err(error)) => Outcome::Failed(error),
             };
-            let finished = unit.finish(guard.generation, outcome, now, &self.config);
+            let finished = unit.finish(guard.generation, outcome, now, &self.config, random);
             self.record(unit, finished);
         }
         guard.done = true;
@@ -216,18 +219,23 @@ impl Store {
     }
 }
 
-/// Runs `fetch` until the context's deadline plus a grace; a freeze meanwhile moves the limit
-/// on. `None` when the limit came first.
+/// Runs `fetch` until the context's deadline plus a grace; `None` when the limit came first.
+/// It watches in slices of at most [`FROZEN_SLACK`], so that a freeze gives back the time of the
+/// slice it interrupted (the time frozen, and at most a slice more), never the whole wait: a
+/// source that hangs still ends at its budget however often the process is frozen.
 async fn within_budget<T>(fetch: impl Future<Output = T>, ctx: &CallContext) -> Option<T> {
     let mut fetch = std::pin::pin!(fetch);
     loop {
         let seen = ctx.deadline_handle().get();
         let limit = after(seen, GRACE);
-        match select(fetch.as_mut(), std::pin::pin!(sleep_until(limit))).await {
+        let now = Instant::now();
+        if now >= limit {
+            return None;
+        }
+        let slice = limit.min(after(now, FROZEN_SLACK));
+        match select(fetch.as_mut(), std::pin::pin!(sleep_until(slice))).await {
             Either::Left((out, _)) => return Some(out),
-            Either::Right((lost, _)) if !lost.is_zero() => ctx.deadline_handle().give_back(seen, lost),
-            Either::Right(_) if ctx.deadline_handle().get() > seen => {} // moved on by a call
-            Either::Right(_) => return None,
+            Either::Right((lost, _)) => ctx.deadline_handle().give_back(seen, lost),
         }
     }
 }
@@ -247,6 +255,7 @@ impl Drop for RefreshGuard {
             return;
         }
         let now = Instant::now();
+        let random = fastrand::f64();
         let mut units = self.store.lock();
         for &i in &self.batch {
             let unit = &mut units.list[i];
@@ -255,6 +264,7 @@ impl Drop for RefreshGuard {
                 Outcome::Lost(LOST_EARLY),
                 now,
                 &self.store.config,
+                random,
             );
             self.store.record(unit, finished);
         }

@@ -119,6 +119,10 @@ pub(crate) struct Unit {
     /// After a cold load: the randomly placed first refresh, kept if a source asks for an
     /// earlier one (Secrets Manager learning the rotation schedule), so the fleet stays spread.
     first_phase: Option<Instant>,
+    /// The refresh due now was brought forward by the source's `refresh_by`: the first phase is
+    /// kept through it (a refresh brought forward by a batch instead drops the phase, or the
+    /// value would be fetched again at it).
+    due_by_source: bool,
     /// The last forced refresh and its generation (`refresh_now`'s guard).
     pub(crate) forced_at: Option<(Instant, u64)>,
     /// The last generation that finished, and whether it failed (for `refresh_now`).
@@ -144,6 +148,7 @@ impl Unit {
             fetched_at: now,
             state: State::Fresh { due: now },
             first_phase: None,
+            due_by_source: false,
             forced_at: None,
             finished: (0, None),
         }
@@ -232,13 +237,15 @@ impl Unit {
     }
 
     /// The one transition out of `Refreshing`. `None` when `generation` is not the refresh
-    /// under way (superseded, or already finished).
+    /// under way (superseded, or already finished). `random` (in `[0, 1)`) places the backoff;
+    /// one draw per refresh keeps values that fail together retrying together.
     pub(crate) fn finish(
         &mut self,
         generation: u64,
         outcome: Outcome,
         now: Instant,
         config: &Config,
+        random: f64,
     ) -> Option<Finished> {
         let State::Refreshing(r) = &self.state else {
             return None;
@@ -251,12 +258,14 @@ impl Unit {
             Outcome::Fetched(bound) => {
                 self.values = bound.values;
                 self.version = bound.version;
-                self.succeed(since, bound.refresh_by, now, config);
+                let keep_phase = self.due_by_source;
+                self.succeed(since, bound.refresh_by, now, config, keep_phase);
                 self.finished = (generation, None);
                 return Some(Finished::Refreshed);
             }
             Outcome::Unchanged { refresh_by } => {
-                self.succeed(since, refresh_by, now, config);
+                let keep_phase = self.due_by_source;
+                self.succeed(since, refresh_by, now, config, keep_phase);
                 self.finished = (generation, None);
                 return Some(Finished::Refreshed);
             }
@@ -268,7 +277,7 @@ impl Unit {
             config.failure_backoff,
             config.failure_backoff_max,
             failures,
-            fastrand::f64(),
+            random,
         );
         let expired = now >= self.stale_at();
         // Before the staleness limit, retry no later than it (so the value does not expire
@@ -296,10 +305,17 @@ impl Unit {
     /// The values read by the refresh that started at `since` arrived `now`: their age counts
     /// from now, and the next refresh is scheduled from `since` (the value may have been read any
     /// time after it; see the freshness bound in [`schedule`]).
-    fn succeed(&mut self, since: Instant, refresh_by: Option<SystemTime>, now: Instant, config: &Config) {
+    fn succeed(
+        &mut self,
+        since: Instant,
+        refresh_by: Option<SystemTime>,
+        now: Instant,
+        config: &Config,
+        keep_phase: bool,
+    ) {
         self.fetched_at = now;
         let mut due = match self.first_phase {
-            Some(phase) if phase > now => phase,
+            Some(phase) if phase > now && keep_phase => phase,
             _ => {
                 self.first_phase = None;
                 let delay = schedule::next_refresh(self.ttl, config.jitter, false, fastrand::f64());
@@ -310,8 +326,13 @@ impl Unit {
         // the TTL), so that no invocation waits while the source answers.
         due = due.min(after(now, self.staleness.mul_f64(STALENESS_REFRESH)));
         // A source's refresh-by in the past (a rotation that failed) is no reason to hurry.
+        self.due_by_source = false;
         if let Some(until) = refresh_by.and_then(|by| by.duration_since(SystemTime::now()).ok()) {
-            due = due.min(after(now, until.max(MIN_REFRESH_GAP)));
+            let by = after(now, until.max(MIN_REFRESH_GAP));
+            if by < due {
+                due = by;
+                self.due_by_source = true;
+            }
         }
         for (_, (_, info)) in &mut self.values {
             if info.refresh_by != refresh_by {
@@ -336,7 +357,7 @@ impl Unit {
         self.first_phase = Some(after(since, self.ttl.mul_f64(factor)));
         self.values = bound.values;
         self.version = bound.version;
-        self.succeed(since, bound.refresh_by, now, config);
+        self.succeed(since, bound.refresh_by, now, config, true);
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -467,7 +488,7 @@ mod tests {
                 u.start(u64::from(n), now, Arc::default());
                 let Some(Finished::Failed {
                     failures, retry_in, ..
-                }) = u.finish(u64::from(n), outcome(), now, &config)
+                }) = u.finish(u64::from(n), outcome(), now, &config, 0.5)
                 else {
                     panic!("a failure")
                 };
@@ -477,7 +498,7 @@ mod tests {
             }
             u.start(9, now, Arc::default());
             assert!(matches!(
-                u.finish(9, Outcome::Unchanged { refresh_by: None }, now, &config),
+                u.finish(9, Outcome::Unchanged { refresh_by: None }, now, &config, 0.5),
                 Some(Finished::Refreshed)
             ));
             assert!(!u.is_failing());
@@ -492,13 +513,15 @@ mod tests {
         u.start(1, now, Arc::default());
         u.start(2, now, Arc::default()); // refresh_now superseding
         assert!(u
-            .finish(1, Outcome::Failed(ItemError::NotFound), now, &config)
+            .finish(1, Outcome::Failed(ItemError::NotFound), now, &config, 0.5)
             .is_none());
         assert!(u.refreshing().is_some());
         assert!(u
-            .finish(2, Outcome::Unchanged { refresh_by: None }, now, &config)
+            .finish(2, Outcome::Unchanged { refresh_by: None }, now, &config, 0.5)
             .is_some());
-        assert!(u.finish(2, Outcome::Lost("late drop"), now, &config).is_none());
+        assert!(u
+            .finish(2, Outcome::Lost("late drop"), now, &config, 0.5)
+            .is_none());
         assert!(!u.is_failing());
     }
 
@@ -509,7 +532,7 @@ mod tests {
         let mut u = unit(start);
         u.start(1, start, Arc::default());
         let end = start + Duration::from_secs(2);
-        u.finish(1, Outcome::Unchanged { refresh_by: None }, end, &config);
+        u.finish(1, Outcome::Unchanged { refresh_by: None }, end, &config, 0.5);
         let due = u.due_at().unwrap();
         assert!(
             due <= start + u.ttl && due >= start + u.ttl.mul_f64(0.9),
@@ -527,7 +550,7 @@ mod tests {
         let later = now + Duration::from_secs(31);
         u.start(1, later, Arc::default());
         let Some(Finished::Failed { expired, .. }) =
-            u.finish(1, Outcome::Failed(ItemError::NotFound), later, &config)
+            u.finish(1, Outcome::Failed(ItemError::NotFound), later, &config, 0.5)
         else {
             panic!()
         };

@@ -350,3 +350,101 @@ async fn a_hung_source_never_expires_a_healthy_sources_key() {
     println!("memory fetches: {}, stats: {:?}", mem.fetches(), secrets.stats());
     assert!(!seen.iter().any(|v| v.is_err()), "a healthy source's key expired");
 }
+
+// ---- A second review of the fixes above. ----
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_refresh_in_a_frozen_lambda_ends_at_its_budget() {
+    // The watchdog gave back its whole wait after every freeze, so a source hanging outside
+    // `CallContext` was never given up: every invocation waited `max_wait`, forever.
+    let src = Scripted::new(ms(20));
+    let secrets = builder()
+        .add(src.declare("k", "/k").ttl(secs(2)))
+        .load()
+        .await
+        .unwrap();
+    src.set_mode(Mode::Hang);
+    let start = Instant::now();
+    let (mut long_waits, mut expired) = (0, 0);
+    // One invocation every 10 s (frozen in between), for 5 minutes.
+    while start.elapsed() < secs(300) {
+        let t = Instant::now();
+        let snap = secrets.fresh_snapshot().await;
+        long_waits += usize::from(t.elapsed() >= secs(1));
+        expired += usize::from(matches!(snap.get_str("k"), Err(Error::Expired { .. })));
+        tokio::time::sleep(ms(50)).await; // the handler runs
+        tokio::time::advance(secs(10)).await; // Lambda freezes the process
+    }
+    let stats = secrets.stats();
+    assert!(
+        stats.refresh_failures > 0,
+        "the hung refresh never ended: {stats:?}"
+    );
+    assert!(long_waits <= 2, "{long_waits} invocations waited: {stats:?}");
+    assert!(expired > 0, "past its staleness, the value is reported expired");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_value_joining_a_batch_before_its_first_phase_stays_in_the_batch() {
+    // A value refreshed early with a batch kept its first phase and was fetched again at it.
+    let src = Scripted::new(ms(20));
+    let secrets = builder()
+        .add(src.declare("a", "/a").ttl(secs(10)))
+        .add(src.declare("b", "/b").ttl(secs(11)))
+        .refresh_spread(0.0)
+        .load()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while start.elapsed() < secs(40) {
+        let _ = secrets.snapshot();
+        tokio::time::sleep(ms(50)).await;
+    }
+    let log = src.log();
+    let when =
+        |item: &str| -> Vec<Instant> { log.iter().filter(|l| l.item == item).map(|l| l.start).collect() };
+    assert_eq!(when("/a"), when("/b"), "fetched together, each once a round");
+}
+
+#[tokio::test(start_paused = true)]
+async fn values_that_fail_together_are_retried_together() {
+    // Each value drew its own backoff: after one failure, 100 values of one source were retried
+    // in ~225 calls in 30 s instead of a few.
+    let src = Scripted::new(ms(20));
+    let mut b = builder().failure_backoff(secs(1), secs(8));
+    for i in 0..100 {
+        b = b.add(src.declare(&format!("k{i}"), &format!("/k{i}")).ttl(secs(10)));
+    }
+    let secrets = b.load().await.unwrap();
+    let calls = |from: Instant, to: Instant| {
+        let mut starts: Vec<Instant> = src
+            .log()
+            .iter()
+            .filter(|l| l.start >= from && l.start < to)
+            .map(|l| l.start)
+            .collect();
+        starts.dedup();
+        starts.len()
+    };
+    let run = |d: Duration| {
+        let secrets = secrets.clone();
+        async move {
+            let t = Instant::now();
+            while t.elapsed() < d {
+                let _ = secrets.snapshot();
+                tokio::time::sleep(ms(50)).await;
+            }
+        }
+    };
+    run(secs(30)).await;
+    let failing = Instant::now();
+    src.set_mode(Mode::Fail);
+    run(secs(30)).await;
+    let recovered = Instant::now();
+    src.set_mode(Mode::Ok);
+    run(secs(30)).await;
+    let (during, after) = (calls(failing, recovered), calls(recovered, Instant::now()));
+    // Backoffs of 1, 2, 4, 8, 8, 8 s: about 6 retries in 30 s, each one call for all 100.
+    assert!(during <= 10, "{during} source calls while failing");
+    assert!(after <= 6, "{after} source calls in the 30 s after recovery");
+}
