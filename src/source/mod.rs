@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use futures_util::future::BoxFuture;
 
 use crate::error::ItemError;
-use crate::freeze::Deadline;
+use crate::freeze::{after, Deadline};
 use crate::limiter::{QuotaClass, RateLimits};
 use crate::value::SecretValue;
 
@@ -696,7 +696,10 @@ impl CallContext {
             .filter(|_| class.is_some_and(QuotaClass::is_scarce))
         {
             let index = spread.calls.fetch_add(1, Ordering::Relaxed);
-            let slot = spread.start + crate::schedule::call_slot(spread.window, spread.offset, index);
+            let slot = after(
+                spread.start,
+                crate::schedule::call_slot(spread.window, spread.offset, index),
+            );
             let seen = self.deadline.get();
             let lost = spread.urgency.sleep_until(slot).await;
             self.deadline.give_back(seen, lost);
@@ -735,7 +738,7 @@ impl CallContext {
             // between invocations), even if it then succeeded (the answer was waiting at the
             // thaw): the time says nothing of the service and costs the budget nothing, so the
             // next call of this refresh still has its budget.
-            let lost = crate::freeze::frozen_for(began, began + timeout, Instant::now());
+            let lost = crate::freeze::frozen_for(began, after(began, timeout), Instant::now());
             self.deadline.give_back(seen, lost);
             let err = match result {
                 Ok(v) => return Ok(v),
@@ -761,7 +764,7 @@ impl CallContext {
             }
             retry += 1;
             let delay = self.policy.backoff(retry - 1);
-            let out_of_time = Instant::now() + delay >= self.deadline.get();
+            let out_of_time = after(Instant::now(), delay) >= self.deadline.get();
             if failures >= self.policy.max_attempts || out_of_time {
                 let why = if out_of_time {
                     "the deadline came"
@@ -777,7 +780,7 @@ impl CallContext {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(operation, retry, ?delay, error = %err, "retrying AWS call");
             let seen = self.deadline.get();
-            let lost = crate::freeze::sleep_until(Instant::now() + delay).await;
+            let lost = crate::freeze::sleep_until(after(Instant::now(), delay)).await;
             self.deadline.give_back(seen, lost);
         }
     }
@@ -988,6 +991,26 @@ mod tests {
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(call.await.unwrap().unwrap(), "after thaw");
         assert_eq!(stats.calls()["GetParameters"], 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unvalidated_policy_never_overflows_the_clock() {
+        // `standalone` takes any policy (a second review found `max_delay: Duration::MAX`
+        // overflowing `Instant + Duration`).
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::MAX,
+            max_delay: Duration::MAX,
+            attempt_timeout: Duration::MAX,
+        };
+        let ctx = CallContext::standalone(policy, std::time::Instant::now() + Duration::from_secs(1));
+        let err = ctx
+            .call("GetParameters", || async {
+                Err::<(), _>(CallError::new(CallErrorKind::Transient, "HTTP 503"))
+            })
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("the deadline came"), "{err}");
     }
 
     #[test]
