@@ -154,8 +154,8 @@ impl Store {
         .spread(window, urgency);
         let results = fetch_all(&targets, &ctx, true).await;
         let now = Instant::now();
-        // One backoff draw for the whole refresh: values that fail together retry together, in
-        // one batched refresh, instead of scattering.
+        // One draw for the whole refresh (jitter of the next refresh, or backoff): values
+        // refreshed together stay due together, in one batched refresh, instead of scattering.
         let random = fastrand::f64();
         let mut units = self.lock();
         for (&i, result) in guard.batch.iter().zip(results) {

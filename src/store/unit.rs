@@ -237,8 +237,9 @@ impl Unit {
     }
 
     /// The one transition out of `Refreshing`. `None` when `generation` is not the refresh
-    /// under way (superseded, or already finished). `random` (in `[0, 1)`) places the backoff;
-    /// one draw per refresh keeps values that fail together retrying together.
+    /// under way (superseded, or already finished). `random` (in `[0, 1)`) places the next
+    /// refresh within the jitter, or the backoff: one draw per refresh keeps the values refreshed
+    /// (or failing) together due together, so they stay in one batch.
     pub(crate) fn finish(
         &mut self,
         generation: u64,
@@ -259,13 +260,13 @@ impl Unit {
                 self.values = bound.values;
                 self.version = bound.version;
                 let keep_phase = self.due_by_source;
-                self.succeed(since, bound.refresh_by, now, config, keep_phase);
+                self.succeed(since, bound.refresh_by, now, config, keep_phase, random);
                 self.finished = (generation, None);
                 return Some(Finished::Refreshed);
             }
             Outcome::Unchanged { refresh_by } => {
                 let keep_phase = self.due_by_source;
-                self.succeed(since, refresh_by, now, config, keep_phase);
+                self.succeed(since, refresh_by, now, config, keep_phase, random);
                 self.finished = (generation, None);
                 return Some(Finished::Refreshed);
             }
@@ -312,13 +313,14 @@ impl Unit {
         now: Instant,
         config: &Config,
         keep_phase: bool,
+        random: f64,
     ) {
         self.fetched_at = now;
         let mut due = match self.first_phase {
             Some(phase) if phase > now && keep_phase => phase,
             _ => {
                 self.first_phase = None;
-                let delay = schedule::next_refresh(self.ttl, config.jitter, false, fastrand::f64());
+                let delay = schedule::next_refresh(self.ttl, config.jitter, false, random);
                 schedule::next_refresh_at(since, now, self.ttl, delay)
             }
         };
@@ -357,7 +359,7 @@ impl Unit {
         self.first_phase = Some(after(since, self.ttl.mul_f64(factor)));
         self.values = bound.values;
         self.version = bound.version;
-        self.succeed(since, bound.refresh_by, now, config, true);
+        self.succeed(since, bound.refresh_by, now, config, true, factor);
     }
 
     pub(crate) fn describe(&self) -> String {
