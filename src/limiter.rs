@@ -368,15 +368,12 @@ impl RateLimits {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn no_window_of_one_second_sees_more_than_the_rate() {
-        let bucket = Arc::new(TokenBucket::new(Quota::new(20.0, 20)));
-        let deadline = Arc::new(Deadline::new(Instant::now() + Duration::from_secs(10)));
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..60)
+    /// When each of `n` concurrent callers got a token (within `budget`), sorted.
+    async fn grant_times(bucket: &Arc<TokenBucket>, budget: Duration, n: usize) -> Vec<Instant> {
+        let deadline = Arc::new(Deadline::new(Instant::now() + budget));
+        let tasks: Vec<_> = (0..n)
             .map(|_| {
-                let bucket = bucket.clone();
-                let deadline = deadline.clone();
+                let (bucket, deadline) = (bucket.clone(), deadline.clone());
                 tokio::spawn(async move {
                     bucket.acquire(&deadline).await.unwrap();
                     Instant::now()
@@ -388,13 +385,29 @@ mod tests {
             times.push(t.await.unwrap());
         }
         times.sort();
-        for (i, t) in times.iter().enumerate() {
-            let in_window = times[i..]
-                .iter()
-                .take_while(|u| u.duration_since(*t) < WINDOW)
-                .count();
-            assert!(in_window <= 20, "{in_window} calls within one second");
-        }
+        times
+    }
+
+    /// The most of `times` (sorted) within any one-second window.
+    fn most_in_one_window(times: &[Instant]) -> usize {
+        (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|u| u.duration_since(times[i]) < WINDOW)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn no_window_of_one_second_sees_more_than_the_rate() {
+        let bucket = Arc::new(TokenBucket::new(Quota::new(20.0, 20)));
+        let started = Instant::now();
+        let times = grant_times(&bucket, Duration::from_secs(10), 60).await;
+        let in_window = most_in_one_window(&times);
+        assert!(in_window <= 20, "{in_window} calls within one second");
         // 60 calls at 20 a second: the last ones wait about two seconds.
         assert!(times.last().unwrap().duration_since(started) >= Duration::from_millis(1900));
     }
@@ -444,28 +457,9 @@ mod tests {
         // The limiter's property, checked on its own grant times in virtual time (not on arrival
         // times at a proxy, which a busy machine bunches up).
         let bucket = Arc::new(TokenBucket::new(Quota::new(100.0, 20)));
-        let deadline = Arc::new(Deadline::new(Instant::now() + Duration::from_secs(60)));
-        let tasks: Vec<_> = (0..1000)
-            .map(|_| {
-                let (bucket, deadline) = (bucket.clone(), deadline.clone());
-                tokio::spawn(async move {
-                    bucket.acquire(&deadline).await.unwrap();
-                    Instant::now()
-                })
-            })
-            .collect();
-        let mut times = Vec::new();
-        for t in tasks {
-            times.push(t.await.unwrap());
-        }
-        times.sort();
-        for (i, t) in times.iter().enumerate() {
-            let in_window = times[i..]
-                .iter()
-                .take_while(|u| u.duration_since(*t) < WINDOW)
-                .count();
-            assert!(in_window <= 100, "{in_window} grants within one second");
-        }
+        let times = grant_times(&bucket, Duration::from_secs(60), 1000).await;
+        let in_window = most_in_one_window(&times);
+        assert!(in_window <= 100, "{in_window} grants within one second");
         let span = times[999].duration_since(times[0]);
         assert!(
             span >= Duration::from_millis(9_000),

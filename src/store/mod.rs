@@ -266,10 +266,9 @@ impl Store {
                     return Ok(self.current());
                 }
                 (None, None) => {
-                    let task = self.begin(&mut units, vec![index], now, Duration::ZERO, true);
-                    units.list[index].forced_at = Some((now, task.0));
+                    let (generation, task) = self.begin(&mut units, vec![index], now, Duration::ZERO, true);
+                    units.list[index].forced_at = Some((now, generation));
                     drop(units);
-                    let generation = task.0;
                     self.spawn(task);
                     generation
                 }

@@ -53,7 +53,7 @@ impl Store {
             due.into_iter().partition(|&i| urgent_now(&units.list[i]));
         let mut tasks = Vec::new();
         if !urgent.is_empty() {
-            tasks.push(self.begin(&mut units, urgent, now, Duration::ZERO, true));
+            tasks.push(self.begin(&mut units, urgent, now, Duration::ZERO, true).1);
         }
         if let Some(shortest) = healthy.iter().map(|&i| units.list[i].ttl).min() {
             // Refresh together every healthy value due within the jitter of the shortest due TTL,
@@ -76,7 +76,7 @@ impl Store {
                 .min()
                 .unwrap_or_default();
             let window = schedule::spread_window(shortest, self.config.spread).min(room / 2);
-            tasks.push(self.begin(&mut units, batch, now, window, false));
+            tasks.push(self.begin(&mut units, batch, now, window, false).1);
         }
         drop(units);
         for task in tasks {
@@ -116,7 +116,7 @@ impl Store {
 
     /// Runs a refresh on the runtime of the caller, or else the one `load()` ran on. Without
     /// either, the task is dropped, and its guard ends the refresh as lost (with a backoff).
-    pub(super) fn spawn(&self, (_, task): (u64, impl Future<Output = ()> + Send + 'static)) {
+    pub(super) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         match tokio::runtime::Handle::try_current()
             .ok()
             .or_else(|| self.runtime.clone())

@@ -592,24 +592,36 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-#[test]
-fn refresh_now_and_refreshes_work_from_a_thread_without_a_runtime() {
-    // Review defect 5: `refresh_now` used `tokio::spawn` and panicked outside a runtime.
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// A one-worker multi-thread runtime (it runs tasks without anyone driving it).
+fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// Loads key `k` from a new memory source holding `/k` = `v1`, TTL 10 ms, on `rt` (the tests
+/// then read from threads without a runtime).
+fn load_k_on(rt: &tokio::runtime::Runtime, staleness: Duration) -> (MemorySource, Secrets) {
     let mem = MemorySource::new();
     mem.set("/k", "v1");
     let secrets = rt
         .block_on(
             Secrets::builder()
                 .add(mem.value("k", "/k").ttl(ms(10)))
-                .max_staleness(secs(60))
+                .max_staleness(staleness)
                 .load(),
         )
         .unwrap();
+    (mem, secrets)
+}
+
+#[test]
+fn refresh_now_and_refreshes_work_from_a_thread_without_a_runtime() {
+    // Review defect 5: `refresh_now` used `tokio::spawn` and panicked outside a runtime.
+    let rt = multi_thread_runtime();
+    let (mem, secrets) = load_k_on(&rt, secs(60));
     mem.set("/k", "v2");
     let s = secrets.clone();
     let snap = std::thread::spawn(move || block_on(s.refresh_now("k")))

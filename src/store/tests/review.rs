@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::scripted::{Mode, Scripted};
-use super::{builder, ms, secs, Capture};
+use super::{block_on, builder, load_k_on, ms, multi_thread_runtime, secs, Capture};
 use crate::source::{
     CallContext, CallError, Declaration, Fetched, Item, ItemResult, RefreshResult, Refreshed, Source,
 };
@@ -151,21 +151,21 @@ async fn the_layer_counts_one_miss_for_one_waiting_invocation() {
     assert_eq!((stats.misses, stats.waits), (1, 1), "one invocation, one miss");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_hung_source_does_not_throw_away_another_sources_results() {
+/// A healthy source beside one that hangs, read by one invocation every 10 s for 2 minutes:
+/// the healthy key's value at each invocation (`Err("Expired")` past its staleness).
+async fn healthy_values_beside_a_hung_source(staleness: Duration) -> Vec<Result<String, String>> {
     let hung = Scripted::new(ms(20));
     let mem = MemorySource::new();
     mem.set("/m", "m1");
     let secrets = builder()
         .add(hung.declare("h", "/h").ttl(secs(10)))
         .add(mem.value("m", "/m").ttl(secs(10)))
-        .max_staleness(secs(60))
+        .max_staleness(staleness)
         .load()
         .await
         .unwrap();
     hung.set_mode(Mode::Hang);
     mem.set("/m", "m2");
-    // One invocation every 10 s (a quiet function).
     let start = Instant::now();
     let mut seen = Vec::new();
     while start.elapsed() < secs(120) {
@@ -176,8 +176,12 @@ async fn a_hung_source_does_not_throw_away_another_sources_results() {
             e => e.to_string(),
         }));
     }
-    println!("memory key over time: {seen:?}");
-    println!("memory fetches: {}, stats: {:?}", mem.fetches(), secrets.stats());
+    seen
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_source_does_not_throw_away_another_sources_results() {
+    let seen = healthy_values_beside_a_hung_source(secs(60)).await;
     assert!(
         seen.iter().any(|v| v.as_deref() == Ok("m2")),
         "the healthy source's value never served"
@@ -206,42 +210,10 @@ async fn a_zero_failure_backoff_is_rejected() {
     );
 }
 
-/// Runs a future on the calling thread, with no runtime.
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let mut future = std::pin::pin!(future);
-    let waker = Arc::new(Unpark(std::thread::current())).into();
-    let mut cx = std::task::Context::from_waker(&waker);
-    loop {
-        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::park();
-    }
-}
-
 #[test]
 fn fresh_snapshot_waits_without_panicking_outside_a_runtime() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mem = MemorySource::new();
-    mem.set("/k", "v1");
-    let secrets = rt
-        .block_on(
-            Secrets::builder()
-                .add(mem.value("k", "/k").ttl(ms(10)))
-                .max_staleness(ms(10))
-                .load(),
-        )
-        .unwrap();
+    let rt = multi_thread_runtime();
+    let (mem, secrets) = load_k_on(&rt, ms(10));
     mem.set_latency(ms(200));
     std::thread::sleep(ms(20));
     let s = secrets.clone();
@@ -261,16 +233,7 @@ fn a_refresh_with_no_runtime_to_run_it_ends_as_lost_and_refresh_now_returns() {
         .enable_all()
         .build()
         .unwrap();
-    let mem = MemorySource::new();
-    mem.set("/k", "v1");
-    let secrets = rt
-        .block_on(
-            Secrets::builder()
-                .add(mem.value("k", "/k").ttl(ms(10)))
-                .max_staleness(ms(50))
-                .load(),
-        )
-        .unwrap();
+    let (mem, secrets) = load_k_on(&rt, ms(50));
     mem.set("/k", "v2");
     std::thread::sleep(ms(20));
     let _ = secrets.snapshot(); // spawns onto `rt`, which nobody drives
@@ -324,30 +287,7 @@ async fn a_max_staleness_equal_to_the_ttl_makes_no_healthy_invocation_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hung_source_never_expires_a_healthy_sources_key() {
-    let hung = Scripted::new(ms(20));
-    let mem = MemorySource::new();
-    mem.set("/m", "m1");
-    let secrets = builder()
-        .add(hung.declare("h", "/h").ttl(secs(10)))
-        .add(mem.value("m", "/m").ttl(secs(10)))
-        .max_staleness(secs(30))
-        .load()
-        .await
-        .unwrap();
-    hung.set_mode(Mode::Hang);
-    mem.set("/m", "m2");
-    let start = Instant::now();
-    let mut seen = Vec::new();
-    while start.elapsed() < secs(120) {
-        tokio::time::sleep(secs(10)).await;
-        let snap = secrets.fresh_snapshot().await;
-        seen.push(snap.get_str("m").map(str::to_owned).map_err(|e| match e {
-            Error::Expired { .. } => "Expired".to_owned(),
-            e => e.to_string(),
-        }));
-    }
-    println!("memory key every 10 s: {seen:?}");
-    println!("memory fetches: {}, stats: {:?}", mem.fetches(), secrets.stats());
+    let seen = healthy_values_beside_a_hung_source(secs(30)).await;
     assert!(!seen.iter().any(|v| v.is_err()), "a healthy source's key expired");
 }
 
