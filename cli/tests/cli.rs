@@ -1,5 +1,6 @@
 //! The `lambda-secrets check` binary against the moto emulator, through the fault proxy.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader};
