@@ -19,8 +19,13 @@
 
 use std::time::{Duration, Instant};
 
-use lambda_secrets::schedule::{call_slot, next_refresh, spread_window, DEFAULT_SPREAD};
+// The crate's own scheduling functions (a private module of pure functions), compiled in here so
+// that the simulation schedules exactly as the library does.
+#[allow(dead_code)]
+#[path = "../src/schedule.rs"]
+mod schedule;
 use lambda_secrets::{RateLimits, Secrets, SsmSource};
+use schedule::{call_slot, next_refresh, spread_window, DEFAULT_SPREAD};
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -58,13 +58,13 @@ async fn handler(
     secrets: Secrets,
     (_event, snapshot): (LambdaEvent<Value>, Snapshot),
 ) -> Result<Value, Error> {
-    let db: RdsSecret = snapshot.get_json("rds")?;
+    let db: RdsSecret = snapshot.expose_json("rds")?;
     let count = match query_user_count(&db).await {
         Ok(count) => count,
         Err(DbError::AuthenticationFailed) => {
             // The password was probably just rotated: fetch AWSCURRENT now and retry once.
             let fresh = secrets.refresh_now("rds").await?;
-            query_user_count(&fresh.get_json::<RdsSecret>("rds")?).await?
+            query_user_count(&fresh.expose_json::<RdsSecret>("rds")?).await?
         }
     };
     Ok(json!({ "users": count }))

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::call::CallError;
+
 /// Everything that can go wrong declaring, loading or reading values.
 ///
 /// ```
@@ -65,12 +67,12 @@ pub enum Error {
         detail: String,
     },
     /// A value is older than the maximum staleness and refreshing it failed.
-    #[error("the value of key `{key}` is past its maximum staleness and could not be refreshed: {reason}")]
+    #[error("the value of key `{key}` is past its maximum staleness and could not be refreshed: {cause}")]
     Expired {
         /// The key.
         key: String,
-        /// The last refresh failure.
-        reason: String,
+        /// Why the last refresh failed.
+        cause: ItemError,
     },
 }
 
@@ -104,13 +106,27 @@ fn redacted_json_detail(err: &serde_json::Error) -> String {
 }
 
 /// One key that failed to load.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use lambda_secrets::{Error, ItemError, MemorySource, Secrets};
+/// let mem = MemorySource::new();
+/// let Err(Error::Load { failures }) = Secrets::builder().add(mem.value("db", "/db")).load().await else {
+///     panic!("nothing is set");
+/// };
+/// assert_eq!((failures[0].key.as_str(), failures[0].id.as_str()), ("db", "/db"));
+/// assert_eq!(failures[0].error, ItemError::NotFound);
+/// # });
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Failure {
     /// The key the handler would have read (for a path, the path's key prefix or the path).
     pub key: String,
     /// The source kind (`ssm`).
     pub source: &'static str,
-    /// What was asked of the source (the parameter name with its selector, or the path).
+    /// What was asked of the source: its item as displayed (the parameter name with its
+    /// selector, the path, the secret id with its stage).
     pub id: String,
     /// What went wrong.
     pub error: ItemError,
@@ -118,9 +134,13 @@ pub struct Failure {
 
 /// Why one item could not be fetched. Produced by [`Source`](crate::Source) implementations.
 ///
+/// Its `Display` names the IAM action to grant or the operation and error code that failed, never
+/// a value, and never AWS's own message (it can hold the account id and role ARN; it is logged as a
+/// `tracing` warning instead, and kept in [`CallError::aws_message`](crate::CallError::aws_message)).
+///
 /// ```
 /// use lambda_secrets::ItemError;
-/// let e = ItemError::Denied { action: "ssm:GetParameters".into(), detail: "no policy".into() };
+/// let e = ItemError::Denied { action: "ssm:GetParameters".into() };
 /// assert!(e.to_string().contains("grant `ssm:GetParameters`"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,16 +150,23 @@ pub enum ItemError {
     #[error("not found; create it or fix the name/selector")]
     NotFound,
     /// The caller lacks permission.
-    #[error("access denied; grant `{action}` on it to the function's role ({detail})")]
+    #[error("access denied; grant `{action}` on it to the function's role")]
     Denied {
         /// The IAM action to grant, e.g. `ssm:GetParameters`.
         action: String,
-        /// What AWS said (names, never values).
-        detail: String,
     },
-    /// Any other failure, after retries.
+    /// An API call failed after retries; its [`kind`](CallError::kind) says how (throttled,
+    /// transient, rejected).
     #[error("{0}")]
-    Failed(String),
+    Call(CallError),
+    /// The value arrived but cannot be used as declared (not a JSON object with the field, not
+    /// base64 ciphertext, nothing under a path, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The source failed without an API error: it panicked, ran past its budget, or gave no
+    /// result for the item.
+    #[error("{0}")]
+    Source(String),
 }
 
 struct LoadReport<'a>(&'a [Failure]);
@@ -178,7 +205,6 @@ mod tests {
                     id: "/x/b".into(),
                     error: ItemError::Denied {
                         action: "ssm:GetParameters".into(),
-                        detail: "AccessDeniedException".into(),
                     },
                 },
             ],

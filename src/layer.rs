@@ -37,7 +37,7 @@ use crate::snapshot::Snapshot;
 /// use tower::ServiceBuilder;
 ///
 /// async fn handler((event, secrets): (LambdaEvent<Value>, Snapshot)) -> Result<Value, Error> {
-///     let key = secrets.get_str("api_key")?;
+///     let key = secrets.expose_str("api_key")?;
 ///     Ok(json!({ "key_length": key.len(), "request": event.context.request_id }))
 /// }
 ///
@@ -133,22 +133,18 @@ impl<S> SecretsService<S> {
     {
         let (snapshot, must_wait) = self.secrets.store.snapshot();
         if !must_wait {
-            return ResponseFuture::Ready {
-                future: self.inner.call(wrap(request, snapshot)),
-            };
+            return ResponseFuture::ready(self.inner.call(wrap(request, snapshot)));
         }
         // The inner service was made ready by `poll_ready`: take it, leave a clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let store = self.secrets.store.clone();
         let max_wait = wait_budget(store.config().max_wait, deadline_ms(&request));
-        ResponseFuture::Waiting {
-            future: Box::pin(async move {
-                // The miss was counted by `snapshot()` above: only the wait is counted now.
-                let snapshot = store.wait_for_fresh(max_wait).await;
-                inner.call(wrap(request, snapshot)).await
-            }),
-        }
+        ResponseFuture::waiting(Box::pin(async move {
+            // The miss was counted by `snapshot()` above: only the wait is counted now.
+            let snapshot = store.wait_for_fresh(max_wait).await;
+            inner.call(wrap(request, snapshot)).await
+        }))
     }
 }
 
@@ -227,13 +223,39 @@ fn http_deadline<B>(request: &http::Request<B>) -> Option<u64> {
 }
 
 pin_project! {
-    /// Response future of [`SecretsService`]: the inner future directly on the warm path.
-    #[project = ResponseFutureProj]
-    #[allow(missing_docs)]
-    pub enum ResponseFuture<F, R, E> {
-        /// Values were fresh enough: the inner service's future.
+    /// Response future of [`SecretsService`]: the inner service's future on the warm path; on
+    /// the rare path where values are past their maximum staleness, a wait for their refresh and
+    /// then the inner call.
+    pub struct ResponseFuture<F, R, E> {
+        #[pin]
+        kind: Kind<F, R, E>,
+    }
+}
+
+impl<F, R, E> ResponseFuture<F, R, E> {
+    fn ready(future: F) -> Self {
+        ResponseFuture {
+            kind: Kind::Ready { future },
+        }
+    }
+
+    fn waiting(future: BoxFuture<'static, Result<R, E>>) -> Self {
+        ResponseFuture {
+            kind: Kind::Waiting { future },
+        }
+    }
+}
+
+impl<F, R, E> std::fmt::Debug for ResponseFuture<F, R, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, R, E> {
         Ready { #[pin] future: F },
-        /// Values were past their maximum staleness: waits for the refresh, then calls.
         Waiting { future: BoxFuture<'static, Result<R, E>> },
     }
 }
@@ -245,9 +267,9 @@ where
     type Output = Result<R, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            ResponseFutureProj::Ready { future } => future.poll(cx),
-            ResponseFutureProj::Waiting { future } => future.as_mut().poll(cx),
+        match self.project().kind.project() {
+            KindProj::Ready { future } => future.poll(cx),
+            KindProj::Waiting { future } => future.as_mut().poll(cx),
         }
     }
 }
@@ -317,11 +339,11 @@ mod tests {
                     let rx = rx.clone();
                     async move {
                         let snap = req.extensions().get::<Snapshot>().unwrap().clone();
-                        let before = snap.get_str("token").unwrap().to_owned();
+                        let before = snap.expose_str("token").unwrap().to_owned();
                         if let Some(rx) = rx.lock().await.take() {
                             rx.await.unwrap();
                         }
-                        Ok::<_, Infallible>((before, snap.get_str("token").unwrap().to_owned()))
+                        Ok::<_, Infallible>((before, snap.expose_str("token").unwrap().to_owned()))
                     }
                 }));
         let call = service.ready().await.unwrap().call(http::Request::new(()));

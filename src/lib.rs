@@ -11,7 +11,7 @@
 //! use serde_json::{json, Value};
 //!
 //! async fn handler((event, secrets): (LambdaEvent<Value>, Snapshot)) -> Result<Value, Error> {
-//!     let password = secrets.get_str("db_password")?; // never logged: values are redacted
+//!     let password = secrets.expose_str("db_password")?; // never logged: values are redacted
 //!     Ok(json!({ "ok": !password.is_empty(), "id": event.context.request_id }))
 //! }
 //!
@@ -44,49 +44,51 @@
 //!   wait only for values past their maximum staleness.
 //! ```
 //!
-//! - [`value`]: [`SecretValue`], zeroized on drop, redacted in `Debug`/`Display`.
-//! - [`source`]: the [`Source`] trait, [`CallContext`] (the one place that limits, retries and
-//!   counts), `SsmSource`, `SecretsManagerSource` (rotation-aware: `DescribeSecret` before
-//!   `GetSecretValue`), `KmsSource`, [`MemorySource`].
-//! - [`limiter`]: [`RateLimits`], one adaptive token bucket per AWS quota class, process-wide.
-//! - [`schedule`]: when refreshes happen (pure functions), so that a fleet spreads its calls and
-//!   a changed value is served within a stated bound.
-//! - `store` (private): planning (`plan`), the unit state machine (`unit`), refresh execution
-//!   (`refresh`), snapshot publication (`publish`).
-//! - [`snapshot`]: [`Snapshot`], what a handler reads.
-//! - [`layer`]: [`SecretsLayer`] for `LambdaEvent<T>` and `http::Request<B>` services.
-//! - [`error`]: [`Error`]; names keys, parameter names and IAM actions, never values.
+//! What you use:
+//!
+//! - [`Secrets`] and [`SecretsBuilder`]: declare values, load them at INIT, read them, refresh one
+//!   now; [`Stats`] for metrics.
+//! - Sources: `SsmSource`, `SecretsManagerSource` (rotation-aware: `DescribeSecret` before
+//!   `GetSecretValue`), `KmsSource`, [`MemorySource`] for tests; [`Source`] for your own, whose
+//!   API calls go through [`CallContext`] (rate limits, retries, deadlines, counts).
+//! - [`Snapshot`]: what a handler reads; [`SecretValue`]: zeroized on drop, redacted in
+//!   `Debug`/`Display`.
+//! - [`SecretsLayer`]: the tower layer for `LambdaEvent<T>` and `http::Request<B>` services.
+//! - [`RateLimits`]: one adaptive token bucket per AWS quota class, process-wide.
+//! - [`Error`]: names keys, parameter names and IAM actions, never values.
+//!
+//! Features: `ssm` and `lambda-runtime` (default), `secretsmanager`, `kms`; `full` enables all.
 //!
 //! Lambda freezes the process between invocations, so no background timer is relied on: a
 //! refresh is started by the first invocation that finds a value due, runs on a spawned task,
 //! and each of its HTTP attempts has a timeout (a call cut by a freeze is retried).
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod error;
+mod call;
+mod error;
 mod freeze;
-pub mod layer;
-pub mod limiter;
-pub mod schedule;
+mod layer;
+mod limiter;
+mod schedule;
 mod secrets;
-pub mod snapshot;
-pub mod source;
+mod snapshot;
+mod source;
 mod store;
-pub mod value;
+mod value;
 
+pub use call::{CallContext, CallError, CallErrorKind, Operation, RetryPolicy};
 pub use error::{Error, Failure, ItemError};
-pub use layer::{SecretsLayer, SecretsService};
+pub use layer::{ResponseFuture, SecretsLayer, SecretsService};
 pub use limiter::{Quota, QuotaClass, RateLimits};
 pub use secrets::{Secrets, SecretsBuilder, Stats};
 pub use snapshot::{Snapshot, ValueInfo};
 #[cfg(feature = "kms")]
-pub use source::kms::{KmsDeclaration, KmsSource};
+pub use source::kms::{Ciphertext, KmsSource};
 #[cfg(feature = "secretsmanager")]
 pub use source::secrets_manager::SecretsManagerSource;
 #[cfg(feature = "ssm")]
 pub use source::ssm::SsmSource;
-pub use source::{
-    CallContext, CallError, CallErrorKind, Declaration, Fetched, Item, ItemResult, MemorySource, RetryPolicy,
-    Source,
-};
+pub use source::{Declaration, Fetched, ItemResult, MemorySource, RefreshResult, Refreshed, Source};
 pub use value::SecretValue;

@@ -23,9 +23,10 @@ use crate::freeze::Deadline;
 /// An AWS quota that calls are counted against.
 ///
 /// ```
-/// use lambda_secrets::QuotaClass;
-/// assert_eq!(QuotaClass::of("GetParametersByPath"), Some(QuotaClass::SsmGet));
-/// assert_eq!(QuotaClass::of("MemoryFetch"), None);
+/// use lambda_secrets::{Quota, QuotaClass, RateLimits};
+/// let limits = RateLimits::new();
+/// limits.set(QuotaClass::SsmGet, Quota::new(5.0, 5));
+/// assert_eq!(limits.quota(QuotaClass::SsmGet), Quota::new(5.0, 5));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -51,18 +52,6 @@ impl QuotaClass {
         QuotaClass::SecretsDescribe,
         QuotaClass::KmsDecrypt,
     ];
-
-    /// The class of an API operation, if it has one.
-    pub fn of(operation: &str) -> Option<QuotaClass> {
-        Some(match operation {
-            "GetParameter" | "GetParameters" | "GetParametersByPath" => QuotaClass::SsmGet,
-            "BatchGetSecretValue" => QuotaClass::SecretsBatchGet,
-            "GetSecretValue" => QuotaClass::SecretsGet,
-            "DescribeSecret" => QuotaClass::SecretsDescribe,
-            "Decrypt" => QuotaClass::KmsDecrypt,
-            _ => return None,
-        })
-    }
 
     /// Whether the class's quota is scarce enough that a background refresh spreads its calls
     /// over time: SSM's (40 calls a second for the whole account and Region) and

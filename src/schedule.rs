@@ -188,6 +188,7 @@ pub fn default_staleness(ttl: Duration, spread: f64, refresh_budget: Duration) -
 
 /// The freshness bound of a value with this TTL and spread, without the refresh's own duration:
 /// `TTL × (1 + spread)` (see the module docs).
+#[allow(dead_code)] // the tests and the fleet example use it
 pub fn freshness_bound(ttl: Duration, spread: f64) -> Duration {
     ttl + spread_window(ttl, spread)
 }

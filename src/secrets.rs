@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use crate::call::RetryPolicy;
 use crate::error::Error;
 use crate::layer::SecretsLayer;
 use crate::snapshot::Snapshot;
-use crate::source::{Declaration, RetryPolicy};
+use crate::source::Declaration;
 use crate::store::{Config, Store};
 use crate::value::SecretValue;
 
@@ -28,7 +29,7 @@ use crate::value::SecretValue;
 /// assert_eq!(secrets.get("api_key")?.expose_str(), Some("k-123"));
 /// // After a downstream rejected the credential:
 /// let snapshot = secrets.refresh_now("api_key").await?;
-/// assert_eq!(snapshot.get_str("api_key")?, "k-123");
+/// assert_eq!(snapshot.expose_str("api_key")?, "k-123");
 /// # Ok::<(), lambda_secrets::Error>(()) }).unwrap();
 /// ```
 #[derive(Clone)]
@@ -70,8 +71,8 @@ impl Secrets {
     }
 
     /// The value of `key` decoded from JSON.
-    pub fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<T, Error> {
-        self.snapshot().get_json(key)
+    pub fn expose_json<T: DeserializeOwned>(&self, key: &str) -> Result<T, Error> {
+        self.snapshot().expose_json(key)
     }
 
     /// Fetches `key` again now, for a handler whose downstream just rejected the credential
@@ -113,7 +114,15 @@ impl Secrets {
 /// assert_eq!(secrets.stats().calls["MemoryFetch"], 1);
 /// # });
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// It serializes (with `serde`) as one object, for a metrics line:
+///
+/// ```
+/// let stats = lambda_secrets::Stats::default();
+/// let line = serde_json::to_string(&stats).unwrap();
+/// assert!(line.starts_with(r#"{"calls":{},"throttled":0,"#), "{line}");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Stats {
     /// API calls per operation (`GetParameters`, ...), every attempt counted.
@@ -132,6 +141,13 @@ pub struct Stats {
     pub misses: u64,
     /// Reads that waited for values past their maximum staleness.
     pub waits: u64,
+}
+
+impl Extend<Declaration> for SecretsBuilder {
+    /// Adds every declaration, as [`SecretsBuilder::add_all`] does.
+    fn extend<I: IntoIterator<Item = Declaration>>(&mut self, declarations: I) {
+        self.decls.extend(declarations);
+    }
 }
 
 /// Declares what to load and how long to keep it. See [`Secrets`].
@@ -160,9 +176,37 @@ pub struct SecretsBuilder {
 
 impl SecretsBuilder {
     /// Adds a declaration (made by a source: `ssm.parameter(..)`, `ssm.path(..)`).
+    ///
+    /// ```
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// let builder = lambda_secrets::Secrets::builder().add(mem.value("a", "/a")).add(mem.value("b", "/b"));
+    /// # let _ = builder;
+    /// ```
     #[allow(clippy::should_implement_trait)]
-    pub fn add(mut self, declaration: impl Into<Declaration>) -> Self {
-        self.decls.push(declaration.into());
+    pub fn add(mut self, declaration: Declaration) -> Self {
+        self.decls.push(declaration);
+        self
+    }
+
+    /// Adds every declaration of `declarations` (the builder also implements [`Extend`]).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// let names: Vec<String> = (0..100).map(|i| format!("/app/p{i}")).collect();
+    /// for name in &names {
+    ///     mem.set(name.as_str(), "v");
+    /// }
+    /// let secrets = lambda_secrets::Secrets::builder()
+    ///     .add_all(names.iter().map(|name| mem.value(&name[5..], name.as_str())))
+    ///     .load()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(secrets.snapshot().len(), 100);
+    /// # });
+    /// ```
+    pub fn add_all(mut self, declarations: impl IntoIterator<Item = Declaration>) -> Self {
+        self.decls.extend(declarations);
         self
     }
 

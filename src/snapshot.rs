@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 
-use crate::error::Error;
+use crate::error::{Error, ItemError};
 use crate::value::SecretValue;
 
 /// Where a value came from (safe to log: no value in it).
@@ -42,7 +42,7 @@ pub(crate) struct Slot {
     /// Index of the unit (source item) that produced it.
     pub(crate) unit: usize,
     /// Set when the value is past its maximum staleness and refreshing it failed.
-    pub(crate) expired: Option<Arc<str>>,
+    pub(crate) expired: Option<Arc<ItemError>>,
 }
 
 pub(crate) struct SnapshotData {
@@ -77,9 +77,9 @@ pub(crate) struct SnapshotData {
 ///     .unwrap();
 ///
 /// let snapshot = secrets.snapshot();
-/// let db: Db = snapshot.get_json("db").unwrap();
+/// let db: Db = snapshot.expose_json("db").unwrap();
 /// assert_eq!((db.user.as_str(), db.port), ("app", 5432));
-/// assert_eq!(snapshot.get_list("hosts").unwrap(), ["a.example", "b.example"]);
+/// assert_eq!(snapshot.expose_list("hosts").unwrap(), ["a.example", "b.example"]);
 /// assert!(snapshot.get("nope").is_err());
 /// # });
 /// ```
@@ -90,40 +90,100 @@ impl Snapshot {
     #[inline]
     fn slot(&self, key: &str) -> Result<&Slot, Error> {
         match self.0.values.get(key) {
-            Some(slot) if slot.expired.is_none() => Ok(slot),
-            Some(slot) => Err(Error::Expired {
-                key: key.to_owned(),
-                reason: slot.expired.as_deref().unwrap_or_default().to_owned(),
-            }),
+            Some(slot) => match &slot.expired {
+                None => Ok(slot),
+                Some(cause) => Err(Error::Expired {
+                    key: key.to_owned(),
+                    cause: ItemError::clone(cause),
+                }),
+            },
             None => Err(Error::MissingKey { key: key.to_owned() }),
         }
     }
 
-    /// The value of `key`.
+    /// The value of `key`, redacted when printed.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/token", "abc");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("token", "/token")).load().await.unwrap();
+    /// let token = secrets.snapshot().get("token").unwrap().clone();
+    /// assert_eq!(format!("{token:?}"), "SecretValue([REDACTED])");
+    /// assert!(matches!(secrets.snapshot().get("other"), Err(lambda_secrets::Error::MissingKey { .. })));
+    /// # });
+    /// ```
     #[inline]
     pub fn get(&self, key: &str) -> Result<&SecretValue, Error> {
         self.slot(key).map(|slot| &slot.value)
     }
 
-    /// The value of `key` as text.
+    /// The plaintext of `key` as text ([`Error::NotUtf8`] for a binary value). UTF-8 was checked
+    /// once, when the value was stored.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/token", "abc");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("token", "/token")).load().await.unwrap();
+    /// assert_eq!(secrets.snapshot().expose_str("token").unwrap(), "abc");
+    /// # });
+    /// ```
     #[inline]
-    pub fn get_str(&self, key: &str) -> Result<&str, Error> {
+    pub fn expose_str(&self, key: &str) -> Result<&str, Error> {
         self.get(key)?
             .expose_str()
             .ok_or_else(|| Error::NotUtf8 { key: key.to_owned() })
     }
 
-    /// The items of a `StringList` value (comma-separated).
-    pub fn get_list(&self, key: &str) -> Result<Vec<&str>, Error> {
-        Ok(self.get_str(key)?.split(',').collect())
+    /// The plaintext bytes of `key`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/blob", vec![0xff, 0x00]);
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("blob", "/blob")).load().await.unwrap();
+    /// assert_eq!(secrets.snapshot().expose_bytes("blob").unwrap(), [0xff, 0x00]);
+    /// assert!(secrets.snapshot().expose_str("blob").is_err());
+    /// # });
+    /// ```
+    #[inline]
+    pub fn expose_bytes(&self, key: &str) -> Result<&[u8], Error> {
+        Ok(self.get(key)?.expose_bytes())
     }
 
-    /// The value of `key` decoded from JSON into `T`. The error names the key and type and
+    /// The items of a `StringList` value (comma-separated).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/hosts", "a,b");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("hosts", "/hosts")).load().await.unwrap();
+    /// assert_eq!(secrets.snapshot().expose_list("hosts").unwrap(), ["a", "b"]);
+    /// # });
+    /// ```
+    pub fn expose_list(&self, key: &str) -> Result<Vec<&str>, Error> {
+        Ok(self.expose_str(key)?.split(',').collect())
+    }
+
+    /// The plaintext of `key` decoded from JSON into `T`. The error names the key and type and
     /// where decoding failed, never the value.
     ///
     /// `T` holds a copy of the plaintext: prefer field types that zeroize on drop (such as
     /// `zeroize::Zeroizing<String>`) for secrets.
-    pub fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<T, Error> {
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// #[derive(serde::Deserialize)]
+    /// struct Db { user: String, port: u16 }
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", r#"{"user":"app","port":5432}"#);
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// let db: Db = secrets.snapshot().expose_json("db").unwrap();
+    /// assert_eq!((db.user.as_str(), db.port), ("app", 5432));
+    /// # });
+    /// ```
+    pub fn expose_json<T: DeserializeOwned>(&self, key: &str) -> Result<T, Error> {
         let value = self.get(key)?;
         serde_json::from_slice(value.expose_bytes()).map_err(|e| Error::json::<T>(key, &e))
     }

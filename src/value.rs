@@ -23,11 +23,22 @@ use zeroize::Zeroizing;
 /// ```
 #[derive(Clone)]
 pub struct SecretValue {
-    bytes: Arc<Zeroizing<Box<[u8]>>>,
+    inner: Arc<Inner>,
+}
+
+/// UTF-8 is checked once, when the value is made: text reads never check again.
+enum Inner {
+    Text(Zeroizing<Box<str>>),
+    Binary(Zeroizing<Box<[u8]>>),
 }
 
 impl SecretValue {
     /// Takes ownership of `bytes`; no copy of them is left behind.
+    ///
+    /// ```
+    /// let value = lambda_secrets::SecretValue::new(b"key material".to_vec());
+    /// assert_eq!(value.len(), 12);
+    /// ```
     pub fn new(bytes: Vec<u8>) -> Self {
         // `into_boxed_slice` may reallocate when capacity > len, which would leave the old
         // buffer unzeroized: shrink by hand into a zeroized copy in that case.
@@ -39,19 +50,43 @@ impl SecretValue {
             bytes.clear();
             copy
         };
+        // Neither conversion reallocates: a boxed slice's capacity is its length.
+        let inner = match String::from_utf8(boxed.into_vec()) {
+            Ok(text) => Inner::Text(Zeroizing::new(text.into_boxed_str())),
+            Err(binary) => Inner::Binary(Zeroizing::new(binary.into_bytes().into_boxed_slice())),
+        };
         Self {
-            bytes: Arc::new(Zeroizing::new(boxed)),
+            inner: Arc::new(inner),
         }
     }
 
     /// The value as UTF-8 text, or `None` when it is not valid UTF-8 (binary data).
+    ///
+    /// ```
+    /// use lambda_secrets::SecretValue;
+    /// assert_eq!(SecretValue::from("pw").expose_str(), Some("pw"));
+    /// assert_eq!(SecretValue::from(vec![0xff]).expose_str(), None);
+    /// ```
+    #[inline]
     pub fn expose_str(&self) -> Option<&str> {
-        std::str::from_utf8(self.expose_bytes()).ok()
+        match &*self.inner {
+            Inner::Text(text) => Some(text),
+            Inner::Binary(_) => None,
+        }
     }
 
     /// The raw bytes of the value.
+    ///
+    /// ```
+    /// use lambda_secrets::SecretValue;
+    /// assert_eq!(SecretValue::from("pw").expose_bytes(), b"pw");
+    /// ```
+    #[inline]
     pub fn expose_bytes(&self) -> &[u8] {
-        &self.bytes[..]
+        match &*self.inner {
+            Inner::Text(text) => text.as_bytes(),
+            Inner::Binary(bytes) => bytes,
+        }
     }
 
     /// The items of an SSM `StringList` (comma-separated), or `None` when not UTF-8.
@@ -66,13 +101,21 @@ impl SecretValue {
     }
 
     /// Length in bytes (safe to log).
+    ///
+    /// ```
+    /// assert_eq!(lambda_secrets::SecretValue::from("pw").len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.expose_bytes().len()
     }
 
     /// Whether the value is empty.
+    ///
+    /// ```
+    /// assert!(lambda_secrets::SecretValue::from("").is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.expose_bytes().is_empty()
     }
 }
 

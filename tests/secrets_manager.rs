@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::primitives::Blob;
-use lambda_secrets::{Error, KmsSource, Secrets, SecretsManagerSource, SsmSource};
+use lambda_secrets::{Ciphertext, Error, KmsSource, Secrets, SecretsManagerSource, SsmSource};
 use support::{moto, unique_prefix, FaultProxy};
 
 struct Env {
@@ -70,7 +70,7 @@ async fn forty_five_secrets_take_three_batch_calls() {
     let snap = secrets.snapshot();
     for i in 0..45 {
         assert_eq!(
-            snap.get_str(&format!("k{i:02}")).unwrap(),
+            snap.expose_str(&format!("k{i:02}")).unwrap(),
             format!("secret-{i:02}")
         );
     }
@@ -138,7 +138,7 @@ async fn a_denied_batch_falls_back_to_one_get_per_secret_and_says_what_to_grant(
         builder = builder.add(e.sm.secret(format!("k{i}"), name));
     }
     let secrets = builder.load().await.unwrap();
-    assert_eq!(secrets.snapshot().get_str("k2").unwrap(), "value-2");
+    assert_eq!(secrets.snapshot().expose_str("k2").unwrap(), "value-2");
     assert_eq!(e.proxy.calls("BatchGetSecretValue"), 1);
     assert_eq!(e.proxy.calls("GetSecretValue"), 3);
     let logs = captured.text();
@@ -184,15 +184,15 @@ async fn binary_secrets_json_fields_and_typed_decoding() {
         .await
         .unwrap();
     let snap = secrets.snapshot();
-    let typed: Rds = snap.get_json("rds").unwrap();
+    let typed: Rds = snap.expose_json("rds").unwrap();
     assert_eq!(
         (typed.username.as_str(), typed.password.as_str(), typed.port),
         ("app", "p@ss w\"rd", 5432)
     );
-    assert_eq!(snap.get_str("password").unwrap(), "p@ss w\"rd");
-    assert_eq!(snap.get_str("port").unwrap(), "5432");
+    assert_eq!(snap.expose_str("password").unwrap(), "p@ss w\"rd");
+    assert_eq!(snap.expose_str("port").unwrap(), "5432");
     assert_eq!(snap.get("bin").unwrap().expose_bytes(), [0u8, 1, 0xff, 0xfe]);
-    assert!(matches!(snap.get_str("bin"), Err(Error::NotUtf8 { .. })));
+    assert!(matches!(snap.expose_str("bin"), Err(Error::NotUtf8 { .. })));
 
     let err = Secrets::builder()
         .add(e.sm.secret("missing_field", &rds).json_field("host"))
@@ -241,7 +241,7 @@ async fn a_rotation_is_picked_up_with_one_describe_and_one_get_and_no_change_cos
     let new_version = put(&e.seed, &name, r#"{"password":"two"}"#).await;
     e.proxy.reset_counts();
     tokio::time::sleep(Duration::from_millis(350)).await;
-    assert!(support::eventually(&secrets, |s| s.get_str("db").unwrap() == "two").await);
+    assert!(support::eventually(&secrets, |s| s.expose_str("db").unwrap() == "two").await);
     assert_eq!(
         secrets.snapshot().info("db").unwrap().version.as_deref(),
         Some(new_version.as_str())
@@ -265,7 +265,7 @@ async fn without_describe_secret_refreshes_fall_back_to_get_secret_value() {
         .unwrap();
     put(&e.seed, &name, "after").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(support::eventually(&secrets, |s| s.get_str("db").unwrap() == "after").await);
+    assert!(support::eventually(&secrets, |s| s.expose_str("db").unwrap() == "after").await);
     assert_eq!(secrets.stats().refresh_failures, 0, "{:?}", secrets.stats());
     assert!(e.proxy.calls("GetSecretValue") >= 1);
 }
@@ -283,7 +283,7 @@ async fn refresh_now_fetches_the_new_current_version_at_once() {
     put(&e.seed, &name, "new-password").await;
     // The database just rejected "old-password": fetch the current one now.
     let snap = secrets.refresh_now("db").await.unwrap();
-    assert_eq!(snap.get_str("db").unwrap(), "new-password");
+    assert_eq!(snap.expose_str("db").unwrap(), "new-password");
 }
 
 /// Sets up a rotation schedule in moto (it needs a rotation Lambda to exist) with boto3, which
@@ -348,7 +348,7 @@ async fn ssm_references_to_secrets_manager_work_like_any_parameter() {
         .load()
         .await
         .unwrap();
-    assert_eq!(secrets.snapshot().get_str("s").unwrap(), "referenced-value");
+    assert_eq!(secrets.snapshot().expose_str("s").unwrap(), "referenced-value");
     assert_eq!(e.proxy.calls("GetParameters"), 1);
 }
 
@@ -380,15 +380,15 @@ async fn kms_decrypts_with_the_right_encryption_context_only() {
 
     let kms = KmsSource::new(&support::sdk_config(&e.proxy.endpoint()).await);
     let secrets = Secrets::builder()
-        .add(
-            kms.decrypt_env("token", &var)
-                .context("LambdaFunctionName", "billing-fn"),
-        )
+        .add(kms.decrypt(
+            "token",
+            Ciphertext::env(&var).context("LambdaFunctionName", "billing-fn"),
+        ))
         .load()
         .await
         .unwrap();
     assert_eq!(
-        secrets.snapshot().get_str("token").unwrap(),
+        secrets.snapshot().expose_str("token").unwrap(),
         "legacy-plaintext-token"
     );
     assert_eq!(secrets.snapshot().info("token").unwrap().source, "kms");
@@ -398,10 +398,10 @@ async fn kms_decrypts_with_the_right_encryption_context_only() {
     assert_eq!(e.proxy.calls("Decrypt"), 1);
 
     let err = Secrets::builder()
-        .add(
-            kms.decrypt("token", &base64)
-                .context("LambdaFunctionName", "another-fn"),
-        )
+        .add(kms.decrypt(
+            "token",
+            Ciphertext::base64(&base64).context("LambdaFunctionName", "another-fn"),
+        ))
         .load()
         .await
         .unwrap_err();
@@ -411,7 +411,7 @@ async fn kms_decrypts_with_the_right_encryption_context_only() {
     assert!(!text.contains("legacy-plaintext"), "{text}");
 
     let err = Secrets::builder()
-        .add(kms.decrypt_env("token", "LAMBDA_SECRETS_TEST_UNSET_VAR"))
+        .add(kms.decrypt("token", Ciphertext::env("LAMBDA_SECRETS_TEST_UNSET_VAR")))
         .load()
         .await
         .unwrap_err();

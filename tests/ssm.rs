@@ -56,11 +56,11 @@ async fn twenty_five_names_take_three_get_parameters_calls() {
     assert_eq!(snap.len(), 26);
     for i in 0..25 {
         assert_eq!(
-            snap.get_str(&format!("k{i:02}")).unwrap(),
+            snap.expose_str(&format!("k{i:02}")).unwrap(),
             format!("value-{i:02}")
         );
     }
-    assert_eq!(snap.get_str("again").unwrap(), "value-00");
+    assert_eq!(snap.expose_str("again").unwrap(), "value-00");
     assert_eq!(secrets.stats().calls["GetParameters"], 3);
 }
 
@@ -83,8 +83,8 @@ async fn a_path_is_read_across_pages_with_relative_keys() {
         .unwrap();
     let snap = secrets.snapshot();
     assert_eq!(snap.len(), 25, "{:?}", snap.keys());
-    assert_eq!(snap.get_str("db/p00").unwrap(), "v0");
-    assert_eq!(snap.get_str("api/p01").unwrap(), "v1");
+    assert_eq!(snap.expose_str("db/p00").unwrap(), "v0");
+    assert_eq!(snap.expose_str("api/p01").unwrap(), "v1");
     assert!(snap.get("other").is_err());
     let pages = e.proxy.calls("GetParametersByPath");
     assert!(
@@ -107,15 +107,15 @@ async fn secure_strings_are_decrypted_and_string_lists_split() {
         .await
         .unwrap();
     let snap = secrets.snapshot();
-    assert_eq!(snap.get_str("secret").unwrap(), "s3cr3t-plain");
-    assert_eq!(snap.get_list("list").unwrap(), ["a", "b", "c"]);
+    assert_eq!(snap.expose_str("secret").unwrap(), "s3cr3t-plain");
+    assert_eq!(snap.expose_list("list").unwrap(), ["a", "b", "c"]);
 
     let raw = Secrets::builder()
         .add(e.ssm.clone().with_decryption(false).parameter("secret", &secret))
         .load()
         .await
         .unwrap();
-    assert_ne!(raw.snapshot().get_str("secret").unwrap(), "s3cr3t-plain");
+    assert_ne!(raw.snapshot().expose_str("secret").unwrap(), "s3cr3t-plain");
 }
 
 #[tokio::test]
@@ -133,11 +133,11 @@ async fn version_and_label_selectors_pick_their_version() {
         .await
         .unwrap();
     let snap = secrets.snapshot();
-    assert_eq!(snap.get_str("latest").unwrap(), "second-value");
+    assert_eq!(snap.expose_str("latest").unwrap(), "second-value");
     assert_eq!(snap.info("latest").unwrap().version.as_deref(), Some("2"));
-    assert_eq!(snap.get_str("v1").unwrap(), "first");
+    assert_eq!(snap.expose_str("v1").unwrap(), "first");
     assert_eq!(snap.info("v1").unwrap().version.as_deref(), Some("1"));
-    assert_eq!(snap.get_str("labelled").unwrap(), "first");
+    assert_eq!(snap.expose_str("labelled").unwrap(), "first");
 }
 
 #[tokio::test]
@@ -206,13 +206,13 @@ async fn a_changed_value_is_picked_up_after_its_ttl_without_restart() {
         .unwrap();
     put_param(&e.seed, &name, "after-rotation", "SecureString").await;
     assert_eq!(
-        secrets.snapshot().get_str("api_key").unwrap(),
+        secrets.snapshot().expose_str("api_key").unwrap(),
         "before",
         "within TTL: cached"
     );
     assert_eq!(e.proxy.calls("GetParameters"), 1);
     tokio::time::sleep(Duration::from_millis(350)).await;
-    assert!(support::eventually(&secrets, |s| s.get_str("api_key").unwrap() == "after-rotation").await);
+    assert!(support::eventually(&secrets, |s| s.expose_str("api_key").unwrap() == "after-rotation").await);
     assert_eq!(
         secrets.snapshot().info("api_key").unwrap().version.as_deref(),
         Some("2")
@@ -236,12 +236,12 @@ async fn the_last_good_value_is_served_while_the_emulator_fails() {
     e.proxy.fail_all(Some(500));
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(support::eventually(&secrets, |_| secrets.stats().refresh_failures >= 2).await);
-    assert_eq!(secrets.snapshot().get_str("k").unwrap(), "good");
+    assert_eq!(secrets.snapshot().expose_str("k").unwrap(), "good");
     assert!(secrets.stats().retries >= 2, "{:?}", secrets.stats());
 
     put_param(&e.seed, &name, "recovered", "String").await;
     e.proxy.fail_all(None);
-    assert!(support::eventually(&secrets, |s| s.get_str("k").unwrap() == "recovered").await);
+    assert!(support::eventually(&secrets, |s| s.expose_str("k").unwrap() == "recovered").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,7 +261,7 @@ async fn a_thousand_concurrent_readers_of_a_stale_key_make_one_fetch() {
     let readers: Vec<_> = (0..1000)
         .map(|_| {
             let secrets = secrets.clone();
-            tokio::spawn(async move { secrets.fresh_snapshot().await.get_str("k").unwrap().to_owned() })
+            tokio::spawn(async move { secrets.fresh_snapshot().await.expose_str("k").unwrap().to_owned() })
         })
         .collect();
     for reader in readers {
@@ -282,7 +282,7 @@ async fn five_hundreds_and_cut_connections_are_retried() {
         .load()
         .await
         .unwrap();
-    assert_eq!(secrets.snapshot().get_str("k").unwrap(), "v");
+    assert_eq!(secrets.snapshot().expose_str("k").unwrap(), "v");
     let stats = secrets.stats();
     assert_eq!(e.proxy.calls("GetParameters"), 4, "{:?}", e.proxy.calls_all());
     // SDK retries are off: every attempt the proxy saw is one we counted and chose to make.
@@ -315,7 +315,7 @@ async fn throttling_is_retried_until_the_quota_window_passes() {
         .load()
         .await
         .unwrap();
-    assert_eq!(secrets.snapshot().get_str("k").unwrap(), "v");
+    assert_eq!(secrets.snapshot().expose_str("k").unwrap(), "v");
     let stats = secrets.stats();
     assert!(stats.throttled >= 1, "{stats:?}");
     assert_eq!(stats.throttled, e.proxy.throttled());
@@ -370,8 +370,8 @@ async fn no_seeded_value_reaches_errors_debug_or_tracing() {
         secrets.snapshot(),
         secrets.get("a").unwrap()
     ));
-    texts.push(format!("{:?}", secrets.get_json::<Vec<u32>>("b").unwrap_err()));
-    texts.push(secrets.get_json::<Vec<u32>>("b").unwrap_err().to_string());
+    texts.push(format!("{:?}", secrets.expose_json::<Vec<u32>>("b").unwrap_err()));
+    texts.push(secrets.expose_json::<Vec<u32>>("b").unwrap_err().to_string());
     e.proxy.fail_all(Some(500));
     tokio::time::sleep(Duration::from_millis(120)).await;
     let snap = secrets.fresh_snapshot().await;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lambda_secrets::{
-    KmsSource, Quota, QuotaClass, RateLimits, Secrets, SecretsManagerSource, Snapshot, SsmSource, Stats,
+    Ciphertext, KmsSource, Quota, QuotaClass, RateLimits, Secrets, SecretsManagerSource, Snapshot, SsmSource,
+    Stats,
 };
 use serde_json::json;
 
@@ -126,11 +127,11 @@ async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
     }
     let kms = KmsSource::new(&config);
     for var in &check.kms_env {
-        let mut decl = kms.decrypt_env(var.clone(), var.clone());
+        let mut ciphertext = Ciphertext::env(var.clone());
         for (k, v) in &check.kms_context {
-            decl = decl.context(k.clone(), v.clone());
+            ciphertext = ciphertext.context(k.clone(), v.clone());
         }
-        builder = builder.add(decl);
+        builder = builder.add(kms.decrypt(var.clone(), ciphertext));
     }
     let secrets = builder.load().await?;
 

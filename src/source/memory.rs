@@ -5,9 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures_util::future::BoxFuture;
-
-use super::{CallContext, CallError, CallErrorKind, Declaration, Fetched, Item, ItemResult, Source};
+use super::{Declaration, Fetched, ItemResult, Source};
+use crate::call::{CallContext, CallError, CallErrorKind, Operation};
 use crate::error::ItemError;
 use crate::value::SecretValue;
 
@@ -28,8 +27,8 @@ use crate::value::SecretValue;
 ///     .await
 ///     .unwrap();
 /// let snapshot = secrets.snapshot();
-/// assert_eq!(snapshot.get_str("db").unwrap(), "hunter2");
-/// assert_eq!(snapshot.get_str("beta").unwrap(), "on");
+/// assert_eq!(snapshot.expose_str("db").unwrap(), "hunter2");
+/// assert_eq!(snapshot.expose_str("beta").unwrap(), "on");
 /// assert_eq!(mem.fetches(), 1);
 /// # });
 /// ```
@@ -104,22 +103,41 @@ impl MemorySource {
 
     /// Declares `key` as the value `id`.
     pub fn value(&self, key: impl Into<String>, id: impl Into<String>) -> Declaration {
-        Declaration::new(key, self.inner.clone(), Item::One(id.into()))
+        Declaration::new(key, self.inner.clone(), MemoryItem::One(id.into()))
     }
 
     /// Declares every id under `prefix`, keyed by `key_prefix` + the id relative to `prefix`.
     pub fn tree(&self, key_prefix: impl Into<String>, prefix: impl Into<String>) -> Declaration {
-        Declaration::new(key_prefix, self.inner.clone(), Item::Tree(prefix.into()))
+        Declaration::tree(key_prefix, self.inner.clone(), MemoryItem::Tree(prefix.into()))
     }
 }
 
+/// An id, or every id under a prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum MemoryItem {
+    One(String),
+    Tree(String),
+}
+
+impl std::fmt::Display for MemoryItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MemoryItem::One(id) | MemoryItem::Tree(id) => f.write_str(id),
+        }
+    }
+}
+
+const MEMORY_FETCH: Operation = Operation::new("MemoryFetch");
+
 impl Source for MemoryInner {
+    type Item = MemoryItem;
+
     fn kind(&self) -> &'static str {
         "memory"
     }
 
-    fn fetch<'a>(&'a self, items: &'a [Item], calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>> {
-        Box::pin(async move {
+    async fn fetch(&self, items: &[MemoryItem], calls: &CallContext) -> Vec<ItemResult> {
+        {
             let attempt = || async {
                 self.fetches.fetch_add(1, Ordering::SeqCst);
                 let latency = *self.latency.lock().unwrap();
@@ -135,18 +153,15 @@ impl Source for MemoryInner {
                 let values = self.values.lock().unwrap();
                 Ok(items.iter().map(|item| lookup(&values, item)).collect::<Vec<_>>())
             };
-            match calls.call("MemoryFetch", attempt).await {
+            match calls.call(MEMORY_FETCH, attempt).await {
                 Ok(results) => results,
-                Err(e) => items
-                    .iter()
-                    .map(|_| Err(ItemError::Failed(e.to_string())))
-                    .collect(),
+                Err(e) => items.iter().map(|_| Err(ItemError::Call(e.clone()))).collect(),
             }
-        })
+        }
     }
 }
 
-fn lookup(values: &BTreeMap<String, Entry>, item: &Item) -> ItemResult {
+fn lookup(values: &BTreeMap<String, Entry>, item: &MemoryItem) -> ItemResult {
     let fetched = |id: &str, relative: Option<String>, (value, version, refresh_by): &Entry| {
         let mut f = Fetched::new(id, value.clone())
             .with_version(version.to_string())
@@ -155,11 +170,11 @@ fn lookup(values: &BTreeMap<String, Entry>, item: &Item) -> ItemResult {
         f
     };
     match item {
-        Item::One(id) => values
+        MemoryItem::One(id) => values
             .get(id)
             .map(|v| vec![fetched(id, None, v)])
             .ok_or(ItemError::NotFound),
-        Item::Tree(prefix) => {
+        MemoryItem::Tree(prefix) => {
             let found: Vec<Fetched> = values
                 .range(prefix.clone()..)
                 .take_while(|(id, _)| id.starts_with(prefix.as_str()))

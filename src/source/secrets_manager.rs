@@ -13,13 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_secretsmanager::Client;
-use futures_util::future::{join_all, BoxFuture};
+use futures_util::future::join_all;
 
-use super::{
-    CallContext, CallError, CallErrorKind, Declaration, Fetched, Item, ItemResult, RefreshResult, Refreshed,
-    Source,
-};
+use super::{Declaration, Fetched, ItemResult, RefreshResult, Refreshed, Source};
+use crate::call::{CallContext, CallError, CallErrorKind, Operation};
 use crate::error::ItemError;
+use crate::limiter::QuotaClass;
 use crate::value::SecretValue;
 
 /// Ids per `BatchGetSecretValue` call (the API's limit).
@@ -29,6 +28,10 @@ pub const AWSCURRENT: &str = "AWSCURRENT";
 /// While a rotation is in progress (a version is `AWSPENDING`), check again this soon.
 const ROTATION_RECHECK: Duration = Duration::from_secs(30);
 const GET_ACTION: &str = "secretsmanager:GetSecretValue";
+const BATCH_GET_SECRET_VALUE: Operation =
+    Operation::new("BatchGetSecretValue").with_quota(QuotaClass::SecretsBatchGet);
+const GET_SECRET_VALUE: Operation = Operation::new("GetSecretValue").with_quota(QuotaClass::SecretsGet);
+const DESCRIBE_SECRET: Operation = Operation::new("DescribeSecret").with_quota(QuotaClass::SecretsDescribe);
 /// Pages of one batch call followed at most (20 ids never need more than a few).
 const MAX_PAGES: usize = 20;
 
@@ -49,7 +52,7 @@ const MAX_PAGES: usize = 20;
 ///     .add(sm.secret_at_stage("db_password_before", "prod/rds", "AWSPREVIOUS"))
 ///     .load()
 ///     .await?;
-/// let rds: Rds = secrets.get_json("rds")?;
+/// let rds: Rds = secrets.expose_json("rds")?;
 /// # Ok(()) }
 /// ```
 ///
@@ -74,21 +77,26 @@ impl std::fmt::Debug for SecretsManagerSource {
 }
 
 /// Which version of a secret a declaration reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Selector {
     Stage(String),
     VersionId(String),
 }
 
-/// Item ids are `ID`, `ID#stage=STAGE` or `ID#version=VERSION_ID` (secret ids have no `#`).
-fn parse_item(id: &str) -> (&str, Selector) {
-    match id.split_once('#') {
-        Some((secret, sel)) => match sel.split_once('=') {
-            Some(("version", v)) => (secret, Selector::VersionId(v.to_owned())),
-            Some((_, stage)) => (secret, Selector::Stage(stage.to_owned())),
-            None => (secret, Selector::Stage(AWSCURRENT.to_owned())),
-        },
-        None => (id, Selector::Stage(AWSCURRENT.to_owned())),
+/// A secret id (name or ARN) and the version a declaration reads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SecretItem {
+    id: String,
+    selector: Selector,
+}
+
+impl std::fmt::Display for SecretItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.selector {
+            Selector::Stage(stage) if stage == AWSCURRENT => f.write_str(&self.id),
+            Selector::Stage(stage) => write!(f, "{} (stage {stage})", self.id),
+            Selector::VersionId(version) => write!(f, "{} (version {version})", self.id),
+        }
     }
 }
 
@@ -116,7 +124,7 @@ impl SecretsManagerSource {
     /// Declares `key` as the `AWSCURRENT` version of secret `id` (a name or ARN). The value
     /// is the `SecretString`, or the bytes of a `SecretBinary`.
     pub fn secret(&self, key: impl Into<String>, id: impl Into<String>) -> Declaration {
-        self.declare(key, id.into(), None)
+        self.declare(key, id.into(), Selector::Stage(AWSCURRENT.into()))
     }
 
     /// Declares `key` as the version of secret `id` carrying `stage` (`AWSPREVIOUS` or a custom
@@ -131,10 +139,10 @@ impl SecretsManagerSource {
         let stage = stage.into();
         if let Err(reason) = validate_label(&stage, 256) {
             return self
-                .declare(key, id.into(), None)
+                .declare(key, id.into(), Selector::Stage(AWSCURRENT.into()))
                 .rejected("version stage", stage, reason);
         }
-        self.declare(key, id.into(), Some(format!("stage={stage}")))
+        self.declare(key, id.into(), Selector::Stage(stage))
     }
 
     /// Declares `key` as one fixed version of secret `id`. A version never changes, so it is
@@ -148,18 +156,18 @@ impl SecretsManagerSource {
         let version = version_id.into();
         if let Err(reason) = validate_label(&version, 64) {
             return self
-                .declare(key, id.into(), None)
+                .declare(key, id.into(), Selector::Stage(AWSCURRENT.into()))
                 .rejected("version id", version, reason);
         }
-        self.declare(key, id.into(), Some(format!("version={version}")))
+        self.declare(key, id.into(), Selector::VersionId(version))
     }
 
-    fn declare(&self, key: impl Into<String>, id: String, selector: Option<String>) -> Declaration {
-        let item = match &selector {
-            Some(sel) => format!("{id}#{sel}"),
-            None => id.clone(),
+    fn declare(&self, key: impl Into<String>, id: String, selector: Selector) -> Declaration {
+        let item = SecretItem {
+            id: id.clone(),
+            selector,
         };
-        let decl = Declaration::new(key, self.inner.clone(), Item::One(item));
+        let decl = Declaration::new(key, self.inner.clone(), item);
         match validate_secret_id(&id) {
             Ok(()) => decl,
             Err(reason) => decl.rejected("secret id", id, reason),
@@ -171,10 +179,7 @@ fn validate_label(label: &str, max: usize) -> Result<(), String> {
     if label.is_empty() || label.len() > max {
         return Err(format!("must be 1 to {max} characters"));
     }
-    if let Some(bad) = label
-        .chars()
-        .find(|c| c.is_whitespace() || *c == '#' || *c == '=')
-    {
+    if let Some(bad) = label.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("{bad:?} is not allowed"));
     }
     Ok(())
@@ -217,23 +222,33 @@ fn same_secret(requested: &str, name: Option<&str>, arn: Option<&str>) -> bool {
         .is_some_and(|rest| rest.len() == 7 && rest.starts_with('-'))
 }
 
+/// An error entry of a `BatchGetSecretValue` answer; what AWS said goes to the log only.
 fn item_error(code: &str, message: &str) -> ItemError {
+    if code != "ResourceNotFoundException" {
+        tracing::warn!(
+            code,
+            aws_message = message,
+            "BatchGetSecretValue: a secret could not be read"
+        );
+    }
     match code {
         "ResourceNotFoundException" => ItemError::NotFound,
         "DecryptionFailure" => ItemError::Denied {
             action: "kms:Decrypt".into(),
-            detail: format!("{code}: {message}"),
         },
         c if c.starts_with("AccessDenied") => ItemError::Denied {
             action: GET_ACTION.into(),
-            detail: format!("{code}: {message}"),
         },
-        _ => ItemError::Failed(format!("{code}: {message}")),
+        _ => ItemError::Call(CallError::new(
+            CallErrorKind::Fatal,
+            format!("BatchGetSecretValue: {code}"),
+        )),
     }
 }
 
 fn call_item_error(err: CallError, action: &str) -> ItemError {
-    if err.message().contains("DecryptionFailure") || err.message().contains("kms:Decrypt") {
+    let said = err.aws_message().unwrap_or_default();
+    if err.message().contains("DecryptionFailure") || said.contains("kms:Decrypt") {
         return err.into_item_error("kms:Decrypt");
     }
     err.into_item_error(action)
@@ -248,24 +263,26 @@ fn value_of(string: Option<String>, binary: Option<aws_smithy_types::Blob>) -> S
 }
 
 impl Source for SmInner {
+    type Item = SecretItem;
+
     fn kind(&self) -> &'static str {
         "secretsmanager"
     }
 
-    fn fetch<'a>(&'a self, items: &'a [Item], calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>> {
-        Box::pin(async move {
+    async fn fetch(&self, items: &[SecretItem], calls: &CallContext) -> Vec<ItemResult> {
+        {
             let current: Vec<usize> = (0..items.len())
-                .filter(|&i| parse_item(items[i].id()).1 == Selector::Stage(AWSCURRENT.into()))
+                .filter(|&i| items[i].selector == Selector::Stage(AWSCURRENT.into()))
                 .collect();
             let others: Vec<usize> = (0..items.len()).filter(|i| !current.contains(i)).collect();
             let batches = join_all(current.chunks(MAX_IDS_PER_BATCH).map(|chunk| async move {
-                let ids: Vec<&str> = chunk.iter().map(|&i| parse_item(items[i].id()).0).collect();
+                let ids: Vec<&str> = chunk.iter().map(|&i| items[i].id.as_str()).collect();
                 (chunk, self.batch_get(&ids, calls).await)
             }));
-            let singles = join_all(others.iter().map(|&i| async move {
-                let (id, selector) = parse_item(items[i].id());
-                (i, self.get_one(id, &selector, calls).await)
-            }));
+            let singles =
+                join_all(others.iter().map(|&i| async move {
+                    (i, self.get_one(&items[i].id, &items[i].selector, calls).await)
+                }));
             let (batches, singles) = futures_util::future::join(batches, singles).await;
             let mut out: Vec<Option<ItemResult>> = vec![None; items.len()];
             for (chunk, results) in batches {
@@ -282,8 +299,8 @@ impl Source for SmInner {
             out.into_iter()
                 .zip(items)
                 .map(|(r, item)| {
-                    let r = r.unwrap_or_else(|| Err(ItemError::Failed("not fetched".into())))?;
-                    Ok(match parse_item(item.id()).1 {
+                    let r = r.unwrap_or_else(|| Err(ItemError::Source("not fetched".into())))?;
+                    Ok(match item.selector {
                         Selector::Stage(_) => {
                             r.into_iter().map(|f| f.with_refresh_by(learn_schedule)).collect()
                         }
@@ -291,25 +308,25 @@ impl Source for SmInner {
                     })
                 })
                 .collect()
-        })
+        }
     }
 
-    fn refresh<'a>(
-        &'a self,
-        items: &'a [Item],
-        current: &'a [Option<String>],
-        calls: &'a CallContext,
-    ) -> BoxFuture<'a, Vec<RefreshResult>> {
-        Box::pin(join_all(items.iter().zip(current).map(
+    async fn refresh(
+        &self,
+        items: &[SecretItem],
+        current: &[Option<String>],
+        calls: &CallContext,
+    ) -> Vec<RefreshResult> {
+        join_all(items.iter().zip(current).map(
             |(item, version)| async move {
-                let (id, selector) = parse_item(item.id());
-                let stage = match selector {
+                let id = item.id.as_str();
+                let stage = match &item.selector {
                     // A version id names immutable content: nothing to refresh.
                     Selector::VersionId(_) => return Ok(Refreshed::Unchanged { refresh_by: None }),
-                    Selector::Stage(stage) => stage,
+                    Selector::Stage(stage) => stage.clone(),
                 };
                 let described = calls
-                    .call("DescribeSecret", || {
+                    .call(DESCRIBE_SECRET, || {
                         let send = self.client.describe_secret().secret_id(id).send();
                         async move { send.await.map_err(|e| CallError::from_sdk("DescribeSecret", e)) }
                     })
@@ -349,7 +366,7 @@ impl Source for SmInner {
                     .find(|(_, s)| s.contains(&stage))
                     .map(|(v, _)| v.clone());
                 let Some(staged) = staged else {
-                    return Err(ItemError::Failed(format!(
+                    return Err(ItemError::Invalid(format!(
                         "no version of the secret carries stage `{stage}`"
                     )));
                 };
@@ -364,7 +381,8 @@ impl Source for SmInner {
                         .collect(),
                 ))
             },
-        )))
+        ))
+        .await
     }
 }
 
@@ -384,7 +402,7 @@ impl SmInner {
         for _page in 0..MAX_PAGES {
             let list: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
             let page = calls
-                .call("BatchGetSecretValue", || {
+                .call(BATCH_GET_SECRET_VALUE, || {
                     let send = self
                         .client
                         .batch_get_secret_value()
@@ -451,7 +469,7 @@ impl SmInner {
             .into_iter()
             .map(|r| {
                 r.unwrap_or_else(|| {
-                    Err(ItemError::Failed(
+                    Err(ItemError::Source(
                         "BatchGetSecretValue returned neither value nor error for it".into(),
                     ))
                 })
@@ -462,7 +480,7 @@ impl SmInner {
     /// One `GetSecretValue` call.
     async fn get_one(&self, id: &str, selector: &Selector, calls: &CallContext) -> ItemResult {
         let out = calls
-            .call("GetSecretValue", || {
+            .call(GET_SECRET_VALUE, || {
                 let request = self.client.get_secret_value().secret_id(id);
                 let request = match selector {
                     Selector::Stage(stage) => request.version_stage(stage),
@@ -485,18 +503,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn item_ids_carry_the_selector() {
+    fn items_show_their_selector_in_words() {
+        let item = |selector| SecretItem {
+            id: "prod/db".into(),
+            selector,
+        };
+        assert_eq!(item(Selector::Stage(AWSCURRENT.into())).to_string(), "prod/db");
         assert_eq!(
-            parse_item("prod/db"),
-            ("prod/db", Selector::Stage("AWSCURRENT".into()))
+            item(Selector::Stage("AWSPREVIOUS".into())).to_string(),
+            "prod/db (stage AWSPREVIOUS)"
         );
         assert_eq!(
-            parse_item("prod/db#stage=AWSPENDING"),
-            ("prod/db", Selector::Stage("AWSPENDING".into()))
-        );
-        assert_eq!(
-            parse_item("prod/db#version=abc"),
-            ("prod/db", Selector::VersionId("abc".into()))
+            item(Selector::VersionId("abc".into())).to_string(),
+            "prod/db (version abc)"
         );
     }
 

@@ -5,15 +5,41 @@ use std::sync::Arc;
 
 use aws_sdk_ssm::types::Parameter;
 use aws_sdk_ssm::Client;
-use futures_util::future::{join_all, BoxFuture};
+use futures_util::future::join_all;
 
-use super::{CallContext, CallError, CallErrorKind, Declaration, Fetched, Item, ItemResult, Source};
+use super::{Declaration, Fetched, ItemResult, Source};
+use crate::call::{CallContext, CallError, CallErrorKind, Operation};
 use crate::error::ItemError;
+use crate::limiter::QuotaClass;
 use crate::value::SecretValue;
 
 /// Names per `GetParameters` call (the API's limit).
 pub const MAX_NAMES_PER_CALL: usize = 10;
 const PAGE_SIZE: i32 = 10;
+const GET_PARAMETERS: Operation = Operation::new("GetParameters").with_quota(QuotaClass::SsmGet);
+const GET_PARAMETERS_BY_PATH: Operation =
+    Operation::new("GetParametersByPath").with_quota(QuotaClass::SsmGet);
+
+/// A parameter name (or ARN, with its selector), or a path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SsmItem {
+    Name(String),
+    Path(String),
+}
+
+impl SsmItem {
+    fn id(&self) -> &str {
+        match self {
+            SsmItem::Name(id) | SsmItem::Path(id) => id,
+        }
+    }
+}
+
+impl std::fmt::Display for SsmItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id())
+    }
+}
 
 /// SSM Parameter Store.
 ///
@@ -32,7 +58,7 @@ const PAGE_SIZE: i32 = 10;
 /// let secrets = Secrets::builder()
 ///     .add(ssm.parameter("db_password", "/prod/db/password"))
 ///     .add(ssm.parameter("api_key", "/prod/api-key:3").ttl(Duration::from_secs(60)))
-///     .add(ssm.parameter("hosts", "/prod/hosts")) // a StringList: snapshot.get_list("hosts")
+///     .add(ssm.parameter("hosts", "/prod/hosts")) // a StringList: snapshot.expose_list("hosts")
 ///     .add(ssm.path("/prod/app/")) // keys relative to the path: "feature/flag", ...
 ///     .load()
 ///     .await?;
@@ -98,7 +124,7 @@ impl SsmSource {
     /// ```
     pub fn parameter(&self, key: impl Into<String>, name: impl Into<String>) -> Declaration {
         let name = name.into();
-        let decl = Declaration::new(key, self.inner.clone(), Item::One(name.clone()));
+        let decl = Declaration::new(key, self.inner.clone(), SsmItem::Name(name.clone()));
         match validate_name(&name) {
             Ok(()) => decl,
             Err(reason) => decl.rejected("SSM parameter name", name, reason),
@@ -114,7 +140,7 @@ impl SsmSource {
     /// Like [`path`](Self::path), with `prefix` put before every key.
     pub fn path_with_prefix(&self, prefix: impl Into<String>, path: impl Into<String>) -> Declaration {
         let path = path.into();
-        let decl = Declaration::new(prefix, self.inner.clone(), Item::Tree(path.clone()));
+        let decl = Declaration::tree(prefix, self.inner.clone(), SsmItem::Path(path.clone()));
         match validate_path(&path) {
             Ok(()) => decl,
             Err(reason) => decl.rejected("SSM path", path, reason),
@@ -210,17 +236,19 @@ fn validate_path(path: &str) -> Result<(), String> {
 }
 
 impl Source for SsmInner {
+    type Item = SsmItem;
+
     fn kind(&self) -> &'static str {
         "ssm"
     }
 
-    fn fetch<'a>(&'a self, items: &'a [Item], calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>> {
-        Box::pin(async move {
+    async fn fetch(&self, items: &[SsmItem], calls: &CallContext) -> Vec<ItemResult> {
+        {
             let names: Vec<usize> = (0..items.len())
-                .filter(|&i| matches!(items[i], Item::One(_)))
+                .filter(|&i| matches!(items[i], SsmItem::Name(_)))
                 .collect();
             let paths: Vec<usize> = (0..items.len())
-                .filter(|&i| matches!(items[i], Item::Tree(_)))
+                .filter(|&i| matches!(items[i], SsmItem::Path(_)))
                 .collect();
             let chunks = batches(items, &names);
             let by_name = join_all(chunks.iter().map(|chunk| {
@@ -244,9 +272,9 @@ impl Source for SsmInner {
                 out[i] = Some(r);
             }
             out.into_iter()
-                .map(|r| r.unwrap_or_else(|| Err(ItemError::Failed("not fetched".into()))))
+                .map(|r| r.unwrap_or_else(|| Err(ItemError::Source("not fetched".into()))))
                 .collect()
-        })
+        }
     }
 }
 
@@ -282,7 +310,7 @@ impl SsmInner {
     ) -> Result<Vec<ItemResult>, CallError> {
         let names: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
         let out = calls
-            .call("GetParameters", || {
+            .call(GET_PARAMETERS, || {
                 let send = self
                     .client
                     .get_parameters()
@@ -307,7 +335,7 @@ impl SsmInner {
                 .and_then(Option::take);
             results.push(match found {
                 Some(p) => Ok(vec![fetched(p, None)]),
-                None => Err(ItemError::Failed(
+                None => Err(ItemError::Source(
                     "GetParameters returned no value and no error for it".into(),
                 )),
             });
@@ -320,7 +348,7 @@ impl SsmInner {
         let mut token: Option<String> = None;
         loop {
             let page = calls
-                .call("GetParametersByPath", || {
+                .call(GET_PARAMETERS_BY_PATH, || {
                     let send = self
                         .client
                         .get_parameters_by_path()
@@ -347,7 +375,7 @@ impl SsmInner {
             }
         }
         if values.is_empty() {
-            return Err(ItemError::Failed(
+            return Err(ItemError::Invalid(
                 "no parameters under this path (or none readable); check the path".into(),
             ));
         }
@@ -358,7 +386,7 @@ impl SsmInner {
 /// Groups names into `GetParameters` calls of at most 10, never putting two selectors of one
 /// parameter in the same call: a response's `Selector` field is optional (emulators omit it),
 /// and without it two versions of one name could not be told apart.
-fn batches(items: &[Item], names: &[usize]) -> Vec<Vec<usize>> {
+fn batches(items: &[SsmItem], names: &[usize]) -> Vec<Vec<usize>> {
     // Names with the most selectors first, so that they spread over the fewest calls.
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     for &i in names {
@@ -389,7 +417,8 @@ fn batches(items: &[Item], names: &[usize]) -> Vec<Vec<usize>> {
 
 /// A denial that mentions `kms:Decrypt` is about the SecureString's key, not the SSM action.
 fn denied_action(err: CallError, ssm_action: &str) -> ItemError {
-    let action = if err.message().contains("kms:Decrypt") || err.message().contains("KMS") {
+    let said = err.aws_message().unwrap_or_default();
+    let action = if said.contains("kms:Decrypt") || said.contains("KMS") {
         "kms:Decrypt"
     } else {
         ssm_action
@@ -514,9 +543,9 @@ mod tests {
 
     #[test]
     fn batches_hold_ten_names_and_one_selector_per_name() {
-        let mut items: Vec<Item> = (0..25).map(|i| Item::One(format!("/p{i}"))).collect();
-        items.push(Item::One("/p0:1".into()));
-        items.push(Item::One("/p0:live".into()));
+        let mut items: Vec<SsmItem> = (0..25).map(|i| SsmItem::Name(format!("/p{i}"))).collect();
+        items.push(SsmItem::Name("/p0:1".into()));
+        items.push(SsmItem::Name("/p0:live".into()));
         let names: Vec<usize> = (0..items.len()).collect();
         let chunks = batches(&items, &names);
         assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 7]);

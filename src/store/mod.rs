@@ -27,10 +27,11 @@ use tokio::time::Instant;
 
 pub(crate) use plan::Config;
 
+use crate::call::{CallContext, CallStats};
 use crate::error::{Error, ItemError};
 use crate::freeze::after;
 use crate::snapshot::{Snapshot, SnapshotData};
-use crate::source::{CallContext, CallStats, Declaration, Refreshed};
+use crate::source::{Declaration, Refreshed};
 use unit::Unit;
 
 /// The units, and the last refresh generation handed out.
@@ -89,7 +90,7 @@ impl Store {
                 Ok(Ok(Refreshed::Changed(fetched))) => unit.bind(fetched),
                 Ok(Ok(Refreshed::Unchanged { .. })) => Err(unit.failures(&ItemError::NotFound)),
                 Ok(Err(e)) => Err(unit.failures(&e)),
-                Err(lost) => Err(unit.failures(&ItemError::Failed(lost.into()))),
+                Err(lost) => Err(unit.failures(&ItemError::Source(lost.into()))),
             };
             match bound {
                 Ok(bound) => unit.loaded(bound, started, now, factor, &config),

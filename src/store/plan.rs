@@ -10,9 +10,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::unit::{Binding, Unit};
+use crate::call::RetryPolicy;
 use crate::error::Error;
 use crate::schedule;
-use crate::source::{Declaration, Item, RetryPolicy};
+use crate::source::{AnyItem, Declaration};
 
 /// Tuning of loading and refreshing (set through [`SecretsBuilder`](crate::SecretsBuilder)).
 #[derive(Debug, Clone)]
@@ -152,7 +153,7 @@ impl Config {
 pub(crate) fn plan(config: &Config, decls: Vec<Declaration>, now: Instant) -> Result<Vec<Unit>, Error> {
     config.validate()?;
     let mut units: Vec<Unit> = Vec::new();
-    let mut index: HashMap<(*const (), Item), usize> = HashMap::new();
+    let mut index: HashMap<(*const (), AnyItem), usize> = HashMap::new();
     // Key of each single-value declaration -> what produces it (source, item and JSON field).
     let mut one_keys: HashMap<String, String> = HashMap::new();
     for decl in decls {
@@ -181,15 +182,15 @@ pub(crate) fn plan(config: &Config, decls: Vec<Declaration>, now: Instant) -> Re
             Some(s) => s,
             None => schedule::default_staleness(ttl, config.spread, config.refresh_timeout),
         };
-        if let Item::One(_) = decl.item {
+        if !decl.item.tree {
             if decl.key.is_empty() {
                 return Err(invalid(
                     "key",
                     "",
-                    format!("the key for {} `{}` is empty", decl.source.kind(), decl.item.id()),
+                    format!("the key for {} `{}` is empty", decl.source.kind(), decl.item),
                 ));
             }
-            let mut described = format!("{} `{}`", decl.source.kind(), decl.item.id());
+            let mut described = format!("{} `{}`", decl.source.kind(), decl.item);
             if let Some(field) = &decl.field {
                 described.push_str(&format!(" field `{field}`"));
             }
@@ -260,7 +261,7 @@ mod tests {
             .load()
             .await
             .unwrap();
-        assert_eq!(secrets.snapshot().get_str("db").unwrap(), "pw");
+        assert_eq!(secrets.snapshot().expose_str("db").unwrap(), "pw");
     }
 
     #[tokio::test]

@@ -15,7 +15,6 @@ use tokio::time::Instant;
 use super::unit::Unit;
 use crate::freeze::far_from;
 use crate::snapshot::{Slot, SnapshotData};
-use crate::source::Item;
 
 /// A key produced by two units: (key, kept, ignored).
 pub(crate) type Duplicate = (String, String, String);
@@ -44,15 +43,10 @@ pub(crate) fn build(units: &[Unit], now: Instant, duplicates: &mut Vec<Duplicate
     let explicit_first = units
         .iter()
         .enumerate()
-        .filter(|(_, u)| matches!(u.item, Item::One(_)))
-        .chain(
-            units
-                .iter()
-                .enumerate()
-                .filter(|(_, u)| matches!(u.item, Item::Tree(_))),
-        );
+        .filter(|(_, u)| !u.item.tree)
+        .chain(units.iter().enumerate().filter(|(_, u)| u.item.tree));
     for (index, unit) in explicit_first {
-        let expired = unit.expired_reason();
+        let expired = unit.expired_cause();
         for (key, (value, info)) in &unit.values {
             if let Some(&first) = owner.get(&**key) {
                 if first != index {

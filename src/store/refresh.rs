@@ -14,10 +14,11 @@ use tokio::time::Instant;
 
 use super::unit::{Finished, Outcome, Unit};
 use super::{Store, Units};
+use crate::call::{CallContext, Urgency};
 use crate::error::ItemError;
 use crate::freeze::{after, sleep_until, FROZEN_SLACK};
 use crate::schedule;
-use crate::source::{CallContext, Item, RefreshResult, Refreshed, Source, Urgency};
+use crate::source::{AnyItem, DynSource, RefreshResult, Refreshed};
 
 /// How long after its deadline a refresh is given up as lost (a source that does not go
 /// through [`CallContext`] and hangs; calls that do are cut at the deadline).
@@ -207,7 +208,7 @@ impl Store {
                 tracing::warn!(
                     keys = ?unit.key_list(),
                     source = unit.source.kind(),
-                    id = unit.item.id(),
+                    id = %unit.item,
                     %error,
                     failures,
                     retry_in_ms = retry_in.as_millis() as u64,
@@ -282,11 +283,11 @@ pub(super) type Answer = Result<RefreshResult, &'static str>;
 /// the source per group, all groups concurrently. Each group has the budget of `ctx` (and a
 /// grace) and its own panic boundary, so a source that hangs or panics costs only its own items.
 pub(super) async fn fetch_all(
-    targets: &[(Arc<dyn Source>, Item, Option<String>)],
+    targets: &[(Arc<dyn DynSource>, AnyItem, Option<String>)],
     ctx: &CallContext,
     refresh: bool,
 ) -> Vec<Answer> {
-    let mut groups: Vec<(Arc<dyn Source>, Vec<usize>)> = Vec::new();
+    let mut groups: Vec<(Arc<dyn DynSource>, Vec<usize>)> = Vec::new();
     for (i, (source, _, _)) in targets.iter().enumerate() {
         match groups.iter_mut().find(|(s, _)| Arc::ptr_eq(s, source)) {
             Some((_, members)) => members.push(i),
@@ -294,7 +295,7 @@ pub(super) async fn fetch_all(
         }
     }
     let fetches = groups.iter().map(|(source, members)| async move {
-        let items: Vec<Item> = members.iter().map(|&i| targets[i].1.clone()).collect();
+        let items: Vec<AnyItem> = members.iter().map(|&i| targets[i].1.clone()).collect();
         let versions: Vec<Option<String>> = members.iter().map(|&i| targets[i].2.clone()).collect();
         let work = async {
             if refresh {
@@ -320,7 +321,7 @@ pub(super) async fn fetch_all(
     out.into_iter()
         .map(|r| {
             r.unwrap_or_else(|| {
-                Ok(Err(ItemError::Failed(
+                Ok(Err(ItemError::Source(
                     "the source returned no result for it".into(),
                 )))
             })

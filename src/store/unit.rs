@@ -24,11 +24,12 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::plan::Config;
+use crate::call::Urgency;
 use crate::error::{Failure, ItemError};
 use crate::freeze::after;
 use crate::schedule;
 use crate::snapshot::ValueInfo;
-use crate::source::{Fetched, Item, Source, Urgency};
+use crate::source::{AnyItem, DynSource, Fetched};
 use crate::SecretValue;
 
 /// A value is refreshed at the latest at this fraction of its maximum staleness.
@@ -105,8 +106,8 @@ pub(crate) enum Finished {
 
 /// One distinct (source, item) and the keys bound to it.
 pub(crate) struct Unit {
-    pub(crate) source: Arc<dyn Source>,
-    pub(crate) item: Item,
+    pub(crate) source: Arc<dyn DynSource>,
+    pub(crate) item: AnyItem,
     pub(crate) keys: Vec<Binding>,
     pub(crate) ttl: Duration,
     pub(crate) staleness: Duration,
@@ -131,8 +132,8 @@ pub(crate) struct Unit {
 
 impl Unit {
     pub(crate) fn new(
-        source: Arc<dyn Source>,
-        item: Item,
+        source: Arc<dyn DynSource>,
+        item: AnyItem,
         ttl: Duration,
         staleness: Duration,
         now: Instant,
@@ -202,7 +203,7 @@ impl Unit {
     }
 
     /// Why the values are expired, for [`Error::Expired`](crate::Error::Expired).
-    pub(crate) fn expired_reason(&self) -> Option<Arc<str>> {
+    pub(crate) fn expired_cause(&self) -> Option<Arc<ItemError>> {
         let error = match &self.state {
             State::Failing {
                 expired: true, error, ..
@@ -210,7 +211,7 @@ impl Unit {
             State::Refreshing(r) if r.expired => r.error.as_ref(),
             _ => None,
         }?;
-        Some(error.to_string().into())
+        Some(Arc::new(error.clone()))
     }
 
     /// Fresh/Failing -> Refreshing. A refresh under way is superseded (its result will be
@@ -271,7 +272,7 @@ impl Unit {
                 return Some(Finished::Refreshed);
             }
             Outcome::Failed(error) => error,
-            Outcome::Lost(why) => ItemError::Failed(why.to_owned()),
+            Outcome::Lost(why) => ItemError::Source(why.to_owned()),
         };
         let failures = failures.saturating_add(1);
         let backoff = schedule::failure_backoff(
@@ -363,14 +364,14 @@ impl Unit {
     }
 
     pub(crate) fn describe(&self) -> String {
-        format!("{} `{}`", self.source.kind(), self.item.id())
+        format!("{} `{}`", self.source.kind(), self.item)
     }
 
     pub(crate) fn failure(&self, key: &str, error: &ItemError) -> Failure {
         Failure {
             key: key.to_owned(),
             source: self.source.kind(),
-            id: self.item.id().to_owned(),
+            id: self.item.to_string(),
             error: error.clone(),
         }
     }
@@ -394,11 +395,7 @@ impl Unit {
         let refresh_by = fetched.iter().filter_map(|f| f.refresh_by).min();
         let mut values = Vec::new();
         let mut failures = Vec::new();
-        let take = if matches!(self.item, Item::One(_)) {
-            1
-        } else {
-            fetched.len()
-        };
+        let take = if !self.item.tree { 1 } else { fetched.len() };
         for f in fetched.into_iter().take(take) {
             let info = Arc::new(ValueInfo {
                 source: kind,
@@ -407,8 +404,8 @@ impl Unit {
                 refresh_by: f.refresh_by,
             });
             for binding in &self.keys {
-                let key: Box<str> = match (&self.item, &f.relative) {
-                    (Item::Tree(_), Some(rel)) => format!("{}{rel}", binding.key).into(),
+                let key: Box<str> = match (self.item.tree, &f.relative) {
+                    (true, Some(rel)) => format!("{}{rel}", binding.key).into(),
                     _ => binding.key.as_str().into(),
                 };
                 let value = match &binding.field {
@@ -441,17 +438,17 @@ fn json_field(value: &SecretValue, field: &str) -> Result<SecretValue, ItemError
     use serde_json::value::RawValue;
     let object: HashMap<std::borrow::Cow<'_, str>, &RawValue> = serde_json::from_slice(value.expose_bytes())
         .map_err(|_| {
-            ItemError::Failed(format!(
+            ItemError::Invalid(format!(
                 "the value is not a JSON object, so its field `{field}` cannot be taken"
             ))
         })?;
     let raw = object
         .get(field)
-        .ok_or_else(|| ItemError::Failed(format!("the JSON object has no field `{field}`")))?
+        .ok_or_else(|| ItemError::Invalid(format!("the JSON object has no field `{field}`")))?
         .get();
     if raw.starts_with('"') {
         let text: String = serde_json::from_str(raw)
-            .map_err(|_| ItemError::Failed(format!("field `{field}` is not a valid JSON string")))?;
+            .map_err(|_| ItemError::Invalid(format!("field `{field}` is not a valid JSON string")))?;
         Ok(text.into())
     } else {
         Ok(raw.into())
@@ -464,10 +461,10 @@ mod tests {
     use crate::MemorySource;
 
     fn unit(now: Instant) -> Unit {
-        let source = MemorySource::new().value("k", "/k").source;
+        let decl = MemorySource::new().value("k", "/k");
         let mut u = Unit::new(
-            source,
-            Item::One("/k".into()),
+            decl.source,
+            decl.item,
             Duration::from_secs(10),
             Duration::from_secs(30),
             now,
@@ -556,7 +553,7 @@ mod tests {
         else {
             panic!()
         };
-        assert!(expired && u.is_expired() && u.expired_reason().is_some());
+        assert!(expired && u.is_expired() && u.expired_cause().is_some());
         // Expired and backing off: not due again before the backoff.
         assert!(!u.is_due(later));
     }

@@ -42,8 +42,8 @@ async fn an_item_declared_twice_is_fetched_once_under_both_keys() {
         .await
         .unwrap();
     let snap = secrets.snapshot();
-    assert_eq!(snap.get_str("a").unwrap(), "pw");
-    assert_eq!(snap.get_str("b").unwrap(), "pw");
+    assert_eq!(snap.expose_str("a").unwrap(), "pw");
+    assert_eq!(snap.expose_str("b").unwrap(), "pw");
     assert_eq!(snap.len(), 2);
     assert_eq!(mem.fetches(), 1);
 }
@@ -129,8 +129,8 @@ async fn past_ttl_the_current_value_is_served_while_the_refresh_runs() {
     mem.set_latency(Duration::from_millis(200));
     tokio::time::sleep(Duration::from_millis(40)).await;
     // Due: this read starts the refresh and is served the current value at once.
-    assert_eq!(secrets.snapshot().get_str("k").unwrap(), "old");
-    assert!(eventually(&secrets, |s| s.get_str("k").unwrap() == "new").await);
+    assert_eq!(secrets.snapshot().expose_str("k").unwrap(), "old");
+    assert!(eventually(&secrets, |s| s.expose_str("k").unwrap() == "new").await);
     assert_eq!(mem.fetches(), 2);
     assert_eq!(secrets.stats().refreshes, 1);
     assert_eq!(
@@ -155,7 +155,7 @@ async fn a_thousand_readers_of_a_stale_key_cause_one_fetch() {
     let readers: Vec<_> = (0..1000)
         .map(|_| {
             let secrets = secrets.clone();
-            tokio::spawn(async move { secrets.fresh_snapshot().await.get_str("k").unwrap().to_owned() })
+            tokio::spawn(async move { secrets.fresh_snapshot().await.expose_str("k").unwrap().to_owned() })
         })
         .collect();
     for reader in readers {
@@ -183,10 +183,10 @@ async fn a_failed_refresh_keeps_the_last_good_value_then_recovers() {
     mem.set_failing(true);
     tokio::time::sleep(Duration::from_millis(30)).await;
     assert!(eventually(&secrets, |_| secrets.stats().refresh_failures >= 2).await);
-    assert_eq!(secrets.snapshot().get_str("k").unwrap(), "good");
+    assert_eq!(secrets.snapshot().expose_str("k").unwrap(), "good");
     mem.set("/k", "rotated");
     mem.set_failing(false);
-    assert!(eventually(&secrets, |s| s.get_str("k").unwrap() == "rotated").await);
+    assert!(eventually(&secrets, |s| s.expose_str("k").unwrap() == "rotated").await);
 }
 
 #[tokio::test(start_paused = true)]
@@ -225,8 +225,8 @@ async fn refresh_now_fetches_at_once_and_is_guarded_against_loops() {
         .unwrap();
     mem.set("/pw", "v2");
     let snap = secrets.refresh_now("pw").await.unwrap();
-    assert_eq!(snap.get_str("pw").unwrap(), "v2");
-    assert_eq!(secrets.snapshot().get_str("pw").unwrap(), "v2");
+    assert_eq!(snap.expose_str("pw").unwrap(), "v2");
+    assert_eq!(secrets.snapshot().expose_str("pw").unwrap(), "v2");
     mem.set("/pw", "v3");
     for _ in 0..100 {
         secrets.refresh_now("pw").await.unwrap();
@@ -251,7 +251,7 @@ async fn refresh_now_reports_a_failed_fetch() {
     mem.set_failing(true);
     let err = secrets.refresh_now("pw").await.unwrap_err();
     assert!(err.to_string().contains("key `pw`"), "{err}");
-    assert_eq!(secrets.snapshot().get_str("pw").unwrap(), "v1");
+    assert_eq!(secrets.snapshot().expose_str("pw").unwrap(), "v1");
 }
 
 #[tokio::test(start_paused = true)]
@@ -285,7 +285,7 @@ async fn a_source_refresh_by_caps_the_ttl() {
     mem.set("/rotating", "v2");
     tokio::time::sleep(Duration::from_millis(1300)).await;
     // Due at the rotation, not after the hour-long TTL.
-    assert!(eventually(&secrets, |s| s.get_str("k").unwrap() == "v2").await);
+    assert!(eventually(&secrets, |s| s.expose_str("k").unwrap() == "v2").await);
 }
 
 #[tokio::test(start_paused = true)]
@@ -303,7 +303,7 @@ async fn a_declared_key_is_never_shadowed_by_a_new_name_under_a_path() {
     mem.set("/app/new", "x");
     tokio::time::sleep(Duration::from_millis(30)).await;
     assert!(eventually(&secrets, |s| s.get("new").is_ok()).await);
-    assert_eq!(secrets.snapshot().get_str("db_password").unwrap(), "declared");
+    assert_eq!(secrets.snapshot().expose_str("db_password").unwrap(), "declared");
 }
 
 #[tokio::test(start_paused = true)]
@@ -361,7 +361,7 @@ fn a_refresh_lost_with_its_runtime_does_not_block_the_key() {
     // Review defect 1: a refresh lost with its runtime counts as a failure and backs off.
     assert_eq!(secrets.stats().refresh_failures, 1);
     mem.set_latency(Duration::ZERO);
-    let fresh = rt().block_on(async { eventually(&secrets, |s| s.get_str("k").unwrap() == "v2").await });
+    let fresh = rt().block_on(async { eventually(&secrets, |s| s.expose_str("k").unwrap() == "v2").await });
     assert!(fresh, "a new refresh replaced the lost one");
 }
 
@@ -399,7 +399,7 @@ async fn served_after(
 ) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() <= limit {
-        if secrets.fresh_snapshot().await.get_str(key).ok() == Some(want) {
+        if secrets.fresh_snapshot().await.expose_str(key).ok() == Some(want) {
             return Some(start.elapsed());
         }
         tokio::time::sleep(every).await;
@@ -460,7 +460,7 @@ async fn a_refresh_that_panics_backs_off_and_counts_a_failure() {
     );
     assert_eq!(secrets.stats().refresh_failures, 1);
     assert_eq!(
-        secrets.snapshot().get_str("k").unwrap(),
+        secrets.snapshot().expose_str("k").unwrap(),
         "v1",
         "the last good value"
     );
@@ -510,7 +510,7 @@ async fn the_largest_settings_never_panic_on_the_request_path() {
         .unwrap();
     let v = format!("v{}", src.change());
     tokio::time::advance(week + secs(3600)).await; // frozen for over a week
-    assert_eq!(secrets.fresh_snapshot().await.get_str("k").unwrap(), "v1");
+    assert_eq!(secrets.fresh_snapshot().await.expose_str("k").unwrap(), "v1");
     // The refresh spreads its call over at most a tenth of the week.
     assert!(served_after(&secrets, "k", &v, secs(60), week / 10 + secs(120))
         .await
@@ -565,7 +565,7 @@ async fn a_spread_never_outlasts_the_maximum_staleness() {
     tokio::time::sleep(ms(200)).await;
     let started = Instant::now();
     let snap = secrets.fresh_snapshot().await;
-    assert_eq!(snap.get_str("k").unwrap(), v);
+    assert_eq!(snap.expose_str("k").unwrap(), v);
     assert!(
         started.elapsed().is_zero() && secrets.stats().waits == 0,
         "{:?}",
@@ -628,14 +628,14 @@ fn refresh_now_and_refreshes_work_from_a_thread_without_a_runtime() {
         .join()
         .unwrap()
         .unwrap();
-    assert_eq!(snap.get_str("k").unwrap(), "v2");
+    assert_eq!(snap.expose_str("k").unwrap(), "v2");
     mem.set("/k", "v3");
     std::thread::sleep(ms(20));
     let s = secrets.clone();
     let fresh = std::thread::spawn(move || {
         // Real time on a runtime's threads: a generous bound for a busy machine.
         for _ in 0..2000 {
-            if s.snapshot().get_str("k").unwrap() == "v3" {
+            if s.snapshot().expose_str("k").unwrap() == "v3" {
                 return true;
             }
             std::thread::sleep(ms(5));
@@ -691,10 +691,10 @@ async fn refresh_now_does_not_wait_behind_a_spread_refresh() {
     // Ten 20 ms calls, and at most a second's wait for the rate limit (10 a second) whose tokens
     // the spreading refresh may hold; the old engine waited for the whole spread (30 s).
     assert!(started.elapsed() <= ms(10 * 20 + 1100), "{:?}", started.elapsed());
-    assert_eq!(snap.get_str("k").unwrap(), v);
+    assert_eq!(snap.expose_str("k").unwrap(), v);
     // The superseded refresh ends later; it neither fails the key nor brings back old values.
     tokio::time::sleep(secs(40)).await;
-    assert_eq!(secrets.snapshot().get_str("k").unwrap(), v);
+    assert_eq!(secrets.snapshot().expose_str("k").unwrap(), v);
     assert_eq!(secrets.stats().refresh_failures, 0);
 }
 

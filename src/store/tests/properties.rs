@@ -188,7 +188,7 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
         let snap = run.secrets.snapshot();
         if ["a", "b", "c"]
             .iter()
-            .all(|k| snap.get_str(k).ok() == Some(want.as_str()))
+            .all(|k| snap.expose_str(k).ok() == Some(want.as_str()))
         {
             break;
         }
@@ -196,7 +196,7 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
             changed.elapsed() <= bound,
             "not every value fresh {:?} after recovery (bound {bound:?}): {:?}",
             changed.elapsed(),
-            ["a", "b", "c"].map(|k| snap.get_str(k).map(str::to_owned).map_err(|e| e.to_string()))
+            ["a", "b", "c"].map(|k| snap.expose_str(k).map(str::to_owned).map_err(|e| e.to_string()))
         );
         tokio::time::sleep(ms(50)).await;
     }

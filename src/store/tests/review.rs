@@ -5,14 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::scripted::{Mode, Scripted};
 use super::{block_on, builder, load_k_on, ms, multi_thread_runtime, secs, Capture};
-use crate::source::{
-    CallContext, CallError, Declaration, Fetched, Item, ItemResult, RefreshResult, Refreshed, Source,
-};
+use crate::call::{CallContext, CallError, Operation};
+use crate::source::{Declaration, Fetched, ItemResult, RefreshResult, Refreshed, Source};
 use crate::{Error, MemorySource, Secrets};
 
 /// A Secrets-Manager-like source: a refresh is `DescribeSecret` then, if the version changed,
@@ -22,33 +20,33 @@ struct TwoStep {
 }
 
 impl Source for TwoStep {
+    type Item = String;
+
     fn kind(&self) -> &'static str {
         "twostep"
     }
-    fn fetch<'a>(&'a self, items: &'a [Item], _calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>> {
-        Box::pin(async move {
-            let v = self.version.load(Ordering::SeqCst);
-            items
-                .iter()
-                .map(|i| {
-                    Ok(vec![
-                        Fetched::new(i.id(), format!("v{v}")).with_version(v.to_string())
-                    ])
-                })
-                .collect()
-        })
+    async fn fetch(&self, items: &[String], _calls: &CallContext) -> Vec<ItemResult> {
+        let v = self.version.load(Ordering::SeqCst);
+        items
+            .iter()
+            .map(|i| {
+                Ok(vec![
+                    Fetched::new(i.as_str(), format!("v{v}")).with_version(v.to_string())
+                ])
+            })
+            .collect()
     }
-    fn refresh<'a>(
-        &'a self,
-        items: &'a [Item],
-        current: &'a [Option<String>],
-        calls: &'a CallContext,
-    ) -> BoxFuture<'a, Vec<RefreshResult>> {
-        Box::pin(async move {
+    async fn refresh(
+        &self,
+        items: &[String],
+        current: &[Option<String>],
+        calls: &CallContext,
+    ) -> Vec<RefreshResult> {
+        {
             let mut out = Vec::new();
             for (item, cur) in items.iter().zip(current) {
                 let v = calls
-                    .call("DescribeSecret", || async {
+                    .call(Operation::new("DescribeSecret"), || async {
                         tokio::time::sleep(ms(20)).await;
                         Ok::<_, CallError>(self.version.load(Ordering::SeqCst))
                     })
@@ -65,20 +63,22 @@ impl Source for TwoStep {
                     continue;
                 }
                 let got = calls
-                    .call("GetSecretValue", || async {
+                    .call(Operation::new("GetSecretValue"), || async {
                         tokio::time::sleep(ms(20)).await;
                         Ok::<_, CallError>(())
                     })
                     .await;
                 out.push(match got {
-                    Ok(()) => Ok(Refreshed::Changed(vec![
-                        Fetched::new(item.id(), format!("v{v}")).with_version(v.to_string())
-                    ])),
+                    Ok(()) => Ok(Refreshed::Changed(vec![Fetched::new(
+                        item.as_str(),
+                        format!("v{v}"),
+                    )
+                    .with_version(v.to_string())])),
                     Err(e) => Err(e.into_item_error("get")),
                 });
             }
             out
-        })
+        }
     }
 }
 
@@ -89,11 +89,11 @@ async fn a_freeze_during_a_call_that_succeeds_leaves_the_next_call_its_budget() 
     let src = Arc::new(TwoStep {
         version: AtomicU64::new(1),
     });
-    let source: Arc<dyn Source> = src.clone();
+    let source = src.clone();
     // Default settings: TTL 10 s, so the default max staleness is 30 s.
     let secrets = builder()
         .retry_policy(crate::RetryPolicy::default())
-        .add(Declaration::new("k", source, Item::One("secret".into())).ttl(secs(10)))
+        .add(Declaration::new("k", source, "secret".to_owned()).ttl(secs(10)))
         .load()
         .await
         .unwrap();
@@ -104,7 +104,7 @@ async fn a_freeze_during_a_call_that_succeeds_leaves_the_next_call_its_budget() 
     tokio::time::advance(secs(60)).await; // Lambda freezes the process for a minute
                                           // The next invocation, AWS healthy all along:
     let snap = secrets.fresh_snapshot().await;
-    let got = snap.get_str("k").map(str::to_owned);
+    let got = snap.expose_str("k").map(str::to_owned);
     println!("value after thaw: {got:?}");
     println!("stats: {:?}", secrets.stats());
     let logs = capture.text();
@@ -135,7 +135,7 @@ async fn the_layer_counts_one_miss_for_one_waiting_invocation() {
     let mut service = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(
         |req: http::Request<()>| async move {
             let s = req.extensions().get::<crate::Snapshot>().unwrap().clone();
-            Ok::<_, std::convert::Infallible>(s.get_str("k").unwrap().to_owned())
+            Ok::<_, std::convert::Infallible>(s.expose_str("k").unwrap().to_owned())
         },
     ));
     let v = service
@@ -171,7 +171,7 @@ async fn healthy_values_beside_a_hung_source(staleness: Duration) -> Vec<Result<
     while start.elapsed() < secs(120) {
         tokio::time::sleep(secs(10)).await;
         let snap = secrets.fresh_snapshot().await;
-        seen.push(snap.get_str("m").map(str::to_owned).map_err(|e| match e {
+        seen.push(snap.expose_str("m").map(str::to_owned).map_err(|e| match e {
             Error::Expired { .. } => "Expired".to_owned(),
             e => e.to_string(),
         }));
@@ -217,7 +217,8 @@ fn fresh_snapshot_waits_without_panicking_outside_a_runtime() {
     mem.set_latency(ms(200));
     std::thread::sleep(ms(20));
     let s = secrets.clone();
-    let r = std::thread::spawn(move || block_on(s.fresh_snapshot()).get_str("k").unwrap().to_owned()).join();
+    let r =
+        std::thread::spawn(move || block_on(s.fresh_snapshot()).expose_str("k").unwrap().to_owned()).join();
     println!(
         "fresh_snapshot from a non-tokio thread: {:?}",
         r.as_ref().map_err(|e| e.downcast_ref::<String>().cloned())
@@ -245,7 +246,7 @@ fn a_refresh_with_no_runtime_to_run_it_ends_as_lost_and_refresh_now_returns() {
     let snap = secrets.snapshot();
     println!(
         "value {:?}, misses for 100 reads: {}, stats {:?}",
-        snap.get_str("k").map(str::to_owned),
+        snap.expose_str("k").map(str::to_owned),
         secrets.stats().misses - before,
         secrets.stats()
     );
@@ -311,7 +312,7 @@ async fn a_hung_refresh_in_a_frozen_lambda_ends_at_its_budget() {
         let t = Instant::now();
         let snap = secrets.fresh_snapshot().await;
         long_waits += usize::from(t.elapsed() >= secs(1));
-        expired += usize::from(matches!(snap.get_str("k"), Err(Error::Expired { .. })));
+        expired += usize::from(matches!(snap.expose_str("k"), Err(Error::Expired { .. })));
         tokio::time::sleep(ms(50)).await; // the handler runs
         tokio::time::advance(secs(10)).await; // Lambda freezes the process
     }

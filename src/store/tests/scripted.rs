@@ -6,10 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use crate::source::{CallContext, CallError, CallErrorKind, Declaration, Fetched, Item, ItemResult, Source};
+use crate::call::{CallContext, CallError, CallErrorKind, Operation};
+use crate::limiter::QuotaClass;
+use crate::source::{Declaration, Fetched, ItemResult, Source};
+
+const GET_PARAMETERS: Operation = Operation::new("GetParameters").with_quota(QuotaClass::SsmGet);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -55,7 +58,7 @@ impl Shared {
 #[derive(Clone)]
 pub(crate) struct Scripted {
     shared: Shared,
-    source: Arc<dyn Source>,
+    source: Arc<Shared>,
 }
 
 impl Scripted {
@@ -80,7 +83,7 @@ impl Scripted {
     }
 
     pub(crate) fn declare(&self, key: &str, id: &str) -> Declaration {
-        Declaration::new(key, self.source.clone(), Item::One(id.into()))
+        Declaration::new(key, self.source.clone(), id.to_owned())
     }
 
     pub(crate) fn set_mode(&self, mode: Mode) {
@@ -132,12 +135,14 @@ impl Drop for Flight {
 }
 
 impl Source for Shared {
+    type Item = String;
+
     fn kind(&self) -> &'static str {
         "scripted"
     }
 
-    fn fetch<'a>(&'a self, items: &'a [Item], calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>> {
-        Box::pin(async move {
+    async fn fetch(&self, items: &[String], calls: &CallContext) -> Vec<ItemResult> {
+        {
             let (mode, latency, pages) = {
                 let s = self.state();
                 (s.mode, s.latency, s.pages)
@@ -151,12 +156,12 @@ impl Source for Shared {
                 let mut s = self.state();
                 let now = Instant::now();
                 for item in items {
-                    let n = s.in_flight.entry(item.id().to_owned()).or_default();
+                    let n = s.in_flight.entry(item.clone()).or_default();
                     *n += 1;
                     let n = *n;
                     s.max_in_flight = s.max_in_flight.max(n);
                     s.log.push(FetchLog {
-                        item: item.id().to_owned(),
+                        item: item.clone(),
                         start: now,
                         end: None,
                         ok: false,
@@ -172,7 +177,7 @@ impl Source for Shared {
             }
             for _ in 0..pages {
                 let answer = calls
-                    .call("GetParameters", || async move {
+                    .call(GET_PARAMETERS, || async move {
                         tokio::time::sleep(latency).await;
                         match mode {
                             Mode::Fail => Err(CallError::new(CallErrorKind::Fatal, "scripted failure")),
@@ -193,10 +198,10 @@ impl Source for Shared {
                 .iter()
                 .map(|item| {
                     Ok(vec![
-                        Fetched::new(item.id(), format!("v{version}")).with_version(version.to_string())
+                        Fetched::new(item.as_str(), format!("v{version}")).with_version(version.to_string())
                     ])
                 })
                 .collect()
-        })
+        }
     }
 }

@@ -1,0 +1,154 @@
+//! [`Declaration`]: a key bound to an item of a source, with its TTL.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{AnyItem, DynSource, Source};
+
+/// A key (or, for a tree, a key prefix) bound to an item of a source, with its TTL and, if
+/// asked, one JSON field of the value.
+///
+/// Sources offer helpers that make these (`SsmSource::parameter`, `SsmSource::path`,
+/// `SecretsManagerSource::secret`, `KmsSource::decrypt`, [`MemorySource::value`](crate::MemorySource::value));
+/// [`Declaration::new`] and [`Declaration::tree`] are for sources of your own.
+///
+/// ```
+/// use std::time::Duration;
+/// use lambda_secrets::MemorySource;
+///
+/// let mem = MemorySource::new();
+/// let decl = mem.value("api_key", "/prod/api").ttl(Duration::from_secs(60));
+/// assert_eq!(decl.key(), "api_key");
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct Declaration {
+    pub(crate) key: String,
+    pub(crate) source: Arc<dyn DynSource>,
+    pub(crate) item: AnyItem,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) field: Option<String>,
+    pub(crate) invalid: Option<(&'static str, String, String)>,
+}
+
+impl Declaration {
+    /// Binds `key` to the one value `item` of `source` stands for.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lambda_secrets::{CallContext, Declaration, Fetched, ItemResult, Source};
+    ///
+    /// struct Fixed;
+    /// impl Source for Fixed {
+    ///     type Item = u32;
+    ///     fn kind(&self) -> &'static str { "fixed" }
+    ///     async fn fetch(&self, items: &[u32], _: &CallContext) -> Vec<ItemResult> {
+    ///         items.iter().map(|n| Ok(vec![Fetched::new(n.to_string(), format!("value {n}"))])).collect()
+    ///     }
+    /// }
+    ///
+    /// let decl = Declaration::new("seven", Arc::new(Fixed), 7);
+    /// assert_eq!(decl.key(), "seven");
+    /// ```
+    pub fn new<S: Source>(key: impl Into<String>, source: Arc<S>, item: S::Item) -> Self {
+        Self::make(key.into(), source, AnyItem::new(item, false))
+    }
+
+    /// Binds every value `item` of `source` stands for (for SSM, a path), each under the key
+    /// `key_prefix` + its name relative to the item ([`Fetched::relative`](crate::Fetched::relative)).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/app/flags/beta", "on");
+    /// // `MemorySource::tree` is `Declaration::tree` over the memory source:
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.tree("flag.", "/app/flags")).load().await.unwrap();
+    /// assert_eq!(secrets.snapshot().expose_str("flag.beta").unwrap(), "on");
+    /// # });
+    /// ```
+    pub fn tree<S: Source>(key_prefix: impl Into<String>, source: Arc<S>, item: S::Item) -> Self {
+        Self::make(key_prefix.into(), source, AnyItem::new(item, true))
+    }
+
+    fn make<S: Source>(key: String, source: Arc<S>, item: AnyItem) -> Self {
+        Declaration {
+            key,
+            source,
+            item,
+            ttl: None,
+            field: None,
+            invalid: None,
+        }
+    }
+
+    /// Takes one field of a JSON object value (e.g. `password` of an RDS secret) as the key's
+    /// value: a string field gives its text, any other JSON its text form. A value that is not
+    /// an object with this field fails the load (or the refresh) naming the key and field.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/rds", r#"{"username":"app","password":"pw","port":5432}"#);
+    /// let secrets = lambda_secrets::Secrets::builder()
+    ///     .add(mem.value("db_password", "/rds").json_field("password"))
+    ///     .add(mem.value("db_port", "/rds").json_field("port"))
+    ///     .load()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(secrets.snapshot().expose_str("db_password").unwrap(), "pw");
+    /// assert_eq!(secrets.snapshot().expose_str("db_port").unwrap(), "5432");
+    /// # });
+    /// ```
+    pub fn json_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// Overrides the builder's default TTL for this declaration.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// let decl = mem.value("flag", "/flag").ttl(Duration::from_secs(30));
+    /// # let _ = decl;
+    /// ```
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// The key (or key prefix, for a tree).
+    ///
+    /// ```
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// assert_eq!(mem.tree("flag.", "/flags").key(), "flag.");
+    /// ```
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Marks the declaration as rejected; `load` reports it as [`Error::InvalidInput`](crate::Error::InvalidInput).
+    pub(crate) fn rejected(
+        mut self,
+        what: &'static str,
+        input: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        self.invalid = Some((what, input.into(), reason.into()));
+        self
+    }
+}
+
+impl fmt::Debug for Declaration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Declaration")
+            .field("key", &self.key)
+            .field("source", &self.source.kind())
+            .field("item", &self.item)
+            .field("tree", &self.item.tree)
+            .field("ttl", &self.ttl)
+            .field("json_field", &self.field)
+            .finish()
+    }
+}
