@@ -33,15 +33,6 @@
 //! the first invocation after its slot, and its answer is read at the next thaw). A value is also
 //! refreshed by 90 % of its maximum staleness at the latest, and a slow refresh (over 80 % of the
 //! TTL) is followed by the next one a tenth of the TTL after it ends ([`next_refresh_at`]).
-//!
-//! ```
-//! use std::time::Duration;
-//! use lambda_secrets::schedule::{freshness_bound, DEFAULT_SPREAD};
-//!
-//! let ttl = Duration::from_secs(300);
-//! // 330 s after a change, plus the refresh's own few round trips.
-//! assert_eq!(freshness_bound(ttl, DEFAULT_SPREAD), Duration::from_secs(330));
-//! ```
 
 use std::time::Duration;
 
@@ -55,16 +46,6 @@ const FIRST_MIN: f64 = 0.05;
 
 /// Delay before the next refresh of values fetched now. `random` is uniform in `[0, 1)`;
 /// `first` is true right after a cold load.
-///
-/// ```
-/// use std::time::Duration;
-/// use lambda_secrets::schedule::next_refresh;
-///
-/// let ttl = Duration::from_secs(300);
-/// assert_eq!(next_refresh(ttl, 0.1, false, 0.0), ttl);
-/// assert_eq!(next_refresh(ttl, 0.1, false, 0.5), Duration::from_secs(285));
-/// assert_eq!(next_refresh(ttl, 0.1, true, 0.0), Duration::from_secs(15));
-/// ```
 pub fn next_refresh(ttl: Duration, jitter: f64, first: bool, random: f64) -> Duration {
     let random = random.clamp(0.0, 1.0);
     if first {
@@ -78,17 +59,6 @@ pub fn next_refresh(ttl: Duration, jitter: f64, first: bool, random: f64) -> Dur
 /// `delay` (from [`next_refresh`]) after the start, since the value may have been read any time
 /// after it; but no earlier than a tenth of the TTL after the end, so that a refresh slower
 /// than the TTL is not followed by another at once.
-///
-/// ```
-/// use std::time::{Duration, Instant};
-/// use lambda_secrets::schedule::next_refresh_at;
-///
-/// let (ttl, start) = (Duration::from_secs(10), Instant::now());
-/// let quick = next_refresh_at(start, start + Duration::from_millis(50), ttl, ttl);
-/// assert_eq!(quick, start + ttl);
-/// let slow = next_refresh_at(start, start + Duration::from_secs(12), ttl, ttl);
-/// assert_eq!(slow, start + Duration::from_secs(13));
-/// ```
 pub fn next_refresh_at<I>(started: I, ended: I, ttl: Duration, delay: Duration) -> I
 where
     I: Copy + Ord + std::ops::Add<Duration, Output = I>,
@@ -99,26 +69,12 @@ where
 /// How far ahead of `now` a healthy value may be due and still join a refresh starting now:
 /// the jitter of the shortest TTL among the values due now, so a long-TTL value is not refreshed
 /// early because a short-TTL one is due.
-///
-/// ```
-/// use std::time::Duration;
-/// use lambda_secrets::schedule::batch_window;
-/// assert_eq!(batch_window(Duration::from_secs(300), 0.1), Duration::from_secs(30));
-/// ```
 pub fn batch_window(shortest_due_ttl: Duration, jitter: f64) -> Duration {
     shortest_due_ttl.mul_f64(jitter.clamp(0.0, 1.0))
 }
 
 /// The window over which a background refresh spreads its calls to scarce quotas: `spread` of
 /// the shortest TTL in the batch (never more than [`MAX_SPREAD`] of it).
-///
-/// ```
-/// use std::time::Duration;
-/// use lambda_secrets::schedule::spread_window;
-/// assert_eq!(spread_window(Duration::from_secs(2), 0.1), Duration::from_millis(200));
-/// assert_eq!(spread_window(Duration::from_secs(2), 0.5), Duration::from_millis(200));
-/// assert_eq!(spread_window(Duration::from_secs(2), 0.0), Duration::ZERO);
-/// ```
 pub fn spread_window(shortest_ttl: Duration, spread: f64) -> Duration {
     let spread = if spread.is_nan() {
         0.0
@@ -133,18 +89,6 @@ pub fn spread_window(shortest_ttl: Duration, spread: f64) -> Duration {
 /// random `offset` in `[0, 1)` drawn once per refresh. A refresh's calls are evenly spread over
 /// the window whatever their number (which a path's paging does not tell in advance), and the
 /// random offset keeps the containers of a fleet independent of one another.
-///
-/// ```
-/// use std::time::Duration;
-/// use lambda_secrets::schedule::call_slot;
-/// let window = Duration::from_secs(30);
-/// assert_eq!(call_slot(window, 0.5, 0), Duration::from_secs(15));
-/// let mut slots: Vec<_> = (0..10).map(|i| call_slot(window, 0.25, i)).collect();
-/// slots.sort();
-/// // Ten calls, no two closer than a third of an even spacing, all inside the window.
-/// assert!(slots.windows(2).all(|w| w[1] - w[0] >= window / 30));
-/// assert!(slots.iter().all(|s| *s < window));
-/// ```
 pub fn call_slot(window: Duration, offset: f64, index: u32) -> Duration {
     const GOLDEN: f64 = 0.618_033_988_749_895;
     let point = (offset.clamp(0.0, 1.0) + f64::from(index) * GOLDEN).fract();
@@ -153,15 +97,6 @@ pub fn call_slot(window: Duration, offset: f64, index: u32) -> Duration {
 
 /// Delay before retrying after the `failures`-th failed refresh in a row (`failures` ≥ 1):
 /// `first`, doubling with each failure up to `max`, times a random factor in `[0.5, 1)`.
-///
-/// ```
-/// use std::time::Duration;
-/// use lambda_secrets::schedule::failure_backoff;
-/// let (first, max) = (Duration::from_secs(1), Duration::from_secs(60));
-/// assert_eq!(failure_backoff(first, max, 1, 0.0), Duration::from_millis(500));
-/// assert_eq!(failure_backoff(first, max, 3, 0.0), Duration::from_secs(2));
-/// assert_eq!(failure_backoff(first, max, 40, 0.0), Duration::from_secs(30));
-/// ```
 pub fn failure_backoff(first: Duration, max: Duration, failures: u32, random: f64) -> Duration {
     let exp = failures.saturating_sub(1).min(20);
     first
@@ -173,14 +108,6 @@ pub fn failure_backoff(first: Duration, max: Duration, failures: u32, random: f6
 /// Maximum staleness of a value when none is configured: three TTLs, and never less than a TTL
 /// plus the spread and a whole refresh budget, so that a normal refresh always finishes before an
 /// invocation would have to wait.
-///
-/// ```
-/// use std::time::Duration;
-/// use lambda_secrets::schedule::default_staleness;
-/// let budget = Duration::from_secs(5);
-/// assert_eq!(default_staleness(Duration::from_secs(300), 0.1, budget), Duration::from_secs(900));
-/// assert_eq!(default_staleness(Duration::from_secs(2), 0.1, budget), Duration::from_millis(7200));
-/// ```
 pub fn default_staleness(ttl: Duration, spread: f64, refresh_budget: Duration) -> Duration {
     let floor = ttl + spread_window(ttl, spread) + refresh_budget;
     ttl.saturating_mul(3).max(floor)
@@ -230,5 +157,105 @@ mod tests {
             let s = default_staleness(ttl, spread, budget);
             prop_assert!(s >= freshness_bound(ttl, spread) + budget);
         }
+    }
+}
+
+/// The examples that were in this module's docs (it is private: doc tests cannot reach it).
+#[cfg(test)]
+mod documented_examples {
+    #[test]
+    fn documented_example_1() {
+        use super::{freshness_bound, DEFAULT_SPREAD};
+        use std::time::Duration;
+
+        let ttl = Duration::from_secs(300);
+        // 330 s after a change, plus the refresh's own few round trips.
+        assert_eq!(freshness_bound(ttl, DEFAULT_SPREAD), Duration::from_secs(330));
+    }
+
+    #[test]
+    fn documented_example_2() {
+        use super::next_refresh;
+        use std::time::Duration;
+
+        let ttl = Duration::from_secs(300);
+        assert_eq!(next_refresh(ttl, 0.1, false, 0.0), ttl);
+        assert_eq!(next_refresh(ttl, 0.1, false, 0.5), Duration::from_secs(285));
+        assert_eq!(next_refresh(ttl, 0.1, true, 0.0), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn documented_example_3() {
+        use super::next_refresh_at;
+        use std::time::{Duration, Instant};
+
+        let (ttl, start) = (Duration::from_secs(10), Instant::now());
+        let quick = next_refresh_at(start, start + Duration::from_millis(50), ttl, ttl);
+        assert_eq!(quick, start + ttl);
+        let slow = next_refresh_at(start, start + Duration::from_secs(12), ttl, ttl);
+        assert_eq!(slow, start + Duration::from_secs(13));
+    }
+
+    #[test]
+    fn documented_example_4() {
+        use super::batch_window;
+        use std::time::Duration;
+        assert_eq!(
+            batch_window(Duration::from_secs(300), 0.1),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn documented_example_5() {
+        use super::spread_window;
+        use std::time::Duration;
+        assert_eq!(
+            spread_window(Duration::from_secs(2), 0.1),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            spread_window(Duration::from_secs(2), 0.5),
+            Duration::from_millis(200)
+        );
+        assert_eq!(spread_window(Duration::from_secs(2), 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn documented_example_6() {
+        use super::call_slot;
+        use std::time::Duration;
+        let window = Duration::from_secs(30);
+        assert_eq!(call_slot(window, 0.5, 0), Duration::from_secs(15));
+        let mut slots: Vec<_> = (0..10).map(|i| call_slot(window, 0.25, i)).collect();
+        slots.sort();
+        // Ten calls, no two closer than a third of an even spacing, all inside the window.
+        assert!(slots.windows(2).all(|w| w[1] - w[0] >= window / 30));
+        assert!(slots.iter().all(|s| *s < window));
+    }
+
+    #[test]
+    fn documented_example_7() {
+        use super::failure_backoff;
+        use std::time::Duration;
+        let (first, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        assert_eq!(failure_backoff(first, max, 1, 0.0), Duration::from_millis(500));
+        assert_eq!(failure_backoff(first, max, 3, 0.0), Duration::from_secs(2));
+        assert_eq!(failure_backoff(first, max, 40, 0.0), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn documented_example_8() {
+        use super::default_staleness;
+        use std::time::Duration;
+        let budget = Duration::from_secs(5);
+        assert_eq!(
+            default_staleness(Duration::from_secs(300), 0.1, budget),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            default_staleness(Duration::from_secs(2), 0.1, budget),
+            Duration::from_millis(7200)
+        );
     }
 }
