@@ -80,6 +80,16 @@ pub struct SecretsLayer {
 
 impl SecretsLayer {
     /// A layer handing `secrets` to every invocation.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// let layer = lambda_secrets::SecretsLayer::new(secrets.clone()); // the same as `secrets.layer()`
+    /// # let _ = layer;
+    /// # });
+    /// ```
     pub fn new(secrets: Secrets) -> Self {
         SecretsLayer { secrets }
     }
@@ -98,6 +108,20 @@ impl<S> Layer<S> for SecretsLayer {
 
 /// The service made by [`SecretsLayer`]. `Clone + Send + 'static` when the inner service is, so
 /// it works with `lambda_runtime::run` and `run_concurrent`.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let mem = lambda_secrets::MemorySource::new();
+/// mem.set("/db", "pw");
+/// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+/// let service = lambda_secrets::SecretsService::new(tower::service_fn(|req: http::Request<()>| async move {
+///     let secrets = req.extensions().get::<lambda_secrets::Snapshot>().unwrap();
+///     Ok::<_, std::convert::Infallible>(secrets.expose_str("db").unwrap().len())
+/// }), secrets);
+/// use tower::ServiceExt;
+/// assert_eq!(service.oneshot(http::Request::new(())).await.unwrap(), 2);
+/// # });
+/// ```
 #[derive(Clone, Debug)]
 pub struct SecretsService<S> {
     inner: S,
@@ -106,11 +130,31 @@ pub struct SecretsService<S> {
 
 impl<S> SecretsService<S> {
     /// Wraps `inner`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// let service = lambda_secrets::SecretsService::new(tower::service_fn(|_req: http::Request<()>| async { Ok::<_, std::convert::Infallible>(()) }), secrets);
+    /// # let _ = service;
+    /// # });
+    /// ```
     pub fn new(inner: S, secrets: Secrets) -> Self {
         SecretsService { inner, secrets }
     }
 
     /// The wrapped service.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// let service = lambda_secrets::SecretsService::new(42_u32, secrets);
+    /// assert_eq!(*service.get_ref(), 42);
+    /// # });
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
@@ -226,6 +270,18 @@ pin_project! {
     /// Response future of [`SecretsService`]: the inner service's future on the warm path; on
     /// the rare path where values are past their maximum staleness, a wait for their refresh and
     /// then the inner call.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// use tower::{Layer, Service, ServiceExt};
+    /// let mut service = secrets.layer().layer(tower::service_fn(|_req: http::Request<()>| async { Ok::<_, std::convert::Infallible>("ok") }));
+    /// let future: lambda_secrets::ResponseFuture<_, _, _> = service.ready().await.unwrap().call(http::Request::new(()));
+    /// assert_eq!(future.await.unwrap(), "ok");
+    /// # });
+    /// ```
     pub struct ResponseFuture<F, R, E> {
         #[pin]
         kind: Kind<F, R, E>,

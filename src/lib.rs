@@ -59,6 +59,23 @@
 //!
 //! Features: `ssm` and `lambda-runtime` (default), `secretsmanager`, `kms`; `full` enables all.
 //!
+//! ## Freshness
+//!
+//! A value changed at time `t` is served by every invocation that starts after
+//! `t + TTL × (1 + spread) + d`, where `spread` is the
+//! [refresh spread](SecretsBuilder::refresh_spread) (0.1 by default, 0 for values with no scarce
+//! quota) and `d` is the refresh's own duration (a few round trips) plus the gap to the first
+//! invocation after the refresh is due (Lambda runs no timer between invocations). The next
+//! refresh is scheduled from the start of the one that read the value, and a call starts at most
+//! `TTL × spread` after that start. `d` also holds rate-limit waits, throttling and retries, and,
+//! for a function invoked less often than a refresh takes, up to a couple of gaps between
+//! invocations. A value is also refreshed by 90 % of its maximum staleness at the latest.
+//!
+//! After a cold load, the first refresh comes after a random 5 % to 100 % of the TTL, so that
+//! containers started together by a deploy do not refresh together; later refreshes come after
+//! the TTL less a random jitter (10 % by default). Values due close together are refreshed
+//! together, in batched calls.
+//!
 //! Lambda freezes the process between invocations, so no background timer is relied on: a
 //! refresh is started by the first invocation that finds a value due, runs on a spawned task,
 //! and each of its HTTP attempts has a timeout (a call cut by a freeze is retried).

@@ -45,6 +45,10 @@ pub enum QuotaClass {
 
 impl QuotaClass {
     /// Every class.
+    ///
+    /// ```
+    /// assert!(lambda_secrets::QuotaClass::ALL.contains(&lambda_secrets::QuotaClass::SsmGet));
+    /// ```
     pub const ALL: [QuotaClass; 5] = [
         QuotaClass::SsmGet,
         QuotaClass::SecretsBatchGet,
@@ -75,6 +79,11 @@ impl QuotaClass {
     /// together never throttle, and larger fleets are brought under the quota by the adaptive
     /// slow-down within a few seconds (see the fleet simulation in the README). Secrets Manager
     /// and KMS quotas are far higher; their defaults only stop a runaway loop.
+    ///
+    /// ```
+    /// use lambda_secrets::{Quota, QuotaClass};
+    /// assert_eq!(QuotaClass::SsmGet.default_quota(), Quota::SSM_STANDARD);
+    /// ```
     pub fn default_quota(self) -> Quota {
         match self {
             QuotaClass::SsmGet => Quota::SSM_STANDARD,
@@ -103,11 +112,22 @@ pub struct Quota {
 
 impl Quota {
     /// Default per-process share of SSM's standard throughput (40 TPS per account and Region).
+    ///
+    /// ```
+    /// use lambda_secrets::{Quota, QuotaClass, RateLimits};
+    /// RateLimits::process().set(QuotaClass::SsmGet, Quota::SSM_STANDARD);
+    /// ```
     pub const SSM_STANDARD: Quota = Quota {
         rate: 10.0,
         burst: 10,
     };
     /// Per-process share for accounts with SSM's higher-throughput setting (1,000 TPS or more).
+    ///
+    /// ```
+    /// use lambda_secrets::{Quota, QuotaClass, RateLimits};
+    /// // An account with SSM's higher throughput setting:
+    /// RateLimits::process().set(QuotaClass::SsmGet, Quota::SSM_HIGHER_THROUGHPUT);
+    /// ```
     pub const SSM_HIGHER_THROUGHPUT: Quota = Quota {
         rate: 100.0,
         burst: 50,
@@ -115,6 +135,11 @@ impl Quota {
 
     /// A quota of `rate` calls a second with bursts of `burst`. `f64::INFINITY` means no limit;
     /// a rate that is not a positive number is rejected by [`SecretsBuilder::load`](crate::SecretsBuilder::load).
+    ///
+    /// ```
+    /// let unlimited = lambda_secrets::Quota::new(f64::INFINITY, 1);
+    /// assert!(unlimited.validate().is_ok());
+    /// ```
     pub const fn new(rate: f64, burst: u32) -> Quota {
         Quota { rate, burst }
     }
@@ -307,6 +332,13 @@ impl Default for RateLimits {
 
 impl RateLimits {
     /// A new set with every class at its default quota.
+    ///
+    /// ```
+    /// use lambda_secrets::{QuotaClass, RateLimits};
+    /// // Each simulated container of a fleet test gets its own set:
+    /// let limits = RateLimits::new();
+    /// assert_eq!(limits.quota(QuotaClass::SsmGet), QuotaClass::SsmGet.default_quota());
+    /// ```
     pub fn new() -> Self {
         RateLimits {
             buckets: Arc::new(QuotaClass::ALL.map(|c| (c, TokenBucket::new(c.default_quota())))),
@@ -314,6 +346,12 @@ impl RateLimits {
     }
 
     /// The process-wide set.
+    ///
+    /// ```
+    /// use lambda_secrets::{Quota, QuotaClass, RateLimits};
+    /// RateLimits::process().set(QuotaClass::SsmGet, Quota::new(5.0, 5));
+    /// assert_eq!(RateLimits::process().quota(QuotaClass::SsmGet), Quota::new(5.0, 5));
+    /// ```
     pub fn process() -> RateLimits {
         static PROCESS: OnceLock<RateLimits> = OnceLock::new();
         PROCESS.get_or_init(RateLimits::new).clone()
@@ -329,12 +367,25 @@ impl RateLimits {
     }
 
     /// Sets the quota of `class` (for every user of this set).
+    ///
+    /// ```
+    /// use lambda_secrets::{Quota, QuotaClass, RateLimits};
+    /// let limits = RateLimits::new();
+    /// limits.set(QuotaClass::SsmGet, Quota::new(20.0, 10)).set(QuotaClass::KmsDecrypt, Quota::new(50.0, 10));
+    /// ```
     pub fn set(&self, class: QuotaClass, quota: Quota) -> &Self {
         self.bucket(class).set_quota(quota);
         self
     }
 
     /// The configured quota of `class`.
+    ///
+    /// ```
+    /// use lambda_secrets::{Quota, QuotaClass, RateLimits};
+    /// let limits = RateLimits::new();
+    /// limits.set(QuotaClass::SecretsGet, Quota::new(20.0, 10));
+    /// assert_eq!(limits.quota(QuotaClass::SecretsGet).rate, 20.0);
+    /// ```
     pub fn quota(&self, class: QuotaClass) -> Quota {
         self.bucket(class).lock().configured
     }
@@ -348,6 +399,12 @@ impl RateLimits {
     }
 
     /// The rate in force for `class` (below the quota's while recovering from throttling).
+    ///
+    /// ```
+    /// use lambda_secrets::{QuotaClass, RateLimits};
+    /// let limits = RateLimits::new();
+    /// assert_eq!(limits.current_rate(QuotaClass::SsmGet), limits.quota(QuotaClass::SsmGet).rate);
+    /// ```
     pub fn current_rate(&self, class: QuotaClass) -> f64 {
         self.bucket(class).current_rate()
     }

@@ -47,12 +47,27 @@ impl std::fmt::Debug for Secrets {
 
 impl Secrets {
     /// Starts declaring what to load.
+    ///
+    /// ```
+    /// let builder = lambda_secrets::Secrets::builder().default_ttl(std::time::Duration::from_secs(60));
+    /// # let _ = builder;
+    /// ```
     pub fn builder() -> SecretsBuilder {
         SecretsBuilder::default()
     }
 
     /// The current values, never waiting. If some are due for refresh, their refresh starts
     /// in the background; this call still returns at once with the current values.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// let snapshot = secrets.snapshot();
+    /// assert_eq!(snapshot.expose_str("db").unwrap(), "pw");
+    /// # });
+    /// ```
     #[inline]
     pub fn snapshot(&self) -> Snapshot {
         self.store.snapshot().0
@@ -61,16 +76,45 @@ impl Secrets {
     /// The current values; if some are past their maximum staleness, first waits (at most the
     /// configured `max_wait`) for their refresh. This is what [`SecretsLayer`] hands each
     /// invocation.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// assert_eq!(secrets.fresh_snapshot().await.expose_str("db").unwrap(), "pw");
+    /// # });
+    /// ```
     pub async fn fresh_snapshot(&self) -> Snapshot {
         self.store.fresh_snapshot(self.store.config().max_wait).await
     }
 
     /// The value of `key` in the current snapshot.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// let value = secrets.get("db").unwrap();
+    /// assert_eq!(value.expose_str(), Some("pw"));
+    /// # });
+    /// ```
     pub fn get(&self, key: &str) -> Result<SecretValue, Error> {
         self.snapshot().get(key).cloned()
     }
 
     /// The value of `key` decoded from JSON.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/limits", "[1,2,3]");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("limits", "/limits")).load().await.unwrap();
+    /// let limits: Vec<u32> = secrets.expose_json("limits").unwrap();
+    /// assert_eq!(limits, [1, 2, 3]);
+    /// # });
+    /// ```
     pub fn expose_json<T: DeserializeOwned>(&self, key: &str) -> Result<T, Error> {
         self.snapshot().expose_json(key)
     }
@@ -85,16 +129,50 @@ impl Secrets {
     /// within that interval join the forced refresh while it runs, and afterwards return the
     /// current snapshot without an API call. It needs no timer of its own, so it can be awaited
     /// from any executor once [`load`](SecretsBuilder::load) ran on a tokio runtime.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// mem.set("/db", "rotated");
+    /// let snapshot = secrets.refresh_now("db").await.unwrap();
+    /// assert_eq!(snapshot.expose_str("db").unwrap(), "rotated");
+    /// # });
+    /// ```
     pub async fn refresh_now(&self, key: &str) -> Result<Snapshot, Error> {
         self.store.refresh_now(key).await
     }
 
     /// Counters: API calls per operation, throttles, retries, refreshes.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// let stats = secrets.stats();
+    /// assert_eq!((stats.calls["MemoryFetch"], stats.throttled), (1, 0));
+    /// # });
+    /// ```
     pub fn stats(&self) -> Stats {
         self.store.stats()
     }
 
     /// A tower `Layer` handing these values to every invocation.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// let service = tower::ServiceBuilder::new().layer(secrets.layer()).service(tower::service_fn(
+    ///     |req: http::Request<()>| async move { Ok::<_, std::convert::Infallible>(req.extensions().get::<lambda_secrets::Snapshot>().is_some()) },
+    /// ));
+    /// use tower::ServiceExt;
+    /// assert!(service.oneshot(http::Request::new(())).await.unwrap());
+    /// # });
+    /// ```
     pub fn layer(&self) -> SecretsLayer {
         SecretsLayer::new(self.clone())
     }
@@ -212,6 +290,11 @@ impl SecretsBuilder {
 
     /// TTL of declarations without their own (default 300 s, as the AWS extension and
     /// Powertools use). After it, the next invocation starts a refresh in the background.
+    ///
+    /// ```
+    /// let builder = lambda_secrets::Secrets::builder().default_ttl(std::time::Duration::from_secs(60));
+    /// # let _ = builder;
+    /// ```
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.config.default_ttl = ttl;
         self
@@ -219,6 +302,11 @@ impl SecretsBuilder {
 
     /// Fraction of the TTL taken off at random on each refresh (default 0.1, at most 0.5), so a
     /// fleet of containers does not refresh in lockstep.
+    ///
+    /// ```
+    /// let builder = lambda_secrets::Secrets::builder().ttl_jitter(0.2);
+    /// # let _ = builder;
+    /// ```
     pub fn ttl_jitter(mut self, fraction: f64) -> Self {
         self.config.jitter = fraction;
         self
@@ -231,18 +319,38 @@ impl SecretsBuilder {
     /// invocation would wait. Must be at least every TTL. A value is refreshed by 90 % of its
     /// maximum staleness at the latest, whatever its TTL, so that a maximum staleness close to the
     /// TTL does not make invocations wait while AWS answers.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = lambda_secrets::Secrets::builder()
+    ///     .default_ttl(Duration::from_secs(300))
+    ///     .max_staleness(Duration::from_secs(3600)); // serve the last good value for an hour of outage
+    /// # let _ = builder;
+    /// ```
     pub fn max_staleness(mut self, staleness: Duration) -> Self {
         self.config.max_staleness = Some(staleness);
         self
     }
 
     /// Longest an invocation waits for values past their maximum staleness (default 5 s).
+    ///
+    /// ```
+    /// let builder = lambda_secrets::Secrets::builder().max_wait(std::time::Duration::from_secs(2));
+    /// # let _ = builder;
+    /// ```
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.config.max_wait = wait;
         self
     }
 
     /// Retries of throttled, 5xx and timed-out calls.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let policy = lambda_secrets::RetryPolicy { max_attempts: 3, attempt_timeout: Duration::from_secs(1), ..Default::default() };
+    /// let builder = lambda_secrets::Secrets::builder().retry_policy(policy);
+    /// # let _ = builder;
+    /// ```
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.config.retry = policy;
         self
@@ -250,18 +358,34 @@ impl SecretsBuilder {
 
     /// Budget of the cold-start load, retries included (default 8 s: Lambda's INIT phase has
     /// 10 s).
+    ///
+    /// ```
+    /// let builder = lambda_secrets::Secrets::builder().load_timeout(std::time::Duration::from_secs(5));
+    /// # let _ = builder;
+    /// ```
     pub fn load_timeout(mut self, timeout: Duration) -> Self {
         self.config.load_timeout = timeout;
         self
     }
 
     /// Budget of one background refresh, retries included (default 5 s).
+    ///
+    /// ```
+    /// let builder = lambda_secrets::Secrets::builder().refresh_timeout(std::time::Duration::from_secs(3));
+    /// # let _ = builder;
+    /// ```
     pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
         self.config.refresh_timeout = timeout;
         self
     }
 
     /// First delay before retrying a failed refresh (default 1 s; doubles up to 60 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = lambda_secrets::Secrets::builder().failure_backoff(Duration::from_millis(500), Duration::from_secs(30));
+    /// # let _ = builder;
+    /// ```
     pub fn failure_backoff(mut self, first: Duration, max: Duration) -> Self {
         self.config.failure_backoff = first;
         self.config.failure_backoff_max = max;
@@ -270,6 +394,11 @@ impl SecretsBuilder {
 
     /// Minimum interval between two forced refreshes of one key by
     /// [`Secrets::refresh_now`] (default 5 s).
+    ///
+    /// ```
+    /// let builder = lambda_secrets::Secrets::builder().refresh_now_interval(std::time::Duration::from_secs(10));
+    /// # let _ = builder;
+    /// ```
     pub fn refresh_now_interval(mut self, interval: Duration) -> Self {
         self.config.refresh_now_interval = interval;
         self
@@ -277,6 +406,14 @@ impl SecretsBuilder {
 
     /// The rate limits calls go through (default: [`RateLimits::process`](crate::RateLimits::process), shared by the whole
     /// process). Give each simulated container its own set in fleet simulations.
+    ///
+    /// ```
+    /// use lambda_secrets::{Quota, QuotaClass, RateLimits};
+    /// let container = RateLimits::new();
+    /// container.set(QuotaClass::SsmGet, Quota::new(2.0, 2));
+    /// let builder = lambda_secrets::Secrets::builder().rate_limits(container);
+    /// # let _ = builder;
+    /// ```
     pub fn rate_limits(mut self, limits: crate::RateLimits) -> Self {
         self.config.limits = limits;
         self
@@ -286,8 +423,8 @@ impl SecretsBuilder {
     /// (SSM, and Secrets Manager's `BatchGetSecretValue`), so that a fleet of containers does not
     /// send a refresh's calls as one spike (default 0.1; at most 0.1; `0.0` sends them at once).
     /// The fraction is of the shortest TTL in the refresh, and it is what spreading may add to
-    /// the time a changed value takes to be served: see the freshness bound in
-    /// [`schedule`](crate::schedule). Calls to plentiful quotas (`GetSecretValue`,
+    /// the time a changed value takes to be served: see [the freshness bound](crate#freshness).
+    /// Calls to plentiful quotas (`GetSecretValue`,
     /// `DescribeSecret`, KMS `Decrypt`) are never spread, nor are loads, `refresh_now`, and
     /// refreshes of failing or stale values.
     ///
@@ -313,6 +450,20 @@ impl SecretsBuilder {
     /// returns the handle. Call it in `main`, during Lambda INIT, before
     /// `lambda_runtime::run`. Fails, listing every failing key, if anything is missing or
     /// denied, or if a declaration is invalid.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/a", "1");
+    /// let err = lambda_secrets::Secrets::builder()
+    ///     .add(mem.value("a", "/a"))
+    ///     .add(mem.value("b", "/missing"))
+    ///     .load()
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("key `b` (memory `/missing`): not found"), "{err}");
+    /// # });
+    /// ```
     pub async fn load(self) -> Result<Secrets, Error> {
         let store = Store::load(self.config, self.decls).await?;
         Ok(Secrets { store })

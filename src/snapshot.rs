@@ -189,11 +189,30 @@ impl Snapshot {
     }
 
     /// Where the value of `key` came from.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// let info = secrets.snapshot().info("db").cloned().unwrap();
+    /// assert_eq!((info.source, info.name.as_str()), ("memory", "/db"));
+    /// # });
+    /// ```
     pub fn info(&self, key: &str) -> Option<&ValueInfo> {
         self.0.values.get(key).map(|slot| &*slot.info)
     }
 
     /// Every key, sorted.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// assert_eq!(secrets.snapshot().keys(), ["db"]);
+    /// # });
+    /// ```
     pub fn keys(&self) -> Vec<&str> {
         let mut keys: Vec<&str> = self.0.values.keys().map(|k| &**k).collect();
         keys.sort_unstable();
@@ -201,11 +220,29 @@ impl Snapshot {
     }
 
     /// Number of values.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// assert_eq!(secrets.snapshot().len(), 1);
+    /// # });
+    /// ```
     pub fn len(&self) -> usize {
         self.0.values.len()
     }
 
     /// Whether there are no values.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// assert!(!secrets.snapshot().is_empty());
+    /// # });
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.0.values.is_empty()
     }

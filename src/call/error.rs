@@ -49,6 +49,12 @@ pub struct CallError {
 
 impl CallError {
     /// A classified error; `message` is shown as is, so it must not hold a value.
+    ///
+    /// ```
+    /// use lambda_secrets::{CallError, CallErrorKind};
+    /// let e = CallError::new(CallErrorKind::NotFound, "MyStoreRead: no such key");
+    /// assert_eq!(e.message(), "MyStoreRead: no such key");
+    /// ```
     pub fn new(kind: CallErrorKind, message: impl Into<String>) -> Self {
         CallError {
             kind,
@@ -58,22 +64,44 @@ impl CallError {
     }
 
     /// Its classification.
+    ///
+    /// ```
+    /// use lambda_secrets::{CallError, CallErrorKind};
+    /// assert_eq!(CallError::new(CallErrorKind::Fatal, "x").kind(), CallErrorKind::Fatal);
+    /// ```
     pub fn kind(&self) -> CallErrorKind {
         self.kind
     }
 
     /// What went wrong (the same text as `Display`).
+    ///
+    /// ```
+    /// let e = lambda_secrets::CallError::new(lambda_secrets::CallErrorKind::Fatal, "MyStoreRead: bad request");
+    /// assert_eq!(e.message(), e.to_string());
+    /// ```
     pub fn message(&self) -> &str {
         &self.message
     }
 
     /// What the AWS service said, when it said something. It may name the account, the role ARN
     /// and the resource; it is kept out of `Display` so that it never reaches an invoker.
+    ///
+    /// ```
+    /// // Errors made by your own source carry no AWS message:
+    /// let e = lambda_secrets::CallError::new(lambda_secrets::CallErrorKind::Denied, "MyStoreRead: denied");
+    /// assert_eq!(e.aws_message(), None);
+    /// ```
     pub fn aws_message(&self) -> Option<&str> {
         self.aws_message.as_deref()
     }
 
     /// Whether another attempt may succeed.
+    ///
+    /// ```
+    /// use lambda_secrets::{CallError, CallErrorKind};
+    /// assert!(CallError::new(CallErrorKind::Transient, "HTTP 503").is_retryable());
+    /// assert!(!CallError::new(CallErrorKind::NotFound, "gone").is_retryable());
+    /// ```
     pub fn is_retryable(&self) -> bool {
         matches!(self.kind, CallErrorKind::Throttled | CallErrorKind::Transient)
     }

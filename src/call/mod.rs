@@ -150,14 +150,29 @@ impl CallContext {
         self
     }
 
-    /// A context of its own (for testing a [`Source`]): retries by `policy` until `deadline`,
+    /// A context of its own (for testing a [`Source`](crate::Source)): retries by `policy` until `deadline`,
     /// without rate limits.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use lambda_secrets::{CallContext, RetryPolicy};
+    /// let calls = CallContext::standalone(RetryPolicy::default(), Instant::now() + Duration::from_secs(2));
+    /// # let _ = calls;
+    /// ```
     pub fn standalone(policy: RetryPolicy, deadline: std::time::Instant) -> Self {
         Self::new(Arc::default(), policy, None, Instant::from_std(deadline))
     }
 
     /// When the load or refresh in progress must be done (later than first set if the process
     /// was frozen meanwhile).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use lambda_secrets::{CallContext, RetryPolicy};
+    /// let deadline = Instant::now() + Duration::from_secs(2);
+    /// let calls = CallContext::standalone(RetryPolicy::default(), deadline);
+    /// assert_eq!(calls.deadline(), deadline);
+    /// ```
     pub fn deadline(&self) -> std::time::Instant {
         self.deadline.get().into_std()
     }

@@ -57,17 +57,34 @@ impl std::fmt::Debug for MemorySource {
 
 impl MemorySource {
     /// An empty source.
+    ///
+    /// ```
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// assert_eq!(mem.fetches(), 0);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Sets `id` to `value`, bumping its version (1 for a new id).
+    ///
+    /// ```
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// mem.set("/db", "rotated"); // version 2
+    /// ```
     pub fn set(&self, id: impl Into<String>, value: impl Into<SecretValue>) {
         self.set_with_refresh_by(id, value, None);
     }
 
     /// Like [`set`](Self::set), asking for a refresh no later than `refresh_by` (as a secret's
     /// next rotation does).
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set_with_refresh_by("/db", "pw", Some(SystemTime::now() + Duration::from_secs(60)));
+    /// ```
     pub fn set_with_refresh_by(
         &self,
         id: impl Into<String>,
@@ -82,31 +99,80 @@ impl MemorySource {
     }
 
     /// Removes `id`.
+    ///
+    /// ```
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// mem.remove("/db");
+    /// ```
     pub fn remove(&self, id: &str) {
         self.inner.values.lock().unwrap().remove(id);
     }
 
     /// While `true`, every fetch fails with a retryable error (an outage).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).retry_policy(lambda_secrets::RetryPolicy { max_attempts: 1, ..Default::default() }).load().await.unwrap();
+    /// mem.set_failing(true);
+    /// assert!(secrets.refresh_now("db").await.is_err());
+    /// # });
+    /// ```
     pub fn set_failing(&self, failing: bool) {
         self.inner.failing.store(failing, Ordering::SeqCst);
     }
 
     /// Delay of every fetch.
+    ///
+    /// ```
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set_latency(std::time::Duration::from_millis(20)); // as a real service would
+    /// ```
     pub fn set_latency(&self, latency: Duration) {
         *self.inner.latency.lock().unwrap() = latency;
     }
 
     /// Fetch calls made so far (attempts, including failed ones).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// assert_eq!(mem.fetches(), 1);
+    /// # });
+    /// ```
     pub fn fetches(&self) -> u64 {
         self.inner.fetches.load(Ordering::SeqCst)
     }
 
     /// Declares `key` as the value `id`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// assert_eq!(secrets.snapshot().expose_str("db").unwrap(), "pw");
+    /// # });
+    /// ```
     pub fn value(&self, key: impl Into<String>, id: impl Into<String>) -> Declaration {
         Declaration::new(key, self.inner.clone(), MemoryItem::One(id.into()))
     }
 
     /// Declares every id under `prefix`, keyed by `key_prefix` + the id relative to `prefix`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/app/a", "1");
+    /// mem.set("/app/b/c", "2");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.tree("", "/app")).load().await.unwrap();
+    /// assert_eq!(secrets.snapshot().keys(), ["a", "b/c"]);
+    /// # });
+    /// ```
     pub fn tree(&self, key_prefix: impl Into<String>, prefix: impl Into<String>) -> Declaration {
         Declaration::tree(key_prefix, self.inner.clone(), MemoryItem::Tree(prefix.into()))
     }

@@ -82,6 +82,11 @@ pub struct Fetched {
 
 impl Fetched {
     /// A value named `name`.
+    ///
+    /// ```
+    /// let f = lambda_secrets::Fetched::new("/prod/db", "pw");
+    /// assert_eq!(f.name, "/prod/db");
+    /// ```
     pub fn new(name: impl Into<String>, value: impl Into<SecretValue>) -> Self {
         Fetched {
             relative: None,
@@ -93,18 +98,35 @@ impl Fetched {
     }
 
     /// With the version the source reported.
+    ///
+    /// ```
+    /// let f = lambda_secrets::Fetched::new("/prod/db", "pw").with_version("7");
+    /// assert_eq!(f.version.as_deref(), Some("7"));
+    /// ```
     pub fn with_version(mut self, version: impl Into<String>) -> Self {
         self.version = Some(version.into());
         self
     }
 
     /// With its name relative to the tree item it was found under.
+    ///
+    /// ```
+    /// let f = lambda_secrets::Fetched::new("/prod/app/db/url", "x").with_relative("db/url");
+    /// assert_eq!(f.relative.as_deref(), Some("db/url"));
+    /// ```
     pub fn with_relative(mut self, relative: impl Into<String>) -> Self {
         self.relative = Some(relative.into());
         self
     }
 
     /// Asks for a refresh no later than `at`.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// let rotation = SystemTime::now() + Duration::from_secs(3600);
+    /// let f = lambda_secrets::Fetched::new("prod/db", "pw").with_refresh_by(Some(rotation));
+    /// assert_eq!(f.refresh_by, Some(rotation));
+    /// ```
     pub fn with_refresh_by(mut self, at: Option<SystemTime>) -> Self {
         self.refresh_by = at;
         self
@@ -112,6 +134,13 @@ impl Fetched {
 }
 
 /// What a refresh found for one item.
+///
+/// ```
+/// use lambda_secrets::{Fetched, Refreshed};
+/// let changed = Refreshed::Changed(vec![Fetched::new("/db", "new").with_version("2")]);
+/// let same = Refreshed::Unchanged { refresh_by: None };
+/// # let _ = (changed, same);
+/// ```
 #[derive(Debug, Clone)]
 pub enum Refreshed {
     /// New values (or the same ones, fetched again).
@@ -124,9 +153,21 @@ pub enum Refreshed {
 }
 
 /// The outcome of refreshing one item.
+///
+/// ```
+/// let unchanged: lambda_secrets::RefreshResult = Ok(lambda_secrets::Refreshed::Unchanged { refresh_by: None });
+/// # let _ = unchanged;
+/// ```
 pub type RefreshResult = Result<Refreshed, ItemError>;
 
 /// The outcome for one item: its value(s), or why not.
+///
+/// ```
+/// use lambda_secrets::{Fetched, ItemError, ItemResult};
+/// let found: ItemResult = Ok(vec![Fetched::new("/db", "pw")]);
+/// let missing: ItemResult = Err(ItemError::NotFound);
+/// # let _ = (found, missing);
+/// ```
 pub type ItemResult = Result<Vec<Fetched>, ItemError>;
 
 /// A place values come from.
