@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use lambda_secrets::{Error, RetryPolicy, Secrets, SsmSource};
+use lambda_secrets::{Error, ItemError, RetryPolicy, Secrets, SsmSource};
 use support::{moto, put_param, ssm_client, unique_prefix, FaultProxy};
 
 struct Env {
@@ -143,6 +143,12 @@ async fn version_and_label_selectors_pick_their_version() {
 #[tokio::test]
 async fn missing_and_denied_names_are_all_listed_in_one_error() {
     let e = env("errors").await;
+    let captured = support::Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
     let ok = format!("{}/ok", e.prefix);
     let denied = format!("{}/denied", e.prefix);
     put_param(&e.seed, &ok, "ok-value-123", "SecureString").await;
@@ -187,6 +193,16 @@ async fn missing_and_denied_names_are_all_listed_in_one_error() {
         "{text}"
     );
     assert!(!text.contains("key `ok`"), "{text}");
+    // AWS's denial text names the account and the role: it goes to the log, never to an invoker.
+    assert!(
+        !text.contains("123456789012") && !text.contains("assumed-role"),
+        "{text}"
+    );
+    let log = captured.text();
+    assert!(
+        log.contains("WARN") && log.contains("assumed-role/test/fn"),
+        "{log}"
+    );
     for value in ["ok-value-123", "denied-value-456", "tree-value-789"] {
         assert!(!text.contains(value), "{text}");
         assert!(!format!("{err:?}").contains(value));
@@ -288,6 +304,53 @@ async fn five_hundreds_and_cut_connections_are_retried() {
     // SDK retries are off: every attempt the proxy saw is one we counted and chose to make.
     assert_eq!(stats.calls["GetParameters"], 4);
     assert_eq!(stats.retries, 3);
+}
+
+#[tokio::test]
+async fn a_403_whose_body_is_not_aws_json_is_a_denial_not_retried() {
+    // A corporate proxy or a WAF answers with its own HTML page: the answer is final.
+    let e = env("html403").await;
+    let name = format!("{}/k", e.prefix);
+    put_param(&e.seed, &name, "v", "String").await;
+    e.proxy.html_all(Some(403));
+    let err = Secrets::builder()
+        .add(e.ssm.parameter("k", &name))
+        .load()
+        .await
+        .unwrap_err();
+    let Error::Load { failures } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        failures[0].error,
+        ItemError::Denied {
+            action: "ssm:GetParameters".into()
+        },
+        "{err}"
+    );
+    assert_eq!(e.proxy.calls("GetParameters"), 1, "{:?}", e.proxy.calls_all());
+    // Any other 4xx is final too; a 5xx page is retried.
+    e.proxy.html_all(Some(400));
+    let err = Secrets::builder()
+        .add(e.ssm.parameter("k", &name))
+        .load()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not an AWS error"), "{err}");
+    assert_eq!(e.proxy.calls("GetParameters"), 2);
+    e.proxy.html_all(Some(502));
+    let _ = Secrets::builder()
+        .add(e.ssm.parameter("k", &name))
+        .retry_policy(RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+            attempt_timeout: Duration::from_secs(2),
+        })
+        .load()
+        .await
+        .unwrap_err();
+    assert_eq!(e.proxy.calls("GetParameters"), 5);
 }
 
 #[tokio::test]

@@ -77,6 +77,8 @@ struct State {
     fail_next: usize,
     fail_next_status: u16,
     fail_all: Option<u16>,
+    /// While set, every request gets this status with an HTML body (a proxy's or WAF's page).
+    html_all: Option<u16>,
     throttle_tps: Option<u32>,
     /// Arrival times of requests admitted by the throttle, last second only.
     admitted: VecDeque<Instant>,
@@ -89,6 +91,7 @@ enum Fate {
     Drop,
     Throttle,
     Fail(u16),
+    Html(u16),
     Deny(String),
     Forward,
 }
@@ -233,6 +236,12 @@ impl FaultProxy {
         self.state().fail_all = status;
     }
 
+    /// While `Some(status)`, every request gets `status` with an HTML page for a body, as a
+    /// corporate proxy or a WAF in front of the endpoint answers: no AWS error JSON.
+    pub fn html_all(&self, status: Option<u16>) {
+        self.state().html_all = status;
+    }
+
     /// An account-wide quota: a request that would make more than `tps`
     /// admitted requests in the trailing second gets SSM's 400
     /// `ThrottlingException`. `None` lifts the quota. Restarts the window.
@@ -347,7 +356,7 @@ async fn handle(
             Fate::Drop => st.dropped += 1,
             Fate::Throttle => st.throttled += 1,
             Fate::Forward => *st.forwarded.entry(op.clone()).or_default() += 1,
-            Fate::Fail(_) | Fate::Deny(_) => {}
+            Fate::Fail(_) | Fate::Html(_) | Fate::Deny(_) => {}
         }
         (fate, st.latency)
     };
@@ -374,6 +383,15 @@ async fn handle(
                 serde_json::json!({"__type": kind, "message": "injected"}),
                 &request_id,
             )
+        }
+        Fate::Html(status) => {
+            let mut resp = Response::new(Full::new(Bytes::from_static(
+                b"<html><body><h1>403 Forbidden</h1>Request blocked.</body></html>",
+            )));
+            *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            resp
         }
         Fate::Deny(needle) => {
             let message = access_denied_message(&service, &op, &needle);
@@ -414,6 +432,9 @@ fn decide(st: &mut State, now: Instant, op: &str, body: &[u8]) -> Fate {
             return Fate::Throttle;
         }
         st.admitted.push_back(now);
+    }
+    if let Some(status) = st.html_all {
+        return Fate::Html(status);
     }
     if let Some(status) = st.fail_all {
         return Fate::Fail(status);
