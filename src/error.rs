@@ -72,6 +72,7 @@ pub enum Error {
         /// The key.
         key: String,
         /// Why the last refresh failed.
+        #[source]
         cause: ItemError,
     },
 }

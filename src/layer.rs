@@ -168,7 +168,7 @@ impl<S> SecretsService<S> {
         request: R,
         deadline_ms: fn(&R) -> Option<u64>,
         wrap: fn(R, Snapshot) -> Req,
-    ) -> ResponseFuture<S::Future, S::Response, S::Error>
+    ) -> ResponseFuture<S::Future>
     where
         S: Service<Req> + Clone + Send + 'static,
         S::Future: Send + 'static,
@@ -201,7 +201,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, S::Response, S::Error>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -238,7 +238,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, S::Response, S::Error>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -278,31 +278,31 @@ pin_project! {
     /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
     /// use tower::{Layer, Service, ServiceExt};
     /// let mut service = secrets.layer().layer(tower::service_fn(|_req: http::Request<()>| async { Ok::<_, std::convert::Infallible>("ok") }));
-    /// let future: lambda_secrets::ResponseFuture<_, _, _> = service.ready().await.unwrap().call(http::Request::new(()));
+    /// let future: lambda_secrets::ResponseFuture<_> = service.ready().await.unwrap().call(http::Request::new(()));
     /// assert_eq!(future.await.unwrap(), "ok");
     /// # });
     /// ```
-    pub struct ResponseFuture<F, R, E> {
+    pub struct ResponseFuture<F: Future> {
         #[pin]
-        kind: Kind<F, R, E>,
+        kind: Kind<F>,
     }
 }
 
-impl<F, R, E> ResponseFuture<F, R, E> {
+impl<F: Future> ResponseFuture<F> {
     fn ready(future: F) -> Self {
         ResponseFuture {
             kind: Kind::Ready { future },
         }
     }
 
-    fn waiting(future: BoxFuture<'static, Result<R, E>>) -> Self {
+    fn waiting(future: BoxFuture<'static, F::Output>) -> Self {
         ResponseFuture {
             kind: Kind::Waiting { future },
         }
     }
 }
 
-impl<F, R, E> std::fmt::Debug for ResponseFuture<F, R, E> {
+impl<F: Future> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
@@ -310,17 +310,14 @@ impl<F, R, E> std::fmt::Debug for ResponseFuture<F, R, E> {
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, R, E> {
+    enum Kind<F: Future> {
         Ready { #[pin] future: F },
-        Waiting { future: BoxFuture<'static, Result<R, E>> },
+        Waiting { future: BoxFuture<'static, F::Output> },
     }
 }
 
-impl<F, R, E> Future for ResponseFuture<F, R, E>
-where
-    F: Future<Output = Result<R, E>>,
-{
-    type Output = Result<R, E>;
+impl<F: Future> Future for ResponseFuture<F> {
+    type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {

@@ -49,7 +49,7 @@ impl QuotaClass {
     /// ```
     /// assert!(lambda_secrets::QuotaClass::ALL.contains(&lambda_secrets::QuotaClass::SsmGet));
     /// ```
-    pub const ALL: [QuotaClass; 5] = [
+    pub const ALL: &'static [QuotaClass] = &[
         QuotaClass::SsmGet,
         QuotaClass::SecretsBatchGet,
         QuotaClass::SecretsGet,
@@ -321,7 +321,7 @@ impl BucketState {
 /// ```
 #[derive(Debug, Clone)]
 pub struct RateLimits {
-    buckets: Arc<[(QuotaClass, TokenBucket); 5]>,
+    buckets: Arc<[(QuotaClass, TokenBucket)]>,
 }
 
 impl Default for RateLimits {
@@ -341,7 +341,10 @@ impl RateLimits {
     /// ```
     pub fn new() -> Self {
         RateLimits {
-            buckets: Arc::new(QuotaClass::ALL.map(|c| (c, TokenBucket::new(c.default_quota())))),
+            buckets: QuotaClass::ALL
+                .iter()
+                .map(|&c| (c, TokenBucket::new(c.default_quota())))
+                .collect(),
         }
     }
 
@@ -392,7 +395,7 @@ impl RateLimits {
 
     /// The first class whose quota cannot be enforced, with the reason.
     pub(crate) fn invalid(&self) -> Option<(QuotaClass, Quota, String)> {
-        QuotaClass::ALL.into_iter().find_map(|c| {
+        QuotaClass::ALL.iter().find_map(|&c| {
             let quota = self.quota(c);
             quota.validate().err().map(|why| (c, quota, why))
         })

@@ -22,6 +22,7 @@ use crate::value::SecretValue;
 /// # });
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ValueInfo {
     /// The source kind (`ssm`).
     pub source: &'static str,

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use lambda_secrets::{Error, ItemError, RetryPolicy, Secrets, SsmSource};
+use lambda_secrets::{CallErrorKind, Error, ItemError, RetryPolicy, Secrets, SsmSource};
 use support::{moto, put_param, ssm_client, unique_prefix, FaultProxy};
 
 struct Env {
@@ -307,7 +307,7 @@ async fn five_hundreds_and_cut_connections_are_retried() {
 }
 
 #[tokio::test]
-async fn a_403_whose_body_is_not_aws_json_is_a_denial_not_retried() {
+async fn a_4xx_whose_body_is_not_aws_json_is_final() {
     // A corporate proxy or a WAF answers with its own HTML page: the answer is final.
     let e = env("html403").await;
     let name = format!("{}/k", e.prefix);
@@ -321,11 +321,14 @@ async fn a_403_whose_body_is_not_aws_json_is_a_denial_not_retried() {
     let Error::Load { failures } = &err else {
         panic!("{err}")
     };
-    assert_eq!(
-        failures[0].error,
-        ItemError::Denied {
-            action: "ssm:GetParameters".into()
-        },
+    // Not an IAM denial (no AWS error code: the fix is not a grant), and not retried.
+    let ItemError::Call(call) = &failures[0].error else {
+        panic!("{err}")
+    };
+    assert_eq!(call.kind(), CallErrorKind::Fatal, "{err}");
+    assert!(
+        err.to_string()
+            .contains("HTTP 403 with a body that is not an AWS error"),
         "{err}"
     );
     assert_eq!(e.proxy.calls("GetParameters"), 1, "{:?}", e.proxy.calls_all());

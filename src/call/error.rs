@@ -12,7 +12,7 @@ use crate::error::ItemError;
 /// assert_eq!(e.kind(), CallErrorKind::Denied);
 /// assert!(!e.is_retryable());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CallErrorKind {
     /// The service throttled the call: retried with backoff.
@@ -135,8 +135,9 @@ impl CallError {
 
     /// Classifies an AWS SDK error with the SDK's own lists of throttling and transient error codes
     /// (`aws_runtime::retries::classifiers`) and the error's modeled retry kind. A 4xx answer is
-    /// final whatever its body (a proxy's or WAF's HTML 403 is a denial, not a cut response); 5xx,
-    /// timeouts and failed sends are transient.
+    /// final whatever its body (a proxy's or WAF's HTML 403 is not a cut response); 5xx, timeouts
+    /// and failed sends are transient. Only AWS's error codes make a denial or a "not found": a
+    /// bare 403 may be a bad signature or a firewall, whose fix is not an IAM grant.
     #[cfg(feature = "aws")]
     pub(crate) fn from_sdk<E>(
         operation: &str,
@@ -164,7 +165,7 @@ impl CallError {
             SdkError::ResponseError(ctx) => {
                 let status = ctx.raw().status().as_u16();
                 if (400..500).contains(&status) {
-                    // The answer is final whatever its body: a proxy's or firewall's 403 is a denial.
+                    // The answer is final whatever its body (a proxy's or a firewall's page).
                     CallError::new(
                         classify(None, None, status),
                         format!("{operation}: HTTP {status} with a body that is not an AWS error (a proxy or a firewall?)"),
@@ -172,24 +173,35 @@ impl CallError {
                 } else {
                     CallError::new(
                         CallErrorKind::Transient,
-                        format!(
-                            "{operation}: the response (HTTP {status}) was cut or unreadable ({})",
-                            error_chain(&err)
-                        ),
+                        // Not the parser's message: it may quote the body, which holds values.
+                        format!("{operation}: the response (HTTP {status}) was cut or unreadable"),
                     )
                 }
             }
             SdkError::TimeoutError(_) => {
                 CallError::new(CallErrorKind::Transient, format!("{operation}: timed out"))
             }
-            SdkError::DispatchFailure(d) if !d.is_user() => CallError::new(
-                CallErrorKind::Transient,
-                format!("{operation}: could not send the request ({})", error_chain(&err)),
-            ),
-            _ => CallError::new(
-                CallErrorKind::Fatal,
-                format!("{operation}: {}", error_chain(&err)),
-            ),
+            // The chain of causes can quote a credential provider's answer (an STS denial names the
+            // account and role): it goes to `aws_message`, not to `Display`.
+            SdkError::DispatchFailure(d) if !d.is_user() => CallError {
+                kind: CallErrorKind::Transient,
+                message: format!(
+                    "{operation}: could not send the request ({})",
+                    if d.is_timeout() {
+                        "timed out"
+                    } else if d.is_io() {
+                        "connection failed"
+                    } else {
+                        "connection or credentials; the log has the cause"
+                    }
+                ),
+                aws_message: Some(error_chain(&err)),
+            },
+            _ => CallError {
+                kind: CallErrorKind::Fatal,
+                message: format!("{operation}: the request could not be made; the log has the cause"),
+                aws_message: Some(error_chain(&err)),
+            },
         }
     }
 }
@@ -231,18 +243,12 @@ fn classify(
         || status == 408
     {
         CallErrorKind::Transient
-    } else if code.starts_with("AccessDenied")
-        || code == "UnauthorizedOperation"
-        || code == "NotAuthorized"
-        || code == "UnrecognizedClientException"
-        || status == 403
-    {
+    } else if code.starts_with("AccessDenied") || code == "UnauthorizedOperation" || code == "NotAuthorized" {
         CallErrorKind::Denied
     } else if matches!(
         code,
         "ParameterNotFound" | "ResourceNotFoundException" | "ParameterVersionNotFound" | "NotFoundException"
-    ) || status == 404
-    {
+    ) {
         CallErrorKind::NotFound
     } else if (500..600).contains(&status) {
         CallErrorKind::Transient
@@ -315,7 +321,10 @@ mod tests {
             let err: SdkError<Err, Response> = SdkError::response_error("not JSON", raw);
             CallError::from_sdk("GetParameters", err)
         };
-        assert_eq!(answer(403).kind(), CallErrorKind::Denied);
+        assert_eq!(answer(403).kind(), CallErrorKind::Fatal);
+        assert!(answer(403)
+            .to_string()
+            .contains("HTTP 403 with a body that is not an AWS error"));
         assert_eq!(answer(400).kind(), CallErrorKind::Fatal);
         assert_eq!(answer(502).kind(), CallErrorKind::Transient);
         assert!(!answer(403).to_string().contains("html"), "{}", answer(403));
@@ -323,8 +332,17 @@ mod tests {
 
     #[test]
     fn a_4xx_without_an_aws_body_is_final() {
-        assert_eq!(classify(None, None, 403), CallErrorKind::Denied);
-        assert_eq!(classify(None, None, 404), CallErrorKind::NotFound);
+        // Without an AWS code a 403 is no IAM denial (a bad signature, a firewall): final all the same.
+        assert_eq!(classify(None, None, 403), CallErrorKind::Fatal);
+        assert_eq!(
+            classify(Some("InvalidSignatureException"), None, 403),
+            CallErrorKind::Fatal
+        );
+        assert_eq!(
+            classify(Some("AccessDeniedException"), None, 400),
+            CallErrorKind::Denied
+        );
+        assert_eq!(classify(None, None, 404), CallErrorKind::Fatal);
         assert_eq!(classify(None, None, 400), CallErrorKind::Fatal);
         assert_eq!(classify(None, None, 429), CallErrorKind::Throttled);
         assert_eq!(classify(None, None, 503), CallErrorKind::Transient);

@@ -28,12 +28,20 @@ pub(crate) struct CallStats {
     calls: Mutex<BTreeMap<&'static str, u64>>,
     pub(crate) throttled: AtomicU64,
     pub(crate) retries: AtomicU64,
+    /// Operations and kinds of final failures already logged as warnings.
+    warned: Mutex<std::collections::HashSet<(&'static str, CallErrorKind)>>,
 }
 
 impl CallStats {
     pub(crate) fn calls(&self) -> BTreeMap<String, u64> {
         let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         calls.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    /// Whether this is the first final failure of `operation` with `kind` (to warn once).
+    fn first_failure(&self, operation: &'static str, kind: CallErrorKind) -> bool {
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        warned.insert((operation, kind))
     }
 
     fn count(&self, operation: &'static str) {
@@ -294,7 +302,13 @@ impl CallContext {
             }
             if !err.is_retryable() {
                 if matches!(err.kind(), CallErrorKind::Denied | CallErrorKind::Fatal) {
-                    tracing::warn!(operation, error = %err, aws_message = err.aws_message().unwrap_or(""), "AWS call failed");
+                    // What the service said, once per operation and kind (a denied DescribeSecret
+                    // that every refresh falls back from is not a warning per refresh).
+                    if self.stats.first_failure(operation, err.kind()) {
+                        tracing::warn!(operation, error = %err, aws_message = err.aws_message().unwrap_or(""), "AWS call failed");
+                    } else {
+                        tracing::debug!(operation, error = %err, aws_message = err.aws_message().unwrap_or(""), "AWS call failed");
+                    }
                 }
                 return Err(err);
             }
@@ -343,6 +357,27 @@ mod tests {
             CallContext::new(stats.clone(), policy, None, Instant::now() + deadline),
             stats,
         )
+    }
+
+    #[tokio::test]
+    async fn a_final_failure_is_a_warning_once_per_operation_and_kind() {
+        // A denied DescribeSecret that every refresh falls back from must not warn every refresh.
+        let (ctx, stats) = ctx(Duration::from_secs(5));
+        let denied = || async {
+            Err::<(), _>(CallError::new(
+                CallErrorKind::Denied,
+                "DescribeSecret: AccessDenied",
+            ))
+        };
+        for _ in 0..3 {
+            ctx.call(Operation::new("DescribeSecret"), denied)
+                .await
+                .unwrap_err();
+        }
+        let warned = stats.warned.lock().unwrap().clone();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(!stats.first_failure("DescribeSecret", CallErrorKind::Denied));
+        assert!(stats.first_failure("DescribeSecret", CallErrorKind::Fatal));
     }
 
     #[tokio::test]

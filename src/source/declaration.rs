@@ -11,7 +11,7 @@ use super::{AnyItem, DynSource, Source};
 ///
 /// Sources offer helpers that make these (`SsmSource::parameter`, `SsmSource::path`,
 /// `SecretsManagerSource::secret`, `KmsSource::decrypt`, [`MemorySource::value`](crate::MemorySource::value));
-/// [`Declaration::new`] and [`Declaration::tree`] are for sources of your own.
+/// [`Declaration::new`] is for sources of your own.
 ///
 /// ```
 /// use std::time::Duration;
@@ -33,7 +33,9 @@ pub struct Declaration {
 }
 
 impl Declaration {
-    /// Binds `key` to the one value `item` of `source` stands for.
+    /// Binds `key` to `item` of `source`: to its value, or, for an item that stands for every
+    /// value under it ([`Source::is_tree`], as an SSM path does), to each of them under the key
+    /// `key` + its name relative to the item ([`Fetched::relative`](crate::Fetched::relative)).
     ///
     /// ```
     /// use std::sync::Arc;
@@ -48,34 +50,21 @@ impl Declaration {
     ///     }
     /// }
     ///
-    /// let decl = Declaration::new("seven", Arc::new(Fixed), 7);
-    /// assert_eq!(decl.key(), "seven");
-    /// ```
-    pub fn new<S: Source>(key: impl Into<String>, source: Arc<S>, item: S::Item) -> Self {
-        Self::make(key.into(), source, AnyItem::new(item, false))
-    }
-
-    /// Binds every value `item` of `source` stands for (for SSM, a path), each under the key
-    /// `key_prefix` + its name relative to the item ([`Fetched::relative`](crate::Fetched::relative)).
-    ///
-    /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// let mem = lambda_secrets::MemorySource::new();
-    /// mem.set("/app/flags/beta", "on");
-    /// // `MemorySource::tree` is `Declaration::tree` over the memory source:
-    /// let secrets = lambda_secrets::Secrets::builder().add(mem.tree("flag.", "/app/flags")).load().await.unwrap();
-    /// assert_eq!(secrets.snapshot().expose_str("flag.beta").unwrap(), "on");
+    /// let secrets = lambda_secrets::Secrets::builder()
+    ///     .add(Declaration::new("seven", Arc::new(Fixed), 7))
+    ///     .load()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(secrets.snapshot().expose_str("seven").unwrap(), "value 7");
     /// # });
     /// ```
-    pub fn tree<S: Source>(key_prefix: impl Into<String>, source: Arc<S>, item: S::Item) -> Self {
-        Self::make(key_prefix.into(), source, AnyItem::new(item, true))
-    }
-
-    fn make<S: Source>(key: String, source: Arc<S>, item: AnyItem) -> Self {
+    pub fn new<S: Source>(key: impl Into<String>, source: Arc<S>, item: S::Item) -> Self {
+        let tree = source.is_tree(&item);
         Declaration {
-            key,
+            key: key.into(),
             source,
-            item,
+            item: AnyItem::new(item, tree),
             ttl: None,
             field: None,
             invalid: None,
@@ -128,6 +117,7 @@ impl Declaration {
         &self.key
     }
 
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
     /// Marks the declaration as rejected; `load` reports it as [`Error::InvalidInput`](crate::Error::InvalidInput).
     pub(crate) fn rejected(
         mut self,

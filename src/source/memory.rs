@@ -174,7 +174,7 @@ impl MemorySource {
     /// # });
     /// ```
     pub fn tree(&self, key_prefix: impl Into<String>, prefix: impl Into<String>) -> Declaration {
-        Declaration::tree(key_prefix, self.inner.clone(), MemoryItem::Tree(prefix.into()))
+        Declaration::new(key_prefix, self.inner.clone(), MemoryItem::Tree(prefix.into()))
     }
 }
 
@@ -200,6 +200,10 @@ impl Source for MemoryInner {
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+
+    fn is_tree(&self, item: &MemoryItem) -> bool {
+        matches!(item, MemoryItem::Tree(_))
     }
 
     async fn fetch(&self, items: &[MemoryItem], calls: &CallContext) -> Vec<ItemResult> {

@@ -4,7 +4,7 @@
 //!
 //! A new source (a local file for development, an in-memory map for tests, another AWS service)
 //! is one type implementing [`Source`], with its own [`Source::Item`] type; declarations that use
-//! it are made with [`Declaration::new`] or [`Declaration::tree`].
+//! it are made with [`Declaration::new`].
 
 use std::any::Any;
 use std::fmt;
@@ -65,7 +65,7 @@ pub use memory::MemorySource;
 #[non_exhaustive]
 pub struct Fetched {
     /// For a value found under a tree item (an SSM path): its name relative to the tree
-    /// (`db/password`), which the key is made of (see [`Declaration::tree`]). `None` for a single
+    /// (`db/password`), which the key is made of (see [`Source::is_tree`]). `None` for a single
     /// value.
     pub relative: Option<String>,
     /// The full name of what was fetched (for SSM, the parameter name).
@@ -142,6 +142,7 @@ impl Fetched {
 /// # let _ = (changed, same);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Refreshed {
     /// New values (or the same ones, fetched again).
     Changed(Vec<Fetched>),
@@ -220,6 +221,30 @@ pub trait Source: Send + Sync + 'static {
 
     /// A short label for errors, logs and the check CLI (`ssm`, `secretsmanager`, `file`).
     fn kind(&self) -> &'static str;
+
+    /// Whether `item` stands for every value found under it (an SSM path) rather than for one
+    /// value. The values of a tree item are keyed by the declaration's key prefix followed by each
+    /// value's [`Fetched::relative`] name. The default: every item is one value.
+    ///
+    /// ```
+    /// use lambda_secrets::{CallContext, ItemResult, Source};
+    ///
+    /// /// Files: a name ending in `/` is a directory, every file under it a value.
+    /// struct Files;
+    /// impl Source for Files {
+    ///     type Item = String;
+    ///     fn kind(&self) -> &'static str { "file" }
+    ///     fn is_tree(&self, item: &String) -> bool { item.ends_with('/') }
+    ///     async fn fetch(&self, items: &[String], _: &CallContext) -> Vec<ItemResult> {
+    ///         # let _ = items; unimplemented!()
+    ///     }
+    /// }
+    /// assert!(Files.is_tree(&"/etc/app/".to_owned()));
+    /// ```
+    fn is_tree(&self, item: &Self::Item) -> bool {
+        let _ = item;
+        false
+    }
 
     /// Fetches `items` (distinct); returns one result per item, in order.
     fn fetch(
@@ -309,8 +334,8 @@ fn mismatched<T>(n: usize) -> Vec<Result<T, ItemError>> {
 }
 
 /// An item of some source, type-erased: comparable and hashable (declarations of the same item
-/// share one fetch), displayable (errors name it). `tree` says whether it stands for every value
-/// under it, keyed by relative name, or for one value.
+/// share one fetch), displayable (errors name it). `tree` is the source's [`Source::is_tree`] of
+/// it, kept beside it for the store.
 #[derive(Clone)]
 pub(crate) struct AnyItem {
     item: Arc<dyn ErasedItem>,
@@ -351,7 +376,7 @@ impl<T: Eq + Hash + fmt::Debug + fmt::Display + Send + Sync + 'static> ErasedIte
 
 impl PartialEq for AnyItem {
     fn eq(&self, other: &Self) -> bool {
-        self.tree == other.tree && self.item.eq_item(&*other.item)
+        self.item.eq_item(&*other.item)
     }
 }
 
@@ -359,7 +384,6 @@ impl Eq for AnyItem {}
 
 impl Hash for AnyItem {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.tree.hash(state);
         self.item.as_any().type_id().hash(state);
         self.item.hash_item(state);
     }

@@ -174,7 +174,7 @@ impl SsmSource {
     /// ```
     pub fn path_with_prefix(&self, prefix: impl Into<String>, path: impl Into<String>) -> Declaration {
         let path = path.into();
-        let decl = Declaration::tree(prefix, self.inner.clone(), SsmItem::Path(path.clone()));
+        let decl = Declaration::new(prefix, self.inner.clone(), SsmItem::Path(path.clone()));
         match validate_path(&path) {
             Ok(()) => decl,
             Err(reason) => decl.rejected("SSM path", path, reason),
@@ -274,6 +274,10 @@ impl Source for SsmInner {
 
     fn kind(&self) -> &'static str {
         "ssm"
+    }
+
+    fn is_tree(&self, item: &SsmItem) -> bool {
+        matches!(item, SsmItem::Path(_))
     }
 
     async fn fetch(&self, items: &[SsmItem], calls: &CallContext) -> Vec<ItemResult> {
