@@ -121,10 +121,58 @@ fn value_read(c: &mut Criterion) {
     group.finish();
 }
 
+/// Reading 110 values as text (100 parameters of 40 bytes, 10 RDS-style JSON secrets of about 300
+/// bytes): `expose_str`, whose UTF-8 was checked once when the value was stored, against checking it
+/// on every read, as 0.1's `get_str` did.
+fn text_read(c: &mut Criterion) {
+    let mem = MemorySource::new();
+    let mut builder = Secrets::builder().default_ttl(Duration::from_secs(3600));
+    let mut keys = Vec::new();
+    for i in 0..110 {
+        let key = format!("k{i:03}");
+        let value = if i < 100 {
+            format!("{:0>40}", format!("param-value-{i}"))
+        } else {
+            format!(
+                r#"{{"engine":"postgres","host":"db-{i}.cluster-abcdefghijkl.eu-west-1.rds.amazonaws.com","port":5432,"username":"app_user_{i}","password":"{:0>64}","dbname":"app","dbInstanceIdentifier":"db-{i}"}}"#,
+                i
+            )
+        };
+        mem.set(format!("/t/{key}"), value);
+        builder = builder.add(mem.value(key.as_str(), format!("/t/{key}")));
+        keys.push(key);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let secrets = rt.block_on(builder.load()).unwrap();
+    let snapshot = secrets.snapshot();
+    let mut group = c.benchmark_group("text_read_110_values");
+    group.bench_function("expose_str_checked_once", |b| {
+        b.iter(|| {
+            keys.iter()
+                .map(|k| black_box(snapshot.expose_str(black_box(k)).unwrap()).len())
+                .sum::<usize>()
+        })
+    });
+    group.bench_function("utf8_checked_every_read", |b| {
+        b.iter(|| {
+            keys.iter()
+                .map(|k| {
+                    let bytes = snapshot.get(black_box(k)).unwrap().expose_bytes();
+                    black_box(std::str::from_utf8(bytes).unwrap()).len()
+                })
+                .sum::<usize>()
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = invocation, value_read
+    targets = invocation, value_read, text_read
 }
 fn main() {
     benches();
@@ -133,4 +181,5 @@ fn main() {
     report::compare("invocation_100_values", "through_layer", "bare_handler");
     report::compare("one_value_read", "snapshot_get", "moka_get");
     report::compare("one_value_read", "secrets_snapshot_then_get", "snapshot_get");
+    report::compare("text_read_110_values", "expose_str_checked_once", "utf8_checked_every_read");
 }
