@@ -181,5 +181,9 @@ fn main() {
     report::compare("invocation_100_values", "through_layer", "bare_handler");
     report::compare("one_value_read", "snapshot_get", "moka_get");
     report::compare("one_value_read", "secrets_snapshot_then_get", "snapshot_get");
-    report::compare("text_read_110_values", "expose_str_checked_once", "utf8_checked_every_read");
+    report::compare(
+        "text_read_110_values",
+        "expose_str_checked_once",
+        "utf8_checked_every_read",
+    );
 }

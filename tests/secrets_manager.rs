@@ -121,12 +121,7 @@ async fn per_item_errors_are_all_named_in_one_error() {
 #[tokio::test]
 async fn a_denied_batch_falls_back_to_one_get_per_secret_and_says_what_to_grant() {
     let e = env("sm-denied").await;
-    let captured = support::Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = support::Captured::install(tracing::Level::INFO);
 
     let names: Vec<String> = (0..3).map(|i| format!("{}/s{i}", e.prefix)).collect();
     for (i, name) in names.iter().enumerate() {

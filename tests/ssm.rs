@@ -143,12 +143,7 @@ async fn version_and_label_selectors_pick_their_version() {
 #[tokio::test]
 async fn missing_and_denied_names_are_all_listed_in_one_error() {
     let e = env("errors").await;
-    let captured = support::Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = support::Captured::install(tracing::Level::INFO);
     let ok = format!("{}/ok", e.prefix);
     let denied = format!("{}/denied", e.prefix);
     put_param(&e.seed, &ok, "ok-value-123", "SecureString").await;
@@ -391,13 +386,7 @@ async fn throttling_is_retried_until_the_quota_window_passes() {
 #[tokio::test]
 async fn no_seeded_value_reaches_errors_debug_or_tracing() {
     let e = env("hygiene").await;
-    let captured = support::Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = support::Captured::install(tracing::Level::DEBUG);
 
     let values = [
         "hunter2-alpha-secret",
