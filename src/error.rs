@@ -71,8 +71,8 @@ pub enum Error {
     Expired {
         /// The key.
         key: String,
-        /// Why the last refresh failed.
-        #[source]
+        /// Why the last refresh failed (in the message; not also a `source`, which would print it
+        /// twice in error chains).
         cause: ItemError,
     },
 }

@@ -93,6 +93,8 @@ mod secrets;
 mod snapshot;
 mod source;
 mod store;
+#[cfg(test)]
+mod test_support;
 mod value;
 
 pub use call::{CallContext, CallError, CallErrorKind, Operation, RetryPolicy};

@@ -32,7 +32,7 @@ pub enum CallErrorKind {
 /// Its `Display` names the operation, the AWS error code and HTTP status, and what this crate did
 /// (retries, deadline), never a value and never the service's own message, which may carry the
 /// account id and role ARN: that message is in [`aws_message`](Self::aws_message) and in the
-/// `tracing` warning logged when the call fails.
+/// `tracing` warning logged when the call fails for good (once per distinct answer).
 ///
 /// ```
 /// use lambda_secrets::{CallError, CallErrorKind};
@@ -134,9 +134,9 @@ impl CallError {
     }
 
     /// Classifies an AWS SDK error with the SDK's own lists of throttling and transient error codes
-    /// (`aws_runtime::retries::classifiers`) and the error's modeled retry kind. A 4xx answer is
-    /// final whatever its body (a proxy's or WAF's HTML 403 is not a cut response); 5xx, timeouts
-    /// and failed sends are transient. Only AWS's error codes make a denial or a "not found": a
+    /// (`aws_runtime::retries::classifiers`) and the error's modeled retry kind. A 4xx answer other
+    /// than 429 (throttled) and 408 (timed out) is final whatever its body (a proxy's or WAF's HTML
+    /// 403 is not a cut response); 5xx, timeouts and failed sends are transient. Only AWS's error codes make a denial or a "not found": a
     /// bare 403 may be a bad signature or a firewall, whose fix is not an IAM grant.
     #[cfg(feature = "aws")]
     pub(crate) fn from_sdk<E>(
@@ -327,7 +327,30 @@ mod tests {
             .contains("HTTP 403 with a body that is not an AWS error"));
         assert_eq!(answer(400).kind(), CallErrorKind::Fatal);
         assert_eq!(answer(502).kind(), CallErrorKind::Transient);
-        assert!(!answer(403).to_string().contains("html"), "{}", answer(403));
+        // Neither the body nor the parser's message (which may quote the body) is shown.
+        for status in [403, 502] {
+            let text = answer(status).to_string();
+            assert!(!text.contains("html") && !text.contains("not JSON"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_send_failure_keeps_its_cause_out_of_display() {
+        use aws_smithy_runtime_api::client::result::{ConnectorError, SdkError};
+        use aws_smithy_runtime_api::http::Response;
+        type Err = aws_smithy_types::error::ErrorMetadata;
+        let sts = "User: arn:aws:sts::123456789012:assumed-role/fn-role/fn is not authorized to perform: sts:AssumeRole";
+        let err: SdkError<Err, Response> =
+            SdkError::dispatch_failure(ConnectorError::other(sts.into(), None));
+        let call = CallError::from_sdk("GetParameters", err);
+        assert_eq!(call.kind(), CallErrorKind::Transient);
+        assert!(!call.to_string().contains("123456789012"), "{call}");
+        assert!(
+            call.aws_message()
+                .unwrap_or_default()
+                .contains("assumed-role/fn-role"),
+            "{call:?}"
+        );
     }
 
     #[test]

@@ -22,14 +22,18 @@ use tokio::time::Instant;
 use crate::freeze::{after, Deadline};
 use crate::limiter::{QuotaClass, RateLimits};
 
+/// Distinct final failures logged as warnings per [`Secrets`](crate::Secrets); later ones are
+/// logged at debug level.
+const WARNED_CAUSES: usize = 256;
+
 /// Per-operation API call counts and retry figures, shared by all clones of a [`Secrets`](crate::Secrets).
 #[derive(Debug, Default)]
 pub(crate) struct CallStats {
     calls: Mutex<BTreeMap<&'static str, u64>>,
     pub(crate) throttled: AtomicU64,
     pub(crate) retries: AtomicU64,
-    /// Operations and kinds of final failures already logged as warnings.
-    warned: Mutex<std::collections::HashSet<(&'static str, CallErrorKind)>>,
+    /// Final failures already logged as warnings: hashes of (operation, message, AWS message).
+    warned: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl CallStats {
@@ -38,10 +42,14 @@ impl CallStats {
         calls.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
     }
 
-    /// Whether this is the first final failure of `operation` with `kind` (to warn once).
-    fn first_failure(&self, operation: &'static str, kind: CallErrorKind) -> bool {
+    /// Whether `err` is the first final failure of `operation` with this message and AWS message
+    /// (to warn once per distinct answer). Past [`WARNED_CAUSES`] distinct answers, none is new.
+    fn first_failure(&self, operation: &'static str, err: &CallError) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (operation, err.message(), err.aws_message()).hash(&mut hasher);
         let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-        warned.insert((operation, kind))
+        warned.len() < WARNED_CAUSES && warned.insert(hasher.finish())
     }
 
     fn count(&self, operation: &'static str) {
@@ -302,9 +310,9 @@ impl CallContext {
             }
             if !err.is_retryable() {
                 if matches!(err.kind(), CallErrorKind::Denied | CallErrorKind::Fatal) {
-                    // What the service said, once per operation and kind (a denied DescribeSecret
-                    // that every refresh falls back from is not a warning per refresh).
-                    if self.stats.first_failure(operation, err.kind()) {
+                    // What the service said, once per distinct answer (a denied DescribeSecret that
+                    // every refresh falls back from is not a warning per refresh).
+                    if self.stats.first_failure(operation, &err) {
                         tracing::warn!(operation, error = %err, aws_message = err.aws_message().unwrap_or(""), "AWS call failed");
                     } else {
                         tracing::debug!(operation, error = %err, aws_message = err.aws_message().unwrap_or(""), "AWS call failed");
@@ -360,24 +368,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_final_failure_is_a_warning_once_per_operation_and_kind() {
-        // A denied DescribeSecret that every refresh falls back from must not warn every refresh.
-        let (ctx, stats) = ctx(Duration::from_secs(5));
-        let denied = || async {
-            Err::<(), _>(CallError::new(
-                CallErrorKind::Denied,
-                "DescribeSecret: AccessDenied",
-            ))
-        };
+    async fn a_final_failure_is_a_warning_once_per_distinct_answer() {
+        // A denied DescribeSecret that every refresh falls back from must not warn every refresh;
+        // a different answer (another cause) is a warning of its own.
+        let capture = crate::test_support::Capture::default();
+        let _guard = capture.start();
+        let (ctx, _stats) = ctx(Duration::from_secs(5));
+        let describe = Operation::new("DescribeSecret");
         for _ in 0..3 {
-            ctx.call(Operation::new("DescribeSecret"), denied)
-                .await
-                .unwrap_err();
+            ctx.call(describe, || async {
+                Err::<(), _>(CallError::new(
+                    CallErrorKind::Denied,
+                    "DescribeSecret: AccessDenied",
+                ))
+            })
+            .await
+            .unwrap_err();
         }
-        let warned = stats.warned.lock().unwrap().clone();
-        assert_eq!(warned.len(), 1, "{warned:?}");
-        assert!(!stats.first_failure("DescribeSecret", CallErrorKind::Denied));
-        assert!(stats.first_failure("DescribeSecret", CallErrorKind::Fatal));
+        ctx.call(describe, || async {
+            Err::<(), _>(CallError::new(CallErrorKind::Fatal, "DescribeSecret: Validation"))
+        })
+        .await
+        .unwrap_err();
+        let log = capture.text();
+        assert_eq!(log.matches("WARN").count(), 2, "{log}");
+        assert_eq!(log.matches("AccessDenied").count(), 1, "{log}");
     }
 
     #[tokio::test]

@@ -367,7 +367,7 @@ fn a_refresh_lost_with_its_runtime_does_not_block_the_key() {
 
 // ---- The refresh engine's defects (issue "Refresh engine"), each reproduced in virtual time. ----
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -407,34 +407,7 @@ async fn served_after(
     None
 }
 
-/// Captures the `tracing` output of the current thread.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    fn start(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
+pub(super) use crate::test_support::Capture;
 
 #[tokio::test(start_paused = true)]
 async fn a_refresh_that_panics_backs_off_and_counts_a_failure() {
