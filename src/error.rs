@@ -15,7 +15,7 @@ use crate::call::CallError;
 ///     "no value for key `db_password`: it was not declared, or its path held no such name"
 /// );
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A declaration was rejected at build time (malformed name, ARN, path, TTL, key...).

@@ -88,6 +88,8 @@ mod error;
 mod freeze;
 mod layer;
 mod limiter;
+#[cfg(feature = "on-demand")]
+mod on_demand;
 mod schedule;
 mod secrets;
 mod snapshot;
@@ -101,6 +103,8 @@ pub use call::{CallContext, CallError, CallErrorKind, Operation, RetryPolicy};
 pub use error::{Error, Failure, ItemError};
 pub use layer::{ResponseFuture, SecretsLayer, SecretsService};
 pub use limiter::{Quota, QuotaClass, RateLimits};
+#[cfg(feature = "on-demand")]
+pub use on_demand::{OnDemand, OnDemandBuilder};
 pub use secrets::{Secrets, SecretsBuilder, Stats};
 pub use snapshot::{Snapshot, ValueInfo};
 #[cfg(feature = "kms")]

@@ -26,6 +26,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub(crate) use plan::Config;
+#[cfg(feature = "on-demand")]
+pub(crate) use plan::MAX_TTL;
+#[cfg(feature = "on-demand")]
+pub(crate) use refresh::{fetch_all, Answer};
+#[cfg(feature = "on-demand")]
+pub(crate) use unit::json_field;
 
 use crate::call::{CallContext, CallStats};
 use crate::error::{Error, ItemError};

@@ -277,12 +277,12 @@ impl Drop for RefreshGuard {
 
 /// What a source answered for one item, or why it gave no answer (it panicked, or it was still
 /// running at the end of its budget).
-pub(super) type Answer = Result<RefreshResult, &'static str>;
+pub(crate) type Answer = Result<RefreshResult, &'static str>;
 
 /// Fetches (or, with `refresh`, refreshes) every target, grouping items by source: one call of
 /// the source per group, all groups concurrently. Each group has the budget of `ctx` (and a
 /// grace) and its own panic boundary, so a source that hangs or panics costs only its own items.
-pub(super) async fn fetch_all(
+pub(crate) async fn fetch_all(
     targets: &[(Arc<dyn DynSource>, AnyItem, Option<String>)],
     ctx: &CallContext,
     refresh: bool,

@@ -434,7 +434,7 @@ impl Unit {
 }
 
 /// One field of a JSON object value. Errors name the field, never the value.
-fn json_field(value: &SecretValue, field: &str) -> Result<SecretValue, ItemError> {
+pub(crate) fn json_field(value: &SecretValue, field: &str) -> Result<SecretValue, ItemError> {
     use serde_json::value::RawValue;
     let object: HashMap<std::borrow::Cow<'_, str>, &RawValue> = serde_json::from_slice(value.expose_bytes())
         .map_err(|_| {

@@ -1,0 +1,150 @@
+//! Coalescing: misses (or refreshes) of different names that arrive within a short window go to
+//! their source together, so that the source batches them (10 names per `GetParameters`, 20 ids per
+//! `BatchGetSecretValue`) instead of one call per name.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::call::{CallContext, CallStats};
+use crate::error::ItemError;
+use crate::freeze::after;
+use crate::source::{AnyItem, DynSource, RefreshResult};
+use crate::store::{fetch_all, Answer};
+
+/// One name waiting in a batch: what to fetch, the version it has (refreshes), and where the
+/// answer goes.
+struct Waiting {
+    source: Arc<dyn DynSource>,
+    item: AnyItem,
+    version: Option<String>,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// The batch being filled, and whether it is one of refreshes (`DescribeSecret`-first for secrets)
+/// or of misses (batched fetches).
+#[derive(Default)]
+struct Open {
+    waiting: Vec<Waiting>,
+    /// Counts batches, so that the timer of a batch flushed early does not flush the next one.
+    generation: u64,
+}
+
+/// How a batch is fetched.
+#[derive(Clone)]
+pub(super) struct Fetching {
+    pub(super) stats: Arc<CallStats>,
+    pub(super) retry: crate::RetryPolicy,
+    pub(super) limits: crate::RateLimits,
+    /// Budget of one batch, retries included.
+    pub(super) timeout: Duration,
+    /// How long the first miss of a batch waits for others.
+    pub(super) window: Duration,
+    /// Names at which a batch is sent at once.
+    pub(super) max_batch: usize,
+}
+
+/// Two coalescers: misses and refreshes are fetched differently.
+pub(super) struct Batcher {
+    fetching: Fetching,
+    misses: Arc<Mutex<Open>>,
+    refreshes: Arc<Mutex<Open>>,
+}
+
+impl Batcher {
+    pub(super) fn new(fetching: Fetching) -> Self {
+        Batcher {
+            fetching,
+            misses: Arc::default(),
+            refreshes: Arc::default(),
+        }
+    }
+
+    /// Fetches `item` (`refresh`: checks it against `version`) in the next batch.
+    pub(super) async fn fetch(
+        &self,
+        source: Arc<dyn DynSource>,
+        item: AnyItem,
+        version: Option<String>,
+        refresh: bool,
+    ) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        let open = if refresh { &self.refreshes } else { &self.misses };
+        let waiting = Waiting {
+            source,
+            item,
+            version,
+            answer: tx,
+        };
+        let (first, full) = {
+            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            open.waiting.push(waiting);
+            let first = open.waiting.len() == 1;
+            let full = (open.waiting.len() >= self.fetching.max_batch).then(|| take(&mut open));
+            (first.then_some(open.generation), full)
+        };
+        match (full, first) {
+            // Full: sent now.
+            (Some(batch), _) => spawn(send(batch, self.fetching.clone(), refresh)),
+            // First of a batch: it is sent when the window ends, unless it fills first. A lone miss
+            // waits the window (a few ms) and one round trip.
+            (None, Some(generation)) => {
+                let (open, fetching) = (open.clone(), self.fetching.clone());
+                spawn(async move {
+                    tokio::time::sleep(fetching.window).await;
+                    let batch = {
+                        let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+                        (open.generation == generation).then(|| take(&mut open))
+                    };
+                    if let Some(batch) = batch {
+                        send(batch, fetching, refresh).await;
+                    }
+                });
+            }
+            (None, None) => {}
+        }
+        rx.await.unwrap_or(Err(LOST))
+    }
+}
+
+const LOST: &str = "the batch holding it was dropped (its runtime shut down)";
+
+fn take(open: &mut Open) -> Vec<Waiting> {
+    open.generation += 1;
+    std::mem::take(&mut open.waiting)
+}
+
+/// Runs `task` on the current tokio runtime (every `OnDemand::get` runs in one).
+fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(task)),
+        // Not reachable from `get` (an async fn awaited by tokio); dropping the task answers every
+        // waiter with `LOST`.
+        Err(_) => drop(task),
+    }
+}
+
+/// Fetches one batch (grouped by source inside `fetch_all`) and answers every waiter.
+async fn send(batch: Vec<Waiting>, fetching: Fetching, refresh: bool) {
+    let targets: Vec<_> = batch
+        .iter()
+        .map(|w| (w.source.clone(), w.item.clone(), w.version.clone()))
+        .collect();
+    let ctx = CallContext::new(
+        fetching.stats.clone(),
+        fetching.retry,
+        Some(fetching.limits.clone()),
+        after(Instant::now(), fetching.timeout),
+    );
+    let answers = fetch_all(&targets, &ctx, refresh).await;
+    for (waiting, answer) in batch.into_iter().zip(answers) {
+        let _ = waiting.answer.send(answer);
+    }
+}
+
+/// A lost answer (a panic, a budget run out, a dropped batch) as the item's error.
+pub(super) fn lost(why: &'static str) -> RefreshResult {
+    Err(ItemError::Source(why.to_owned()))
+}

@@ -1,0 +1,739 @@
+//! [`OnDemand`]: values whose names are known only at invocation time (a tenant's key, a sender's
+//! signing secret), in a bounded cache with coalesced fetches.
+
+mod batch;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use self::batch::{lost, Batcher, Fetching};
+use crate::call::{CallStats, RetryPolicy};
+use crate::error::{Error, Failure, ItemError};
+use crate::freeze::after;
+use crate::snapshot::ValueInfo;
+use crate::source::{AnyItem, Declaration, DynSource, Fetched, Refreshed};
+use crate::value::SecretValue;
+use crate::{RateLimits, Stats};
+
+/// Values looked up by name at invocation time, cached with the same refresh semantics as declared
+/// values: past its TTL a value is served while one background refresh runs (`DescribeSecret` first
+/// for secrets), past its maximum staleness it is fetched again before it is served.
+///
+/// - **Bounded:** by entries and by bytes (`max_entries`, `max_bytes`), in a `moka` cache; evicted
+///   and expired values are dropped, and a [`SecretValue`] zeroizes its bytes when its last clone
+///   goes.
+/// - **Coalesced:** misses of different names arriving within [`coalesce_window`] (2 ms by
+///   default) go to their source together, so that it batches them (10 names per
+///   `GetParameters`, 20 ids per `BatchGetSecretValue`); concurrent misses of one name make one
+///   fetch.
+/// - **Negative results:** a name that does not exist or is denied is an error for that name only,
+///   remembered for [`negative_ttl`] (30 s by default), so a bad tenant id cannot hammer the quota.
+/// - Every call goes through the same [`RateLimits`] (process-wide by default), retries and
+///   deadline as declared values.
+///
+/// [`coalesce_window`]: OnDemandBuilder::coalesce_window
+/// [`negative_ttl`]: OnDemandBuilder::negative_ttl
+///
+/// How a name becomes a declaration is yours: the closure given to [`OnDemandBuilder::build`]
+/// maps it (often through a source's helper, which validates it: a malformed name is an error
+/// without a call).
+///
+/// ```
+/// use lambda_secrets::{MemorySource, OnDemand};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let mem = MemorySource::new();
+/// mem.set("/tenants/42/api-key", "k-42");
+/// let tenants = OnDemand::builder()
+///     .build(move |tenant| mem.value(tenant, format!("/tenants/{tenant}/api-key")))
+///     .unwrap();
+///
+/// // In the handler, with the tenant id the request names:
+/// let key = tenants.get("42").await?;
+/// assert_eq!(key.expose_str(), Some("k-42"));
+/// assert!(tenants.get("43").await.is_err()); // not found: remembered for 30 s
+/// # Ok::<(), lambda_secrets::Error>(()) }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct OnDemand {
+    inner: Arc<Inner>,
+}
+
+type Declare = dyn Fn(&str) -> Declaration + Send + Sync;
+
+struct Inner {
+    declare: Box<Declare>,
+    cache: moka::future::Cache<String, Entry>,
+    batcher: Batcher,
+    settings: Settings,
+    stats: Arc<CallStats>,
+    misses: AtomicU64,
+    refreshes: AtomicU64,
+    refresh_failures: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    ttl: Duration,
+    jitter: f64,
+    max_staleness: Duration,
+    negative_ttl: Duration,
+    failure_backoff: Duration,
+}
+
+/// A cached answer for one name: its value, or why there is none (not found or denied).
+#[derive(Clone)]
+struct Entry(Arc<EntryData>);
+
+struct EntryData {
+    /// The value, or the failure to report for the name (not found, denied).
+    found: Result<Found, Failure>,
+    /// When the value was fetched (its age counts from here); for a negative answer, when it came.
+    fetched_at: Instant,
+    /// When a background refresh is due (later after a failed one).
+    due: Mutex<Instant>,
+    refreshing: AtomicBool,
+}
+
+struct Found {
+    value: SecretValue,
+    info: Arc<ValueInfo>,
+    version: Option<String>,
+    source: Arc<dyn DynSource>,
+    item: AnyItem,
+    field: Option<String>,
+}
+
+impl Entry {
+    fn bytes(&self) -> usize {
+        match &self.0.found {
+            Ok(found) => found.value.len(),
+            Err(_) => 0,
+        }
+    }
+}
+
+/// Keeps an entry in memory until its maximum staleness (values) or its negative TTL (not found,
+/// denied); the cache's clock is its own, so the logical checks in `get` use tokio's.
+struct KeepFor(Settings);
+
+impl moka::Expiry<String, Entry> for KeepFor {
+    fn expire_after_create(&self, _: &String, entry: &Entry, _: std::time::Instant) -> Option<Duration> {
+        Some(self.keep(entry))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        entry: &Entry,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.keep(entry))
+    }
+}
+
+impl KeepFor {
+    fn keep(&self, entry: &Entry) -> Duration {
+        match entry.0.found {
+            Ok(_) => self.0.max_staleness,
+            Err(_) => self.0.negative_ttl,
+        }
+    }
+}
+
+impl OnDemand {
+    /// Starts configuring an on-demand cache.
+    ///
+    /// ```
+    /// let builder = lambda_secrets::OnDemand::builder().max_entries(1_000);
+    /// # let _ = builder;
+    /// ```
+    pub fn builder() -> OnDemandBuilder {
+        OnDemandBuilder::default()
+    }
+
+    /// The value for `name`: from the cache, or fetched (with other misses of the same moment) and
+    /// cached. Past its TTL the cached value is returned at once while one refresh runs in the
+    /// background; past its maximum staleness it is fetched again first.
+    ///
+    /// Errors: [`Error::InvalidInput`] for a name the declaring closure rejects (no call is made);
+    /// [`Error::Load`] naming the name, its source item and why (not found, denied: remembered for
+    /// the negative TTL; throttled or failed after retries: not remembered).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/signing/github", "s3cr3t");
+    /// let signing = lambda_secrets::OnDemand::builder()
+    ///     .build(move |sender| mem.value(sender, format!("/signing/{sender}")))
+    ///     .unwrap();
+    /// assert_eq!(signing.get("github").await.unwrap().len(), 6);
+    /// # });
+    /// ```
+    pub async fn get(&self, name: &str) -> Result<SecretValue, Error> {
+        let now = Instant::now();
+        if let Some(entry) = self.inner.cache.get(name).await {
+            if let Some(answer) = self.answer(name, &entry, now) {
+                return answer;
+            }
+            // Past its maximum staleness, or a negative answer past its TTL: fetch again.
+            self.inner.cache.invalidate(name).await;
+        }
+        self.inner.misses.fetch_add(1, Ordering::Relaxed);
+        let inner = self.inner.clone();
+        let owned = name.to_owned();
+        let entry = self
+            .inner
+            .cache
+            .try_get_with(owned.clone(), async move { inner.fetch(&owned).await })
+            .await
+            .map_err(|e| Error::clone(&e))?;
+        entry_result(&entry)
+    }
+
+    /// The value for `name` decoded from JSON into `T` (errors name the name and the type, never the
+    /// value).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// #[derive(serde::Deserialize)]
+    /// struct Db { user: String, port: u16 }
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("tenant/7/db", r#"{"user":"t7","port":5432}"#);
+    /// let dbs = lambda_secrets::OnDemand::builder()
+    ///     .build(move |tenant| mem.value(tenant, format!("tenant/{tenant}/db")))
+    ///     .unwrap();
+    /// let db: Db = dbs.expose_json("7").await.unwrap();
+    /// assert_eq!((db.user.as_str(), db.port), ("t7", 5432));
+    /// # });
+    /// ```
+    pub async fn expose_json<T: DeserializeOwned>(&self, name: &str) -> Result<T, Error> {
+        let value = self.get(name).await?;
+        serde_json::from_slice(value.expose_bytes()).map_err(|e| Error::json::<T>(name, &e))
+    }
+
+    /// Counters: API calls per operation, throttles, retries, refreshes, misses (lookups that
+    /// fetched).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/a", "1");
+    /// let od = lambda_secrets::OnDemand::builder().build(move |name| mem.value(name, name)).unwrap();
+    /// od.get("/a").await.unwrap();
+    /// od.get("/a").await.unwrap();
+    /// assert_eq!((od.stats().calls["MemoryFetch"], od.stats().misses), (1, 1));
+    /// # });
+    /// ```
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats::default();
+        stats.calls = self.inner.stats.calls();
+        stats.throttled = self.inner.stats.throttled.load(Ordering::Relaxed);
+        stats.retries = self.inner.stats.retries.load(Ordering::Relaxed);
+        stats.refreshes = self.inner.refreshes.load(Ordering::Relaxed);
+        stats.refresh_failures = self.inner.refresh_failures.load(Ordering::Relaxed);
+        stats.misses = self.inner.misses.load(Ordering::Relaxed);
+        stats
+    }
+
+    /// Names cached now (values and negative answers), after pending evictions have run.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/a", "1");
+    /// let od = lambda_secrets::OnDemand::builder().build(move |name| mem.value(name, name)).unwrap();
+    /// od.get("/a").await.unwrap();
+    /// assert_eq!(od.cached().await, 1);
+    /// # });
+    /// ```
+    pub async fn cached(&self) -> u64 {
+        self.inner.cache.run_pending_tasks().await;
+        self.inner.cache.entry_count()
+    }
+
+    /// The answer of a cached entry, starting its refresh when due; `None` when it must be fetched
+    /// again first.
+    fn answer(&self, name: &str, entry: &Entry, now: Instant) -> Option<Result<SecretValue, Error>> {
+        let settings = &self.inner.settings;
+        let age = now.saturating_duration_since(entry.0.fetched_at);
+        match &entry.0.found {
+            Err(_) if age < settings.negative_ttl => Some(entry_result(entry)),
+            Err(_) => None,
+            Ok(_) if age >= settings.max_staleness => None,
+            Ok(found) => {
+                let due = *entry.0.due.lock().unwrap_or_else(|e| e.into_inner());
+                if now >= due && !entry.0.refreshing.swap(true, Ordering::AcqRel) {
+                    self.start_refresh(name.to_owned(), entry.clone());
+                }
+                Some(Ok(found.value.clone()))
+            }
+        }
+    }
+
+    /// Refreshes `entry` in the background (coalesced with other refreshes of the moment).
+    fn start_refresh(&self, name: String, entry: Entry) {
+        let kept = entry.clone();
+        let inner = self.inner.clone();
+        let task = async move {
+            let Ok(found) = &entry.0.found else { return };
+            let answer = inner
+                .batcher
+                .fetch(
+                    found.source.clone(),
+                    found.item.clone(),
+                    found.version.clone(),
+                    true,
+                )
+                .await
+                .unwrap_or_else(lost);
+            let now = Instant::now();
+            let fresh = match answer {
+                Ok(Refreshed::Changed(fetched)) => bind(found, fetched),
+                Ok(Refreshed::Unchanged { .. }) => Ok(Found {
+                    value: found.value.clone(),
+                    info: found.info.clone(),
+                    version: found.version.clone(),
+                    source: found.source.clone(),
+                    item: found.item.clone(),
+                    field: found.field.clone(),
+                }),
+                Err(e) => Err(e),
+            };
+            match fresh {
+                Ok(fresh) => {
+                    inner.refreshes.fetch_add(1, Ordering::Relaxed);
+                    let entry = inner.entry(Ok(fresh), now);
+                    inner.cache.insert(name, entry).await;
+                }
+                Err(error) => {
+                    inner.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        name = %name,
+                        source = found.source.kind(),
+                        id = %found.item,
+                        %error,
+                        "lambda-secrets on-demand refresh failed; serving the last good value"
+                    );
+                    *entry.0.due.lock().unwrap_or_else(|e| e.into_inner()) =
+                        after(now, inner.settings.failure_backoff);
+                    entry.0.refreshing.store(false, Ordering::Release);
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(task)),
+            // Outside a tokio runtime the refresh cannot run: try again after a backoff.
+            Err(_) => {
+                drop(task);
+                self.inner.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                let backoff = self.inner.settings.failure_backoff;
+                *kept.0.due.lock().unwrap_or_else(|e| e.into_inner()) = after(Instant::now(), backoff);
+                kept.0.refreshing.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Fetches `name` (a miss): declared by the closure, coalesced with other misses. Not found and
+    /// denied are cached as negative answers; other failures are errors, not cached.
+    async fn fetch(&self, name: &str) -> Result<Entry, Error> {
+        let decl = (self.declare)(name);
+        if let Some((what, input, reason)) = decl.invalid {
+            return Err(Error::InvalidInput { what, input, reason });
+        }
+        if decl.item.tree {
+            return Err(Error::InvalidInput {
+                what: "on-demand name",
+                input: name.to_owned(),
+                reason: "it was declared as a tree (a path); an on-demand name stands for one value".into(),
+            });
+        }
+        let source = decl.source.clone();
+        let answer = self
+            .batcher
+            .fetch(decl.source.clone(), decl.item.clone(), None, false)
+            .await
+            .unwrap_or_else(lost);
+        let now = Instant::now();
+        let seed = Found {
+            value: SecretValue::from(""),
+            info: Arc::new(ValueInfo {
+                source: source.kind(),
+                name: String::new(),
+                version: None,
+                refresh_by: None,
+            }),
+            version: None,
+            source,
+            item: decl.item,
+            field: decl.field,
+        };
+        let found = match answer {
+            Ok(Refreshed::Changed(fetched)) => bind(&seed, fetched),
+            Ok(_) => Err(ItemError::NotFound),
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(found) => Ok(self.entry(Ok(found), now)),
+            Err(error @ (ItemError::NotFound | ItemError::Denied { .. })) => {
+                Ok(self.entry(Err(failure(name, &seed, error)), now))
+            }
+            Err(error) => Err(Error::Load {
+                failures: vec![failure(name, &seed, error)],
+            }),
+        }
+    }
+
+    fn entry(&self, found: Result<Found, Failure>, now: Instant) -> Entry {
+        let s = &self.settings;
+        let delay = crate::schedule::next_refresh(s.ttl, s.jitter, false, fastrand::f64());
+        Entry(Arc::new(EntryData {
+            found,
+            fetched_at: now,
+            due: Mutex::new(after(now, delay)),
+            refreshing: AtomicBool::new(false),
+        }))
+    }
+}
+
+/// Binds fetched values to a name: the first value (an on-demand name is one value), or its JSON
+/// field.
+fn bind(like: &Found, fetched: Vec<Fetched>) -> Result<Found, ItemError> {
+    let first = fetched.into_iter().next().ok_or(ItemError::NotFound)?;
+    let value = match &like.field {
+        Some(field) => crate::store::json_field(&first.value, field)?,
+        None => first.value,
+    };
+    Ok(Found {
+        value,
+        info: Arc::new(ValueInfo {
+            source: like.source.kind(),
+            name: first.name,
+            version: first.version.clone(),
+            refresh_by: first.refresh_by,
+        }),
+        version: first.version,
+        source: like.source.clone(),
+        item: like.item.clone(),
+        field: like.field.clone(),
+    })
+}
+
+fn failure(name: &str, found: &Found, error: ItemError) -> Failure {
+    Failure {
+        key: name.to_owned(),
+        source: found.source.kind(),
+        id: found.item.to_string(),
+        error,
+    }
+}
+
+fn entry_result(entry: &Entry) -> Result<SecretValue, Error> {
+    match &entry.0.found {
+        Ok(found) => Ok(found.value.clone()),
+        Err(failure) => Err(Error::Load {
+            failures: vec![failure.clone()],
+        }),
+    }
+}
+
+impl std::fmt::Debug for OnDemand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnDemand")
+            .field("cached", &self.inner.cache.entry_count())
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of an [`OnDemand`] cache. See [`OnDemand`].
+///
+/// ```
+/// use std::time::Duration;
+/// # let mem = lambda_secrets::MemorySource::new();
+/// let tenants = lambda_secrets::OnDemand::builder()
+///     .ttl(Duration::from_secs(300))
+///     .max_entries(10_000)
+///     .max_bytes(16 << 20)
+///     .negative_ttl(Duration::from_secs(30))
+///     .build(move |tenant| mem.value(tenant, format!("/tenants/{tenant}/api-key")))
+///     .unwrap();
+/// # let _ = tenants;
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct OnDemandBuilder {
+    ttl: Duration,
+    jitter: f64,
+    max_staleness: Option<Duration>,
+    negative_ttl: Duration,
+    max_entries: u64,
+    max_bytes: u64,
+    window: Duration,
+    max_batch: usize,
+    retry: RetryPolicy,
+    limits: RateLimits,
+    timeout: Duration,
+    failure_backoff: Duration,
+}
+
+impl Default for OnDemandBuilder {
+    fn default() -> Self {
+        OnDemandBuilder {
+            ttl: Duration::from_secs(300),
+            jitter: 0.1,
+            max_staleness: None,
+            negative_ttl: Duration::from_secs(30),
+            max_entries: 10_000,
+            max_bytes: 16 << 20,
+            window: Duration::from_millis(2),
+            max_batch: 20,
+            retry: RetryPolicy::default(),
+            limits: RateLimits::process(),
+            timeout: Duration::from_secs(5),
+            failure_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+impl OnDemandBuilder {
+    /// TTL of every value (default 300 s); past it the next lookup refreshes it in the background.
+    ///
+    /// ```
+    /// let b = lambda_secrets::OnDemand::builder().ttl(std::time::Duration::from_secs(60));
+    /// # let _ = b;
+    /// ```
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Age past which a value is fetched again before it is served (default: the declared values'
+    /// default, max(3 × TTL, TTL × 1.1 + the fetch timeout)). It is also how long a value stays in
+    /// memory unused.
+    ///
+    /// ```
+    /// let b = lambda_secrets::OnDemand::builder().max_staleness(std::time::Duration::from_secs(900));
+    /// # let _ = b;
+    /// ```
+    pub fn max_staleness(mut self, staleness: Duration) -> Self {
+        self.max_staleness = Some(staleness);
+        self
+    }
+
+    /// How long "not found" and "denied" answers are remembered (default 30 s).
+    ///
+    /// ```
+    /// let b = lambda_secrets::OnDemand::builder().negative_ttl(std::time::Duration::from_secs(10));
+    /// # let _ = b;
+    /// ```
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = ttl;
+        self
+    }
+
+    /// Most names kept (values and negative answers; default 10,000).
+    ///
+    /// ```
+    /// let b = lambda_secrets::OnDemand::builder().max_entries(500);
+    /// # let _ = b;
+    /// ```
+    pub fn max_entries(mut self, entries: u64) -> Self {
+        self.max_entries = entries;
+        self
+    }
+
+    /// Most bytes of names and values kept (default 16 MiB). The least recently and frequently
+    /// used names are evicted first (moka's TinyLFU).
+    ///
+    /// ```
+    /// let b = lambda_secrets::OnDemand::builder().max_bytes(1 << 20);
+    /// # let _ = b;
+    /// ```
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// How long the first miss of a moment waits for others to fetch with it (default 2 ms); a
+    /// batch of [`max_batch`](Self::max_batch) names is sent at once.
+    ///
+    /// ```
+    /// let b = lambda_secrets::OnDemand::builder().coalesce_window(std::time::Duration::from_millis(5));
+    /// # let _ = b;
+    /// ```
+    pub fn coalesce_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Names at which a batch is sent without waiting for the window (default 20, which is
+    /// `BatchGetSecretValue`'s limit and two `GetParameters` calls).
+    ///
+    /// ```
+    /// let b = lambda_secrets::OnDemand::builder().max_batch(10);
+    /// # let _ = b;
+    /// ```
+    pub fn max_batch(mut self, names: usize) -> Self {
+        self.max_batch = names;
+        self
+    }
+
+    /// Retries of throttled, 5xx and timed-out calls.
+    ///
+    /// ```
+    /// let policy = lambda_secrets::RetryPolicy { max_attempts: 3, ..Default::default() };
+    /// let b = lambda_secrets::OnDemand::builder().retry_policy(policy);
+    /// # let _ = b;
+    /// ```
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The rate limits calls go through (default: the process-wide set, shared with declared
+    /// values).
+    ///
+    /// ```
+    /// let b = lambda_secrets::OnDemand::builder().rate_limits(lambda_secrets::RateLimits::new());
+    /// # let _ = b;
+    /// ```
+    pub fn rate_limits(mut self, limits: RateLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Budget of one fetch, retries included (default 5 s): keep it within the invocation's time.
+    ///
+    /// ```
+    /// let b = lambda_secrets::OnDemand::builder().fetch_timeout(std::time::Duration::from_secs(2));
+    /// # let _ = b;
+    /// ```
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Makes the cache; `declare` turns a name into the declaration to fetch it by (a source's
+    /// helper, with a JSON field if wanted). Fails on a setting out of range.
+    ///
+    /// ```
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// let err = lambda_secrets::OnDemand::builder()
+    ///     .max_entries(0)
+    ///     .build(move |name| mem.value(name, name))
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("max entries"), "{err}");
+    /// ```
+    pub fn build(
+        self,
+        declare: impl Fn(&str) -> Declaration + Send + Sync + 'static,
+    ) -> Result<OnDemand, Error> {
+        let invalid = |what: &'static str, input: String, reason: &str| Error::InvalidInput {
+            what,
+            input,
+            reason: reason.to_owned(),
+        };
+        if self.ttl < Duration::from_millis(1) || self.ttl > crate::store::MAX_TTL {
+            return Err(invalid(
+                "TTL",
+                format!("{:?}", self.ttl),
+                "must be between 1 ms and 7 days",
+            ));
+        }
+        if !(0.0..=0.5).contains(&self.jitter) {
+            return Err(invalid(
+                "TTL jitter",
+                self.jitter.to_string(),
+                "must be between 0 and 0.5",
+            ));
+        }
+        let max_staleness = self
+            .max_staleness
+            .unwrap_or_else(|| crate::schedule::default_staleness(self.ttl, 0.0, self.timeout));
+        if max_staleness < self.ttl {
+            return Err(invalid(
+                "max staleness",
+                format!("{max_staleness:?}"),
+                "must be at least the TTL",
+            ));
+        }
+        if self.max_entries == 0 {
+            return Err(invalid("max entries", "0".into(), "must be at least 1"));
+        }
+        if self.max_bytes < self.max_entries {
+            return Err(invalid(
+                "max bytes",
+                self.max_bytes.to_string(),
+                "must be at least max entries (each name weighs at least a byte)",
+            ));
+        }
+        if self.max_batch == 0 {
+            return Err(invalid("max batch", "0".into(), "must be at least 1"));
+        }
+        for (what, value) in [
+            ("negative TTL", self.negative_ttl),
+            ("coalesce window", self.window),
+            ("fetch timeout", self.timeout),
+        ] {
+            if value > Duration::from_secs(3600) || (what != "coalesce window" && value.is_zero()) {
+                return Err(invalid(
+                    what,
+                    format!("{value:?}"),
+                    "must be above zero and at most an hour",
+                ));
+            }
+        }
+        if let Some((class, quota, why)) = self.limits.invalid() {
+            return Err(invalid("rate limit", format!("{class:?}: {quota:?}"), &why));
+        }
+        let settings = Settings {
+            ttl: self.ttl,
+            jitter: self.jitter,
+            max_staleness,
+            negative_ttl: self.negative_ttl,
+            failure_backoff: self.failure_backoff,
+        };
+        // Two bounds with one weighted capacity: every entry weighs its bytes plus an equal share of
+        // the byte budget, so the cache holds at most `max_entries` entries and `max_bytes` bytes.
+        let share = self.max_bytes / self.max_entries;
+        let cache = moka::future::Cache::builder()
+            .max_capacity(self.max_bytes)
+            .weigher(move |name: &String, entry: &Entry| {
+                u32::try_from(share + (name.len() + entry.bytes()) as u64).unwrap_or(u32::MAX)
+            })
+            .expire_after(KeepFor(settings))
+            .build();
+        let stats = Arc::new(CallStats::default());
+        let batcher = Batcher::new(Fetching {
+            stats: stats.clone(),
+            retry: self.retry,
+            limits: self.limits,
+            timeout: self.timeout,
+            window: self.window,
+            max_batch: self.max_batch,
+        });
+        Ok(OnDemand {
+            inner: Arc::new(Inner {
+                declare: Box::new(declare),
+                cache,
+                batcher,
+                settings,
+                stats,
+                misses: AtomicU64::new(0),
+                refreshes: AtomicU64::new(0),
+                refresh_failures: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+//! The on-demand cache over `MemorySource`, in virtual time.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use super::OnDemand;
+use crate::{Error, ItemError, MemorySource};
+
+fn tenants(mem: &MemorySource) -> OnDemand {
+    let mem = mem.clone();
+    OnDemand::builder()
+        .ttl(Duration::from_secs(10))
+        .build(move |tenant| mem.value(tenant, format!("/tenants/{tenant}")))
+        .unwrap()
+}
+
+fn seed(mem: &MemorySource, n: usize) {
+    for i in 0..n {
+        mem.set(format!("/tenants/t{i}"), format!("key-{i}"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_misses_are_fetched_together_and_hits_make_no_call() {
+    let mem = MemorySource::new();
+    seed(&mem, 50);
+    let od = tenants(&mem);
+    let names: Vec<String> = (0..50).map(|i| format!("t{i}")).collect();
+    let got = join_all(names.iter().map(|n| od.get(n))).await;
+    for (i, value) in got.into_iter().enumerate() {
+        assert_eq!(value.unwrap().expose_str(), Some(format!("key-{i}").as_str()));
+    }
+    // Batches of 20 (the default max batch): 20 + 20 + 10.
+    assert_eq!(mem.fetches(), 3);
+    assert_eq!(od.stats().misses, 50);
+    for n in &names {
+        od.get(n).await.unwrap();
+    }
+    assert_eq!(mem.fetches(), 3, "hits make no call");
+    assert_eq!(od.cached().await, 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_lookups_of_one_name_make_one_fetch() {
+    let mem = MemorySource::new();
+    seed(&mem, 1);
+    mem.set_latency(Duration::from_millis(20));
+    let od = tenants(&mem);
+    let got = join_all((0..100).map(|_| od.get("t0"))).await;
+    assert!(got
+        .iter()
+        .all(|v| v.as_ref().unwrap().expose_str() == Some("key-0")));
+    assert_eq!(mem.fetches(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_miss_waits_only_the_window() {
+    let mem = MemorySource::new();
+    seed(&mem, 1);
+    let od = tenants(&mem);
+    let started = tokio::time::Instant::now();
+    od.get("t0").await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_millis(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_its_ttl_a_value_is_served_while_it_refreshes_then_the_new_one() {
+    let mem = MemorySource::new();
+    seed(&mem, 1);
+    let od = tenants(&mem);
+    od.get("t0").await.unwrap();
+    mem.set("/tenants/t0", "rotated");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // Due: the old value at once, the refresh in the background.
+    assert_eq!(od.get("t0").await.unwrap().expose_str(), Some("key-0"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(od.get("t0").await.unwrap().expose_str(), Some("rotated"));
+    assert_eq!(od.stats().refreshes, 1);
+    assert_eq!(mem.fetches(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_its_maximum_staleness_a_value_is_fetched_before_it_is_served() {
+    let mem = MemorySource::new();
+    seed(&mem, 1);
+    let od = tenants(&mem); // TTL 10 s: max staleness 30 s
+    od.get("t0").await.unwrap();
+    mem.set("/tenants/t0", "rotated");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(od.get("t0").await.unwrap().expose_str(), Some("rotated"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_name_is_an_error_for_it_only_and_is_remembered() {
+    let mem = MemorySource::new();
+    seed(&mem, 1);
+    let od = tenants(&mem);
+    let (good, bad) = tokio::join!(od.get("t0"), od.get("nobody"));
+    assert_eq!(good.unwrap().expose_str(), Some("key-0"));
+    let Err(Error::Load { failures }) = bad else {
+        panic!("{bad:?}")
+    };
+    assert_eq!(failures[0].key, "nobody");
+    assert_eq!(failures[0].id, "/tenants/nobody");
+    assert_eq!(failures[0].error, ItemError::NotFound);
+    let fetches = mem.fetches();
+    for _ in 0..100 {
+        assert!(od.get("nobody").await.is_err());
+    }
+    assert_eq!(mem.fetches(), fetches, "remembered for the negative TTL");
+    mem.set("/tenants/nobody", "now here");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(od.get("nobody").await.unwrap().expose_str(), Some("now here"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_fetch_is_not_remembered() {
+    let mem = MemorySource::new();
+    seed(&mem, 1);
+    mem.set_failing(true);
+    let od = OnDemand::builder()
+        .retry_policy(crate::RetryPolicy {
+            max_attempts: 1,
+            ..Default::default()
+        })
+        .build({
+            let mem = mem.clone();
+            move |tenant| mem.value(tenant, format!("/tenants/{tenant}"))
+        })
+        .unwrap();
+    let err = od.get("t0").await.unwrap_err();
+    assert!(err.to_string().contains("source is failing"), "{err}");
+    mem.set_failing(false);
+    assert_eq!(od.get("t0").await.unwrap().expose_str(), Some("key-0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_entry_bound_evicts() {
+    let mem = MemorySource::new();
+    seed(&mem, 200);
+    let od = OnDemand::builder()
+        .max_entries(50)
+        .build({
+            let mem = mem.clone();
+            move |tenant| mem.value(tenant, format!("/tenants/{tenant}"))
+        })
+        .unwrap();
+    for i in 0..200 {
+        od.get(&format!("t{i}")).await.unwrap();
+    }
+    assert!(od.cached().await <= 50, "{}", od.cached().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_byte_bound_evicts() {
+    let mem = MemorySource::new();
+    for i in 0..100 {
+        mem.set(format!("/tenants/t{i}"), "x".repeat(1000));
+    }
+    let od = OnDemand::builder()
+        .max_entries(1000)
+        .max_bytes(20_000)
+        .build({
+            let mem = mem.clone();
+            move |tenant| mem.value(tenant, format!("/tenants/{tenant}"))
+        })
+        .unwrap();
+    for i in 0..100 {
+        od.get(&format!("t{i}")).await.unwrap();
+    }
+    // Each entry weighs its 1,000 bytes (and a share of 20 bytes): at most 19 fit.
+    assert!(od.cached().await <= 19, "{}", od.cached().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn json_fields_and_json_decoding() {
+    let mem = MemorySource::new();
+    mem.set("tenant/7/db", r#"{"user":"t7","password":"pw7"}"#);
+    let passwords = OnDemand::builder()
+        .build({
+            let mem = mem.clone();
+            move |tenant| {
+                mem.value(tenant, format!("tenant/{tenant}/db"))
+                    .json_field("password")
+            }
+        })
+        .unwrap();
+    assert_eq!(passwords.get("7").await.unwrap().expose_str(), Some("pw7"));
+    #[derive(serde::Deserialize)]
+    struct Db {
+        user: String,
+    }
+    let whole = OnDemand::builder()
+        .build(move |tenant| mem.value(tenant, format!("tenant/{tenant}/db")))
+        .unwrap();
+    let db: Db = whole.expose_json("7").await.unwrap();
+    assert_eq!(db.user, "t7");
+    let err = whole.expose_json::<u32>("7").await.unwrap_err();
+    assert!(!err.to_string().contains("pw7"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_name_makes_no_call_and_a_tree_is_refused() {
+    let mem = MemorySource::new();
+    let od = OnDemand::builder()
+        .build({
+            let mem = mem.clone();
+            move |name| {
+                mem.value(name, name)
+                    .ttl(Duration::ZERO)
+                    .rejected("tenant id", name, "not a tenant id")
+            }
+        })
+        .unwrap();
+    let err = od.get("../etc").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidInput {
+                what: "tenant id",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(mem.fetches(), 0);
+    let trees = OnDemand::builder()
+        .build({
+            let mem = mem.clone();
+            move |prefix| mem.tree("", prefix)
+        })
+        .unwrap();
+    let err = trees.get("/tenants").await.unwrap_err();
+    assert!(err.to_string().contains("one value"), "{err}");
+    assert_eq!(mem.fetches(), 0);
+}
