@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use futures_util::future::join_all;
 use lambda_secrets::{
-    Ciphertext, KmsSource, Quota, QuotaClass, RateLimits, Secrets, SecretsManagerSource, Snapshot, SsmSource,
-    Stats,
+    Ciphertext, KmsSource, OnDemand, Quota, QuotaClass, RateLimits, SecretValue, Secrets,
+    SecretsManagerSource, Snapshot, SsmSource, Stats, ValueInfo,
 };
 use serde_json::json;
 
@@ -28,6 +29,34 @@ struct Cli {
 enum Command {
     /// Load the given parameters and paths as a function would; print what was loaded (never a value).
     Check(Check),
+    /// Look names up through one on-demand cache (not declared up front), concurrently, for some
+    /// rounds; print per name and round what was found (never a value).
+    Lookup(Lookup),
+}
+
+#[derive(Parser)]
+struct Lookup {
+    /// SSM parameter name or ARN, with an optional `:version` or `:label` (repeatable).
+    #[arg(long = "param", value_name = "NAME")]
+    params: Vec<String>,
+    /// Secrets Manager secret name or ARN (repeatable).
+    #[arg(long = "secret", value_name = "ID")]
+    secrets: Vec<String>,
+    /// Rounds of lookups of every name.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// Milliseconds between rounds.
+    #[arg(long = "interval-ms", default_value_t = 1000)]
+    interval_ms: u64,
+    /// TTL of every value, e.g. `300ms`, `1s`, `5m` (default 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ttl: Option<Duration>,
+    /// Most names the cache keeps (default 10000).
+    #[arg(long = "max-entries")]
+    max_entries: Option<u64>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Parser)]
@@ -75,12 +104,107 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Command::Check(check) = Cli::parse().command;
-    match run(check).await {
+    let result = match Cli::parse().command {
+        Command::Check(check) => run(check).await,
+        Command::Lookup(lookup) => run_lookup(lookup).await,
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a name is looked up in.
+#[derive(Clone, Copy)]
+enum Kind {
+    Param,
+    Secret,
+}
+
+async fn run_lookup(lookup: Lookup) -> Result<ExitCode, lambda_secrets::Error> {
+    if lookup.params.is_empty() && lookup.secrets.is_empty() {
+        eprintln!("error: nothing to look up; give at least one --param or --secret");
+        return Ok(ExitCode::from(2));
+    }
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let (ssm, sm) = (SsmSource::new(&config), SecretsManagerSource::new(&config));
+    // One cache for both kinds: a name is looked up as `param:NAME` or `secret:ID`.
+    let mut builder = OnDemand::builder();
+    if let Some(ttl) = lookup.ttl {
+        builder = builder.ttl(ttl);
+    }
+    if let Some(max) = lookup.max_entries {
+        builder = builder.max_entries(max);
+    }
+    let cache = builder.build(move |name| match name.split_once(':') {
+        Some(("secret", id)) => sm.secret(name, id),
+        Some((_, param)) => ssm.parameter(name, param),
+        None => ssm.parameter(name, name),
+    })?;
+    let names: Vec<(Kind, &String)> = lookup
+        .params
+        .iter()
+        .map(|n| (Kind::Param, n))
+        .chain(lookup.secrets.iter().map(|n| (Kind::Secret, n)))
+        .collect();
+    let mut failed = false;
+    for round in 0..lookup.rounds {
+        if round > 0 {
+            tokio::time::sleep(Duration::from_millis(lookup.interval_ms)).await;
+        }
+        let lookups = names.iter().map(|(kind, name)| {
+            let cache = cache.clone();
+            let key = match kind {
+                Kind::Param => format!("param:{name}"),
+                Kind::Secret => format!("secret:{name}"),
+            };
+            async move { cache.get_with_info(&key).await }
+        });
+        let results = join_all(lookups).await;
+        for ((_, name), result) in names.iter().zip(results) {
+            failed |= result.is_err();
+            print_lookup(round, name, result, lookup.json);
+        }
+    }
+    print_summary(&cache.stats(), lookup.json);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// One line per name and round: found or not, version, byte length; never the value.
+fn print_lookup(
+    round: u32,
+    name: &str,
+    result: Result<(SecretValue, ValueInfo), lambda_secrets::Error>,
+    as_json: bool,
+) {
+    let (found, version, bytes, error) = match &result {
+        Ok((value, info)) => (true, info.version.clone(), value.len(), None),
+        Err(e) => (false, None, 0, Some(e.to_string())),
+    };
+    let version_text = version.clone().unwrap_or_else(|| "-".into());
+    if as_json {
+        let version = match version.as_deref().map(|v| v.parse::<u64>()) {
+            Some(Ok(n)) => json!(n),
+            Some(Err(_)) => json!(version),
+            None => json!(null),
+        };
+        let mut line =
+            json!({"round": round, "name": name, "found": found, "version": version, "bytes": bytes});
+        if let Some(error) = error {
+            line["error"] = json!(error);
+        }
+        println!("{line}");
+    } else {
+        match error {
+            None => println!("round {round} {name:<60} found version {version_text:>8} {bytes:>8} bytes"),
+            Some(error) => println!("round {round} {name:<60} NOT FOUND: {error}"),
         }
     }
 }

@@ -303,3 +303,91 @@ async fn check_rate_and_burst_override_the_limit() {
         .run();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+fn lookup(endpoint: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lambda-secrets"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .arg("lookup");
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_of_fifty_names_three_rounds_takes_at_most_six_calls() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let seed = ssm_client(&moto().endpoint).await;
+    let prefix = unique_prefix("clilookup");
+    let names: Vec<String> = (0..50).map(|i| format!("{prefix}/tenants/t{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        put_param(&seed, name, &format!("secret-value-{i}"), "SecureString").await;
+    }
+    let mut cmd = lookup(&proxy.endpoint());
+    for name in &names {
+        cmd.args(["--param", name]);
+    }
+    let out = cmd
+        .args(["--rounds", "3", "--interval-ms", "200", "--json"])
+        .run();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 151, "{stdout}");
+    for round in 0..3 {
+        for (i, name) in names.iter().enumerate() {
+            let line = &lines[round * 50 + i];
+            assert_eq!(
+                line,
+                &serde_json::json!({"round": round, "name": name, "found": true, "version": 1, "bytes": format!("secret-value-{i}").len()})
+            );
+        }
+    }
+    println!("lookup summary: {}", lines[150]);
+    let calls = lines[150]["calls"]["GetParameters"].as_u64().unwrap();
+    assert!(calls <= 6, "{}", lines[150]);
+    assert_eq!(proxy.calls("GetParameters"), calls);
+    assert!(!stdout.contains("secret-value"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_reports_a_missing_name_and_fails_after_every_line() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let seed = ssm_client(&moto().endpoint).await;
+    let prefix = unique_prefix("clilookupmiss");
+    let a = format!("{prefix}/a");
+    put_param(&seed, &a, "abc", "String").await;
+    let missing = format!("{prefix}/missing");
+    let out = lookup(&proxy.endpoint())
+        .args([
+            "--param",
+            &a,
+            "--param",
+            &missing,
+            "--rounds",
+            "2",
+            "--interval-ms",
+            "10",
+            "--json",
+        ])
+        .run();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    assert_eq!(lines[1]["found"], false, "{stdout}");
+    assert!(
+        lines[1]["error"].as_str().unwrap().contains("not found"),
+        "{stdout}"
+    );
+    assert_eq!(lines[3]["found"], false, "{stdout}");
+    // The miss is remembered: one call for the first round, none for the second.
+    assert_eq!(proxy.calls("GetParameters"), 1, "{:?}", proxy.calls_all());
+}

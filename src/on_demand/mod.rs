@@ -176,6 +176,27 @@ impl OnDemand {
     /// # });
     /// ```
     pub async fn get(&self, name: &str) -> Result<SecretValue, Error> {
+        self.lookup(name).await.map(|(value, _)| value)
+    }
+
+    /// Like [`get`](Self::get), with where the value came from (source, full name, version).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/a", "1");
+    /// let od = lambda_secrets::OnDemand::builder().build(move |name| mem.value(name, name)).unwrap();
+    /// let (value, info) = od.get_with_info("/a").await.unwrap();
+    /// assert_eq!((value.len(), info.version.as_deref()), (1, Some("1")));
+    /// # });
+    /// ```
+    pub async fn get_with_info(&self, name: &str) -> Result<(SecretValue, ValueInfo), Error> {
+        self.lookup(name)
+            .await
+            .map(|(value, info)| (value, ValueInfo::clone(&info)))
+    }
+
+    async fn lookup(&self, name: &str) -> Result<(SecretValue, Arc<ValueInfo>), Error> {
         let now = Instant::now();
         if let Some(entry) = self.inner.cache.get(name).await {
             if let Some(answer) = self.answer(name, &entry, now) {
@@ -259,7 +280,12 @@ impl OnDemand {
 
     /// The answer of a cached entry, starting its refresh when due; `None` when it must be fetched
     /// again first.
-    fn answer(&self, name: &str, entry: &Entry, now: Instant) -> Option<Result<SecretValue, Error>> {
+    fn answer(
+        &self,
+        name: &str,
+        entry: &Entry,
+        now: Instant,
+    ) -> Option<Result<(SecretValue, Arc<ValueInfo>), Error>> {
         let settings = &self.inner.settings;
         let age = now.saturating_duration_since(entry.0.fetched_at);
         match &entry.0.found {
@@ -271,7 +297,7 @@ impl OnDemand {
                 if now >= due && !entry.0.refreshing.swap(true, Ordering::AcqRel) {
                     self.start_refresh(name.to_owned(), entry.clone());
                 }
-                Some(Ok(found.value.clone()))
+                Some(Ok((found.value.clone(), found.info.clone())))
             }
         }
     }
@@ -435,9 +461,9 @@ fn failure(name: &str, found: &Found, error: ItemError) -> Failure {
     }
 }
 
-fn entry_result(entry: &Entry) -> Result<SecretValue, Error> {
+fn entry_result(entry: &Entry) -> Result<(SecretValue, Arc<ValueInfo>), Error> {
     match &entry.0.found {
-        Ok(found) => Ok(found.value.clone()),
+        Ok(found) => Ok((found.value.clone(), found.info.clone())),
         Err(failure) => Err(Error::Load {
             failures: vec![failure.clone()],
         }),
