@@ -1,5 +1,5 @@
-//! The `lambda_runtime_handler` example run as a real function binary under cargo-lambda's local
-//! Lambda Runtime API (`cargo lambda watch`), reading from the moto emulator.
+//! The `lambda_runtime_handler` and `multi_tenant` examples run as real function binaries under
+//! cargo-lambda's local Lambda Runtime API (`cargo lambda watch`), reading from the moto emulator.
 //!
 //! Needs `cargo lambda` (installed here with `pip install cargo-lambda` when missing).
 
@@ -49,7 +49,7 @@ struct Watch {
 }
 
 impl Watch {
-    fn start(tag: &str, env: &[(&str, &str)]) -> Watch {
+    fn start(tag: &str, example: &str, env: &[(&str, &str)]) -> Watch {
         use std::os::unix::process::CommandExt;
         let port = free_port();
         let log = std::env::temp_dir().join(format!("lambda-secrets-e2e-{tag}-{}.log", std::process::id()));
@@ -57,7 +57,7 @@ impl Watch {
         let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut cmd = Command::new("cargo");
         cmd.args(["lambda", "watch", "--quiet", "--ignore-changes", "--all-features"])
-            .args(["--example", "lambda_runtime_handler"])
+            .args(["--example", example])
             .args([
                 "--invoke-address",
                 "127.0.0.1",
@@ -160,7 +160,7 @@ async fn the_function_serves_a_rotated_value_and_fails_init_on_a_missing_one() {
     let param = format!("{prefix}/api-key");
     put_param(&seed, &param, "0123456789", "SecureString").await;
 
-    let watch = Watch::start("ok", &aws_env(&moto.endpoint, &param));
+    let watch = Watch::start("ok", "lambda_runtime_handler", &aws_env(&moto.endpoint, &param));
     let first = tokio::task::block_in_place(|| watch.invoke(r#"{"name":"e2e"}"#, Duration::from_secs(600)))
         .unwrap_or_else(|e| panic!("{e}\n{}", watch.log()));
     assert_eq!(first["api_key_length"], 10, "{first}");
@@ -192,7 +192,11 @@ async fn the_function_serves_a_rotated_value_and_fails_init_on_a_missing_one() {
     drop(watch);
 
     let missing = format!("{prefix}/not-there");
-    let watch = Watch::start("missing", &aws_env(&moto.endpoint, &missing));
+    let watch = Watch::start(
+        "missing",
+        "lambda_runtime_handler",
+        &aws_env(&moto.endpoint, &missing),
+    );
     let expected = format!("key `api_key` (ssm `{missing}`): not found");
     let found = tokio::task::block_in_place(|| {
         // The invocation cannot succeed: INIT fails. Its error is in the function's output.
@@ -211,5 +215,65 @@ async fn the_function_serves_a_rotated_value_and_fails_init_on_a_missing_one() {
         found,
         "INIT error naming {missing} not found in:\n{}",
         watch.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_multi_tenant_function_reads_each_tenants_key_on_demand() {
+    ensure_cargo_lambda();
+    let moto = moto();
+    let seed = ssm_client(&moto.endpoint).await;
+    let prefix = unique_prefix("e2e-tenants");
+    put_param(
+        &seed,
+        &format!("{prefix}/shared/signing-key"),
+        "signing-key-value",
+        "SecureString",
+    )
+    .await;
+    put_param(
+        &seed,
+        &format!("{prefix}/tenants/acme/api-key"),
+        "acme-key",
+        "SecureString",
+    )
+    .await;
+    put_param(
+        &seed,
+        &format!("{prefix}/tenants/globex/api-key"),
+        "globex-key-value",
+        "SecureString",
+    )
+    .await;
+    let env = [
+        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("PARAMETER_PREFIX", prefix.as_str()),
+    ];
+    let watch = Watch::start("tenants", "multi_tenant", &env);
+    let (acme, globex, unknown) = tokio::task::block_in_place(|| {
+        let invoke = |payload: &str| watch.invoke(payload, Duration::from_secs(600));
+        (
+            invoke(r#"{"tenant_id":"acme"}"#).unwrap_or_else(|e| panic!("{e}\n{}", watch.log())),
+            invoke(r#"{"tenant_id":"globex"}"#).unwrap_or_else(|e| panic!("{e}\n{}", watch.log())),
+            invoke(r#"{"tenant_id":"initech"}"#),
+        )
+    });
+    assert_eq!(acme["tenant_key_length"], 8, "{acme}");
+    assert_eq!(acme["tenant_key_version"], "1", "{acme}");
+    assert_eq!(acme["signing_key_length"], 17, "{acme}");
+    assert_eq!(globex["tenant_key_length"], 16, "{globex}");
+    // An unknown tenant fails that invocation only, naming the parameter.
+    let unknown = format!("{unknown:?}");
+    assert!(
+        unknown.contains("tenants/initech/api-key") && unknown.contains("not found"),
+        "{unknown}"
+    );
+    let log = watch.log();
+    assert!(
+        !log.contains("acme-key") && !log.contains("signing-key-value"),
+        "{log}"
     );
 }
