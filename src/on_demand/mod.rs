@@ -80,7 +80,9 @@ struct Inner {
 struct Settings {
     ttl: Duration,
     jitter: f64,
-    max_staleness: Duration,
+    /// Set by the builder; else each value's default, from its TTL.
+    max_staleness: Option<Duration>,
+    timeout: Duration,
     negative_ttl: Duration,
     failure_backoff: Duration,
 }
@@ -100,6 +102,9 @@ struct EntryData {
 }
 
 struct Found {
+    /// The declaration's TTL (or the builder's) and the maximum staleness that goes with it.
+    ttl: Duration,
+    staleness: Duration,
     value: SecretValue,
     info: Arc<ValueInfo>,
     version: Option<String>,
@@ -139,8 +144,8 @@ impl moka::Expiry<String, Entry> for KeepFor {
 
 impl KeepFor {
     fn keep(&self, entry: &Entry) -> Duration {
-        match entry.0.found {
-            Ok(_) => self.0.max_staleness,
+        match &entry.0.found {
+            Ok(found) => found.staleness,
             Err(_) => self.0.negative_ttl,
         }
     }
@@ -291,7 +296,7 @@ impl OnDemand {
         match &entry.0.found {
             Err(_) if age < settings.negative_ttl => Some(entry_result(entry)),
             Err(_) => None,
-            Ok(_) if age >= settings.max_staleness => None,
+            Ok(found) if age >= found.staleness => None,
             Ok(found) => {
                 let due = *entry.0.due.lock().unwrap_or_else(|e| e.into_inner());
                 if now >= due && !entry.0.refreshing.swap(true, Ordering::AcqRel) {
@@ -322,6 +327,8 @@ impl OnDemand {
             let fresh = match answer {
                 Ok(Refreshed::Changed(fetched)) => bind(found, fetched),
                 Ok(Refreshed::Unchanged { .. }) => Ok(Found {
+                    ttl: found.ttl,
+                    staleness: found.staleness,
                     value: found.value.clone(),
                     info: found.info.clone(),
                     version: found.version.clone(),
@@ -381,6 +388,19 @@ impl Inner {
                 reason: "it was declared as a tree (a path); an on-demand name stands for one value".into(),
             });
         }
+        let settings = &self.settings;
+        let ttl = decl.ttl.unwrap_or(settings.ttl);
+        if ttl < Duration::from_millis(1) || ttl > crate::store::MAX_TTL {
+            return Err(Error::InvalidInput {
+                what: "TTL",
+                input: format!("{ttl:?}"),
+                reason: format!("the TTL of on-demand name `{name}` must be between 1 ms and 7 days"),
+            });
+        }
+        let staleness = settings
+            .max_staleness
+            .unwrap_or_else(|| crate::schedule::default_staleness(ttl, 0.0, settings.timeout))
+            .max(ttl);
         let source = decl.source.clone();
         let answer = self
             .batcher
@@ -389,6 +409,8 @@ impl Inner {
             .unwrap_or_else(lost);
         let now = Instant::now();
         let seed = Found {
+            ttl,
+            staleness,
             value: SecretValue::from(""),
             info: Arc::new(ValueInfo {
                 source: source.kind(),
@@ -418,8 +440,8 @@ impl Inner {
     }
 
     fn entry(&self, found: Result<Found, Failure>, now: Instant) -> Entry {
-        let s = &self.settings;
-        let delay = crate::schedule::next_refresh(s.ttl, s.jitter, false, fastrand::f64());
+        let ttl = found.as_ref().map_or(self.settings.negative_ttl, |f| f.ttl);
+        let delay = crate::schedule::next_refresh(ttl, self.settings.jitter, false, fastrand::f64());
         Entry(Arc::new(EntryData {
             found,
             fetched_at: now,
@@ -438,6 +460,8 @@ fn bind(like: &Found, fetched: Vec<Fetched>) -> Result<Found, ItemError> {
         None => first.value,
     };
     Ok(Found {
+        ttl: like.ttl,
+        staleness: like.staleness,
         value,
         info: Arc::new(ValueInfo {
             source: like.source.kind(),
@@ -530,7 +554,8 @@ impl Default for OnDemandBuilder {
 }
 
 impl OnDemandBuilder {
-    /// TTL of every value (default 300 s); past it the next lookup refreshes it in the background.
+    /// TTL of values whose declaration has none (default 300 s); past it the next lookup refreshes
+    /// the value in the background. A declaration's own `.ttl(..)` wins.
     ///
     /// ```
     /// let b = lambda_secrets::OnDemand::builder().ttl(std::time::Duration::from_secs(60));
@@ -541,9 +566,9 @@ impl OnDemandBuilder {
         self
     }
 
-    /// Age past which a value is fetched again before it is served (default: the declared values'
-    /// default, max(3 × TTL, TTL × 1.1 + the fetch timeout)). It is also how long a value stays in
-    /// memory unused.
+    /// Age past which a value is fetched again before it is served (default, for each value: the
+    /// declared values' default, max(3 × TTL, TTL × 1.1 + the fetch timeout); never below the
+    /// value's TTL). It is also how long a value stays in memory unused.
     ///
     /// ```
     /// let b = lambda_secrets::OnDemand::builder().max_staleness(std::time::Duration::from_secs(900));
@@ -636,7 +661,10 @@ impl OnDemandBuilder {
         self
     }
 
-    /// Budget of one fetch, retries included (default 5 s): keep it within the invocation's time.
+    /// Budget of one fetch, retries included (default 5 s). A batch holds the misses of several
+    /// invocations, so it has one budget: keep it within your invocations' time, or bound one
+    /// lookup by its invocation's deadline with `tokio::time::timeout` (the fetch goes on for the
+    /// others and its answer is cached).
     ///
     /// ```
     /// let b = lambda_secrets::OnDemand::builder().fetch_timeout(std::time::Duration::from_secs(2));
@@ -681,10 +709,7 @@ impl OnDemandBuilder {
                 "must be between 0 and 0.5",
             ));
         }
-        let max_staleness = self
-            .max_staleness
-            .unwrap_or_else(|| crate::schedule::default_staleness(self.ttl, 0.0, self.timeout));
-        if max_staleness < self.ttl {
+        if let Some(max_staleness) = self.max_staleness.filter(|s| *s < self.ttl) {
             return Err(invalid(
                 "max staleness",
                 format!("{max_staleness:?}"),
@@ -723,7 +748,8 @@ impl OnDemandBuilder {
         let settings = Settings {
             ttl: self.ttl,
             jitter: self.jitter,
-            max_staleness,
+            max_staleness: self.max_staleness,
+            timeout: self.timeout,
             negative_ttl: self.negative_ttl,
             failure_backoff: self.failure_backoff,
         };

@@ -235,3 +235,25 @@ async fn a_rejected_name_makes_no_call_and_a_tree_is_refused() {
     assert!(err.to_string().contains("one value"), "{err}");
     assert_eq!(mem.fetches(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_declarations_own_ttl_wins() {
+    let mem = MemorySource::new();
+    seed(&mem, 1);
+    let od = OnDemand::builder()
+        .ttl(Duration::from_secs(300))
+        .build({
+            let mem = mem.clone();
+            move |tenant| {
+                mem.value(tenant, format!("/tenants/{tenant}"))
+                    .ttl(Duration::from_secs(2))
+            }
+        })
+        .unwrap();
+    od.get("t0").await.unwrap();
+    mem.set("/tenants/t0", "rotated");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    od.get("t0").await.unwrap(); // due after 2 s (not 300 s): the refresh starts
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(od.get("t0").await.unwrap().expose_str(), Some("rotated"));
+}
