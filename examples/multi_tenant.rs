@@ -3,8 +3,9 @@
 //!
 //! The shared settings (here the signing key every request uses) are declared and loaded at INIT
 //! through the Layer; the tenants' keys are looked up through one `OnDemand` cache held by the
-//! handler: concurrent requests for different tenants are fetched together (10 names per
-//! `GetParameters`), a cached key costs no call, an unknown tenant id is remembered for 30 s.
+//! handler: a cached key costs no call, an unknown tenant id is remembered for 30 s, and, with
+//! `lambda_runtime::run_concurrent` (several requests at once per environment), concurrent
+//! requests for different tenants are fetched together (10 names per `GetParameters`).
 //! The answer carries lengths and versions, never a key. `PARAMETER_PREFIX` (default empty) is put
 //! before both names.
 //!

@@ -132,7 +132,9 @@ async fn run_lookup(lookup: Lookup) -> Result<ExitCode, lambda_secrets::Error> {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let (ssm, sm) = (SsmSource::new(&config), SecretsManagerSource::new(&config));
     // One cache for both kinds: a name is looked up as `param:NAME` or `secret:ID`.
-    let mut builder = OnDemand::builder();
+    // Every name of a round is asked at once: a wider window than a function's keeps a busy
+    // machine from splitting a round into more calls.
+    let mut builder = OnDemand::builder().coalesce_window(Duration::from_millis(20));
     if let Some(ttl) = lookup.ttl {
         builder = builder.ttl(ttl);
     }

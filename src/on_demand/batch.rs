@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -25,11 +26,22 @@ struct Waiting {
 
 /// The batch being filled, and whether it is one of refreshes (`DescribeSecret`-first for secrets)
 /// or of misses (batched fetches).
-#[derive(Default)]
 struct Open {
     waiting: Vec<Waiting>,
-    /// Counts batches, so that the timer of a batch flushed early does not flush the next one.
+    /// When the first name of this batch arrived.
+    opened: Instant,
+    /// Counts batches, so that a waiter of a batch sent already does not send the next one early.
     generation: u64,
+}
+
+impl Default for Open {
+    fn default() -> Self {
+        Open {
+            waiting: Vec::new(),
+            opened: Instant::now(),
+            generation: 0,
+        }
+    }
 }
 
 /// How a batch is fetched.
@@ -78,32 +90,35 @@ impl Batcher {
             version,
             answer: tx,
         };
-        let (first, full) = {
+        let (generation, opened, full) = {
             let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
-            open.waiting.push(waiting);
-            let first = open.waiting.len() == 1;
-            let full = (open.waiting.len() >= self.fetching.max_batch).then(|| take(&mut open));
-            (first.then_some(open.generation), full)
-        };
-        match (full, first) {
-            // Full: sent now.
-            (Some(batch), _) => spawn(send(batch, self.fetching.clone(), refresh)),
-            // First of a batch: it is sent when the window ends, unless it fills first. A lone miss
-            // waits the window (a few ms) and one round trip.
-            (None, Some(generation)) => {
-                let (open, fetching) = (open.clone(), self.fetching.clone());
-                spawn(async move {
-                    tokio::time::sleep(fetching.window).await;
-                    let batch = {
-                        let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
-                        (open.generation == generation).then(|| take(&mut open))
-                    };
-                    if let Some(batch) = batch {
-                        send(batch, fetching, refresh).await;
-                    }
-                });
+            if open.waiting.is_empty() {
+                open.opened = Instant::now();
             }
-            (None, None) => {}
+            open.waiting.push(waiting);
+            let (generation, opened) = (open.generation, open.opened);
+            let full = (open.waiting.len() >= self.fetching.max_batch).then(|| take(&mut open));
+            (generation, opened, full)
+        };
+        if let Some(batch) = full {
+            // Full: sent now.
+            spawn(send(batch, self.fetching.clone(), refresh));
+        }
+        // Every waiter watches the window of its batch (no timer task that could be lost): when it
+        // ends, the first to see it sends the batch, unless it was sent already. A lone miss waits
+        // the window (a few ms) and one round trip. The batch runs on its own task, so a waiter that
+        // gives up does not stop it.
+        let window = std::pin::pin!(tokio::time::sleep_until(after(opened, self.fetching.window)));
+        let rx = match futures_util::future::select(rx, window).await {
+            Either::Left((answer, _)) => return answer.unwrap_or(Err(LOST)),
+            Either::Right((_, rx)) => rx,
+        };
+        let batch = {
+            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            (open.generation == generation).then(|| take(&mut open))
+        };
+        if let Some(batch) = batch {
+            spawn(send(batch, self.fetching.clone(), refresh));
         }
         rx.await.unwrap_or(Err(LOST))
     }
@@ -116,13 +131,11 @@ fn take(open: &mut Open) -> Vec<Waiting> {
     std::mem::take(&mut open.waiting)
 }
 
-/// Runs `task` on the current tokio runtime (every `OnDemand::get` runs in one).
+/// Runs `task` on the current tokio runtime. `get` checks that it runs in one; were it not, the
+/// dropped task would answer every waiter of the batch with `LOST`.
 fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => drop(runtime.spawn(task)),
-        // Not reachable from `get` (an async fn awaited by tokio); dropping the task answers every
-        // waiter with `LOST`.
-        Err(_) => drop(task),
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        drop(runtime.spawn(task));
     }
 }
 

@@ -92,6 +92,8 @@ struct Settings {
 struct Entry(Arc<EntryData>);
 
 struct EntryData {
+    /// Failed refreshes in a row (for the backoff, and to warn once).
+    failures: std::sync::atomic::AtomicU32,
     /// The value, or the failure to report for the name (not found, denied).
     found: Result<Found, Failure>,
     /// When the value was fetched (its age counts from here); for a negative answer, when it came.
@@ -207,10 +209,20 @@ impl OnDemand {
             if let Some(answer) = self.answer(name, &entry, now) {
                 return answer;
             }
-            // Past its maximum staleness, or a negative answer past its TTL: fetch again.
-            self.inner.cache.invalidate(name).await;
+            // Past its maximum staleness, or a negative answer past its TTL: fetch again (unless
+            // another lookup replaced it meanwhile).
+            self.inner.replace(name, &entry, None).await;
         }
-        self.inner.misses.fetch_add(1, Ordering::Relaxed);
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Load {
+                failures: vec![Failure {
+                    key: name.to_owned(),
+                    source: "on-demand",
+                    id: name.to_owned(),
+                    error: ItemError::Source("OnDemand lookups run on a tokio runtime".into()),
+                }],
+            });
+        }
         let inner = self.inner.clone();
         let owned = name.to_owned();
         let entry = self
@@ -341,20 +353,32 @@ impl OnDemand {
             match fresh {
                 Ok(fresh) => {
                     inner.refreshes.fetch_add(1, Ordering::Relaxed);
-                    let entry = inner.entry(Ok(fresh), now);
-                    inner.cache.insert(name, entry).await;
+                    let fresh = inner.entry(Ok(fresh), now);
+                    // Only over the entry it refreshed: not over a newer answer, nor back after an
+                    // eviction.
+                    inner.replace(&name, &entry, Some(fresh)).await;
                 }
                 Err(error) => {
                     inner.refresh_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        name = %name,
-                        source = found.source.kind(),
-                        id = %found.item,
-                        %error,
-                        "lambda-secrets on-demand refresh failed; serving the last good value"
+                    let failures = entry.0.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    let retry_in = crate::schedule::failure_backoff(
+                        inner.settings.failure_backoff,
+                        FAILURE_BACKOFF_MAX,
+                        failures,
+                        fastrand::f64(),
                     );
-                    *entry.0.due.lock().unwrap_or_else(|e| e.into_inner()) =
-                        after(now, inner.settings.failure_backoff);
+                    if failures == 1 {
+                        tracing::warn!(
+                            name = %name,
+                            source = found.source.kind(),
+                            id = %found.item,
+                            %error,
+                            "lambda-secrets on-demand refresh failed; serving the last good value"
+                        );
+                    } else {
+                        tracing::debug!(name = %name, %error, failures, "lambda-secrets on-demand refresh failed again");
+                    }
+                    *entry.0.due.lock().unwrap_or_else(|e| e.into_inner()) = after(now, retry_in);
                     entry.0.refreshing.store(false, Ordering::Release);
                 }
             }
@@ -377,6 +401,7 @@ impl Inner {
     /// Fetches `name` (a miss): declared by the closure, coalesced with other misses. Not found and
     /// denied are cached as negative answers; other failures are errors, not cached.
     async fn fetch(&self, name: &str) -> Result<Entry, Error> {
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let decl = (self.declare)(name);
         if let Some((what, input, reason)) = decl.invalid {
             return Err(Error::InvalidInput { what, input, reason });
@@ -397,10 +422,17 @@ impl Inner {
                 reason: format!("the TTL of on-demand name `{name}` must be between 1 ms and 7 days"),
             });
         }
-        let staleness = settings
-            .max_staleness
-            .unwrap_or_else(|| crate::schedule::default_staleness(ttl, 0.0, settings.timeout))
-            .max(ttl);
+        let staleness = match settings.max_staleness {
+            Some(s) if s < ttl => {
+                return Err(Error::InvalidInput {
+                    what: "max staleness",
+                    input: format!("{s:?}"),
+                    reason: format!("it is shorter than the TTL {ttl:?} of on-demand name `{name}`"),
+                })
+            }
+            Some(s) => s,
+            None => crate::schedule::default_staleness(ttl, 0.0, settings.timeout),
+        };
         let source = decl.source.clone();
         let answer = self
             .batcher
@@ -440,12 +472,28 @@ impl Inner {
     }
 
     fn entry(&self, found: Result<Found, Failure>, now: Instant) -> Entry {
-        let ttl = found.as_ref().map_or(self.settings.negative_ttl, |f| f.ttl);
-        let delay = crate::schedule::next_refresh(ttl, self.settings.jitter, false, fastrand::f64());
+        // Due after the TTL less a random jitter, no later than the source asks (a secret's next
+        // rotation) and than 90 % of the maximum staleness, as declared values are.
+        let due = match &found {
+            Ok(f) => {
+                let delay =
+                    crate::schedule::next_refresh(f.ttl, self.settings.jitter, false, fastrand::f64());
+                let mut due = after(now, delay.min(f.staleness.mul_f64(0.9)));
+                if let Some(by) = f.info.refresh_by {
+                    let wait = by
+                        .duration_since(std::time::SystemTime::now())
+                        .unwrap_or_default();
+                    due = due.min(after(now, wait.max(Duration::from_secs(1))));
+                }
+                due
+            }
+            Err(_) => after(now, self.settings.negative_ttl),
+        };
         Entry(Arc::new(EntryData {
+            failures: Default::default(),
             found,
             fetched_at: now,
-            due: Mutex::new(after(now, delay)),
+            due: Mutex::new(due),
             refreshing: AtomicBool::new(false),
         }))
     }
@@ -475,6 +523,28 @@ fn bind(like: &Found, fetched: Vec<Fetched>) -> Result<Found, ItemError> {
         field: like.field.clone(),
     })
 }
+
+impl Inner {
+    /// Puts `fresh` in place of `old` (or removes `old` when `fresh` is `None`), only if `old` is
+    /// still the entry cached for `name`.
+    async fn replace(&self, name: &str, old: &Entry, fresh: Option<Entry>) {
+        use moka::ops::compute::Op;
+        self.cache
+            .entry_by_ref(name)
+            .and_compute_with(|current| {
+                let same = current.is_some_and(|c| Arc::ptr_eq(&c.into_value().0, &old.0));
+                std::future::ready(match (same, fresh) {
+                    (true, Some(fresh)) => Op::Put(fresh),
+                    (true, None) => Op::Remove,
+                    (false, _) => Op::Nop,
+                })
+            })
+            .await;
+    }
+}
+
+/// Longest wait between two failed refreshes of an on-demand value.
+const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 fn failure(name: &str, found: &Found, error: ItemError) -> Failure {
     Failure {
@@ -566,9 +636,9 @@ impl OnDemandBuilder {
         self
     }
 
-    /// Age past which a value is fetched again before it is served (default, for each value: the
-    /// declared values' default, max(3 × TTL, TTL × 1.1 + the fetch timeout); never below the
-    /// value's TTL). It is also how long a value stays in memory unused.
+    /// Age past which a value is fetched again before it is served (default, for each value:
+    /// max(3 × TTL, TTL + the fetch timeout)); it must be at least every TTL. It is also how long
+    /// a value stays in memory unused.
     ///
     /// ```
     /// let b = lambda_secrets::OnDemand::builder().max_staleness(std::time::Duration::from_secs(900));
@@ -601,8 +671,11 @@ impl OnDemandBuilder {
         self
     }
 
-    /// Most bytes of names and values kept (default 16 MiB). The least recently and frequently
-    /// used names are evicted first (moka's TinyLFU).
+    /// Most bytes of names and values kept (default 16 MiB). The two bounds share one budget:
+    /// each name weighs its bytes plus `max_bytes / max_entries`, and the cache holds names while
+    /// their weights sum to at most `max_bytes`, so it never exceeds either bound (with the defaults,
+    /// 10,000 names of about 1.6 KB fill it). A value heavier than that is served but not cached.
+    /// Names are evicted by moka's TinyLFU policy (rarely and long unused first).
     ///
     /// ```
     /// let b = lambda_secrets::OnDemand::builder().max_bytes(1 << 20);
@@ -662,9 +735,9 @@ impl OnDemandBuilder {
     }
 
     /// Budget of one fetch, retries included (default 5 s). A batch holds the misses of several
-    /// invocations, so it has one budget: keep it within your invocations' time, or bound one
-    /// lookup by its invocation's deadline with `tokio::time::timeout` (the fetch goes on for the
-    /// others and its answer is cached).
+    /// invocations, so it has one budget: keep it within your invocations' time. A lookup bounded by
+    /// its invocation's deadline with `tokio::time::timeout` stops waiting; the batch goes on for
+    /// the other names in it, and the next lookup of that name fetches it again.
     ///
     /// ```
     /// let b = lambda_secrets::OnDemand::builder().fetch_timeout(std::time::Duration::from_secs(2));
@@ -702,13 +775,6 @@ impl OnDemandBuilder {
                 "must be between 1 ms and 7 days",
             ));
         }
-        if !(0.0..=0.5).contains(&self.jitter) {
-            return Err(invalid(
-                "TTL jitter",
-                self.jitter.to_string(),
-                "must be between 0 and 0.5",
-            ));
-        }
         if let Some(max_staleness) = self.max_staleness.filter(|s| *s < self.ttl) {
             return Err(invalid(
                 "max staleness",
@@ -724,6 +790,13 @@ impl OnDemandBuilder {
                 "max bytes",
                 self.max_bytes.to_string(),
                 "must be at least max entries (each name weighs at least a byte)",
+            ));
+        }
+        if self.max_bytes / self.max_entries > u64::from(u32::MAX / 2) {
+            return Err(invalid(
+                "max bytes",
+                self.max_bytes.to_string(),
+                "max bytes / max entries must be below 2 GiB (a name's weight is 32 bits)",
             ));
         }
         if self.max_batch == 0 {

@@ -257,3 +257,104 @@ async fn a_declarations_own_ttl_wins() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(od.get("t0").await.unwrap().expose_str(), Some("rotated"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_refresh_keeps_the_value_and_backs_off() {
+    let mem = MemorySource::new();
+    seed(&mem, 1);
+    let od = OnDemand::builder()
+        .ttl(Duration::from_secs(10))
+        .max_staleness(Duration::from_secs(3600))
+        .retry_policy(crate::RetryPolicy {
+            max_attempts: 1,
+            ..Default::default()
+        })
+        .build({
+            let mem = mem.clone();
+            move |tenant| mem.value(tenant, format!("/tenants/{tenant}"))
+        })
+        .unwrap();
+    od.get("t0").await.unwrap();
+    mem.set_failing(true);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // Read every 100 ms for a minute: the failing refresh backs off (1 s, 2 s, 4 s, ... jittered),
+    // it is not retried at every read, and the last good value is served all along.
+    for _ in 0..600 {
+        assert_eq!(od.get("t0").await.unwrap().expose_str(), Some("key-0"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failures = od.stats().refresh_failures;
+    assert!(
+        (2..=8).contains(&failures),
+        "{failures} failed refreshes in a minute"
+    );
+    mem.set_failing(false);
+    mem.set("/tenants/t0", "rotated");
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    od.get("t0").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(od.get("t0").await.unwrap().expose_str(), Some("rotated"));
+}
+
+/// Reads its values at once, then answers after the delay set for the next call: a refresh that
+/// read an old value can answer after a newer fetch.
+#[derive(Default)]
+struct ReadThenWait {
+    values: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    next_delay: std::sync::Mutex<Duration>,
+}
+
+impl crate::Source for ReadThenWait {
+    type Item = String;
+    fn kind(&self) -> &'static str {
+        "read-then-wait"
+    }
+    async fn fetch(&self, items: &[String], _: &crate::CallContext) -> Vec<crate::ItemResult> {
+        let read: Vec<crate::ItemResult> = {
+            let values = self.values.lock().unwrap();
+            items
+                .iter()
+                .map(|id| match values.get(id) {
+                    Some(v) => Ok(vec![crate::Fetched::new(id.as_str(), v.as_str())]),
+                    None => Err(ItemError::NotFound),
+                })
+                .collect()
+        };
+        let delay = std::mem::take(&mut *self.next_delay.lock().unwrap());
+        tokio::time::sleep(delay).await;
+        read
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_never_replaces_a_newer_answer() {
+    // A refresh starts just before the value's maximum staleness and reads the old value, slowly; a
+    // lookup past the staleness fetches again and finds the name deleted. The refresh, answering
+    // last, must not bring the old value back.
+    let source = std::sync::Arc::new(ReadThenWait::default());
+    source.values.lock().unwrap().insert("k".into(), "old".into());
+    let od = OnDemand::builder()
+        .ttl(Duration::from_secs(10))
+        .max_staleness(Duration::from_secs(30))
+        .build({
+            let source = source.clone();
+            move |name| crate::Declaration::new(name, source.clone(), name.to_owned())
+        })
+        .unwrap();
+    od.get("k").await.unwrap();
+    tokio::time::advance(Duration::from_millis(29_900)).await;
+    *source.next_delay.lock().unwrap() = Duration::from_millis(500);
+    od.get("k").await.unwrap(); // due: the refresh starts, reads "old", answers in 500 ms
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    source.values.lock().unwrap().remove("k");
+    assert!(
+        od.get("k").await.is_err(),
+        "past the maximum staleness: fetched again, gone"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(od.stats().refreshes, 1, "the slow refresh answered");
+    assert!(
+        od.get("k").await.is_err(),
+        "the refresh did not bring the old value back"
+    );
+}
