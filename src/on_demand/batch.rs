@@ -18,6 +18,8 @@ use crate::store::{fetch_all, Answer};
 /// One name waiting in a batch: what to fetch, the version it has (refreshes), and where the
 /// answer goes.
 struct Waiting {
+    /// How long this lookup may take (its invocation's remaining time, at most the fetch timeout).
+    budget: Duration,
     source: Arc<dyn DynSource>,
     item: AnyItem,
     version: Option<String>,
@@ -81,10 +83,12 @@ impl Batcher {
         item: AnyItem,
         version: Option<String>,
         refresh: bool,
+        budget: Duration,
     ) -> Answer {
         let (tx, rx) = oneshot::channel();
         let open = if refresh { &self.refreshes } else { &self.misses };
         let waiting = Waiting {
+            budget: budget.min(self.fetching.timeout),
             source,
             item,
             version,
@@ -145,11 +149,14 @@ async fn send(batch: Vec<Waiting>, fetching: Fetching, refresh: bool) {
         .iter()
         .map(|w| (w.source.clone(), w.item.clone(), w.version.clone()))
         .collect();
+    // The batch lasts as long as its most patient lookup may wait; each lookup stops waiting at
+    // its own budget.
+    let budget = batch.iter().map(|w| w.budget).max().unwrap_or(fetching.timeout);
     let ctx = CallContext::new(
         fetching.stats.clone(),
         fetching.retry,
         Some(fetching.limits.clone()),
-        after(Instant::now(), fetching.timeout),
+        after(Instant::now(), budget),
     );
     let answers = fetch_all(&targets, &ctx, refresh).await;
     for (waiting, answer) in batch.into_iter().zip(answers) {

@@ -183,7 +183,33 @@ impl OnDemand {
     /// # });
     /// ```
     pub async fn get(&self, name: &str) -> Result<SecretValue, Error> {
-        self.lookup(name).await.map(|(value, _)| value)
+        self.lookup(name, self.inner.settings.timeout)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// Like [`get`](Self::get), waiting at most `budget` for a fetch: pass the invocation's
+    /// remaining time (less what the handler needs after), so that a slow or throttled fetch
+    /// fails the lookup before Lambda times the invocation out. A fetch is bounded by the
+    /// builder's [`fetch_timeout`](OnDemandBuilder::fetch_timeout) in any case.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let mem = lambda_secrets::MemorySource::new();
+    /// # mem.set("/tenants/42", "k");
+    /// # let tenants = lambda_secrets::OnDemand::builder().build(move |t| mem.value(t, format!("/tenants/{t}"))).unwrap();
+    /// # let context = lambda_runtime::Context::default();
+    /// // In a lambda_runtime handler, `context` is `event.context` (its deadline is in ms since the epoch):
+    /// let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    /// let left = Duration::from_millis(context.deadline).saturating_sub(now);
+    /// let budget = left.saturating_sub(Duration::from_millis(500)).max(Duration::from_millis(100));
+    /// let key = tenants.get_within("42", budget).await.unwrap();
+    /// # assert_eq!(key.expose_str(), Some("k"));
+    /// # });
+    /// ```
+    pub async fn get_within(&self, name: &str, budget: Duration) -> Result<SecretValue, Error> {
+        self.lookup(name, budget).await.map(|(value, _)| value)
     }
 
     /// Like [`get`](Self::get), with where the value came from (source, full name, version).
@@ -198,12 +224,12 @@ impl OnDemand {
     /// # });
     /// ```
     pub async fn get_with_info(&self, name: &str) -> Result<(SecretValue, ValueInfo), Error> {
-        self.lookup(name)
+        self.lookup(name, self.inner.settings.timeout)
             .await
             .map(|(value, info)| (value, ValueInfo::clone(&info)))
     }
 
-    async fn lookup(&self, name: &str) -> Result<(SecretValue, Arc<ValueInfo>), Error> {
+    async fn lookup(&self, name: &str, budget: Duration) -> Result<(SecretValue, Arc<ValueInfo>), Error> {
         let now = Instant::now();
         if let Some(entry) = self.inner.cache.get(name).await {
             if let Some(answer) = self.answer(name, &entry, now) {
@@ -225,12 +251,26 @@ impl OnDemand {
         }
         let inner = self.inner.clone();
         let owned = name.to_owned();
-        let entry = self
+        let fetch = self
             .inner
             .cache
-            .try_get_with(owned.clone(), async move { inner.fetch(&owned).await })
-            .await
-            .map_err(|e| Error::clone(&e))?;
+            .try_get_with(owned.clone(), async move { inner.fetch(&owned, budget).await });
+        let entry = match tokio::time::timeout(budget, fetch).await {
+            Ok(entry) => entry.map_err(|e| Error::clone(&e))?,
+            Err(_) => {
+                return Err(Error::Load {
+                    failures: vec![Failure {
+                        key: name.to_owned(),
+                        source: "on-demand",
+                        id: name.to_owned(),
+                        error: ItemError::Call(crate::CallError::new(
+                            crate::CallErrorKind::Transient,
+                            format!("no answer within the lookup's budget of {budget:?}"),
+                        )),
+                    }],
+                })
+            }
+        };
         entry_result(&entry)
     }
 
@@ -332,6 +372,7 @@ impl OnDemand {
                     found.item.clone(),
                     found.version.clone(),
                     true,
+                    inner.settings.timeout,
                 )
                 .await
                 .unwrap_or_else(lost);
@@ -400,7 +441,7 @@ impl OnDemand {
 impl Inner {
     /// Fetches `name` (a miss): declared by the closure, coalesced with other misses. Not found and
     /// denied are cached as negative answers; other failures are errors, not cached.
-    async fn fetch(&self, name: &str) -> Result<Entry, Error> {
+    async fn fetch(&self, name: &str, budget: Duration) -> Result<Entry, Error> {
         self.misses.fetch_add(1, Ordering::Relaxed);
         let decl = (self.declare)(name);
         if let Some((what, input, reason)) = decl.invalid {
@@ -436,7 +477,7 @@ impl Inner {
         let source = decl.source.clone();
         let answer = self
             .batcher
-            .fetch(decl.source.clone(), decl.item.clone(), None, false)
+            .fetch(decl.source.clone(), decl.item.clone(), None, false, budget)
             .await
             .unwrap_or_else(lost);
         let now = Instant::now();

@@ -358,3 +358,22 @@ async fn a_refresh_never_replaces_a_newer_answer() {
         "the refresh did not bring the old value back"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lookup_waits_no_longer_than_its_budget() {
+    let mem = MemorySource::new();
+    seed(&mem, 1);
+    mem.set_latency(Duration::from_secs(3));
+    let od = tenants(&mem);
+    let started = tokio::time::Instant::now();
+    let err = od.get_within("t0", Duration::from_millis(800)).await.unwrap_err();
+    assert!(
+        started.elapsed() <= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("no answer within"), "{err}");
+    // Not remembered: a patient lookup gets the value.
+    mem.set_latency(Duration::ZERO);
+    assert_eq!(od.get("t0").await.unwrap().expose_str(), Some("key-0"));
+}
