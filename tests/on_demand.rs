@@ -257,3 +257,55 @@ async fn the_byte_bound_evicts() {
     let cached = od.cached().await;
     assert!(cached <= 4, "{cached}");
 }
+
+#[tokio::test]
+async fn an_on_demand_secret_is_refreshed_describe_secret_first() {
+    let e = env("od-sm-refresh").await;
+    let sm_seed = aws_sdk_secretsmanager::Client::new(&support::sdk_config(&moto().endpoint).await);
+    let id = format!("{}/tenant1/db", e.prefix.trim_start_matches('/'));
+    sm_seed
+        .create_secret()
+        .name(&id)
+        .secret_string("v1")
+        .send()
+        .await
+        .unwrap();
+    let (sm, id2) = (e.sm.clone(), id.clone());
+    let od = OnDemand::builder()
+        .ttl(Duration::from_millis(300))
+        .rate_limits(lambda_secrets::RateLimits::new())
+        .build(move |_tenant| sm.secret("db", id2.as_str()))
+        .unwrap();
+    assert_eq!(od.get("tenant1").await.unwrap().expose_str(), Some("v1"));
+    // Unchanged: a refresh is one DescribeSecret, no GetSecretValue.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    od.get("tenant1").await.unwrap();
+    let mut described = false;
+    for _ in 0..100 {
+        if e.proxy.calls("DescribeSecret") >= 1 && od.stats().refreshes >= 1 {
+            described = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(described, "{:?} {:?}", e.proxy.calls_all(), od.stats());
+    assert_eq!(e.proxy.calls("GetSecretValue"), 0, "{:?}", e.proxy.calls_all());
+    // Rotated: DescribeSecret sees the new version, then one GetSecretValue fetches it.
+    sm_seed
+        .put_secret_value()
+        .secret_id(&id)
+        .secret_string("v2")
+        .send()
+        .await
+        .unwrap();
+    let mut seen = false;
+    for _ in 0..150 {
+        if od.get("tenant1").await.unwrap().expose_str() == Some("v2") {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen, "{:?} {:?}", e.proxy.calls_all(), od.stats());
+    assert_eq!(e.proxy.calls("GetSecretValue"), 1, "{:?}", e.proxy.calls_all());
+}
