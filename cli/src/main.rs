@@ -192,11 +192,7 @@ fn print_lookup(
     };
     let version_text = version.clone().unwrap_or_else(|| "-".into());
     if as_json {
-        let version = match version.as_deref().map(|v| v.parse::<u64>()) {
-            Some(Ok(n)) => json!(n),
-            Some(Err(_)) => json!(version),
-            None => json!(null),
-        };
+        let version = version.as_deref().map_or(json!(null), version_json);
         let mut line =
             json!({"round": round, "name": name, "found": found, "version": version, "bytes": bytes});
         if let Some(error) = error {
@@ -301,10 +297,7 @@ fn print_round(snapshot: &Snapshot, round: u32, as_json: bool, show_round: bool)
             }
         };
         if as_json {
-            let version = version
-                .parse::<u64>()
-                .map(|v| json!(v))
-                .unwrap_or_else(|_| json!(version));
+            let version = version_json(version);
             let line = json!({"round": round, "key": key, "source": info.source, "name": info.name, "version": version, "bytes": bytes});
             println!("{line}");
         } else {
@@ -340,4 +333,12 @@ fn print_summary(stats: &Stats, as_json: bool) {
             stats.refresh_failures
         );
     }
+}
+
+/// A version as JSON: a number for SSM's numeric versions, else the text (Secrets Manager's ids).
+fn version_json(version: &str) -> serde_json::Value {
+    version
+        .parse::<u64>()
+        .map(|v| json!(v))
+        .unwrap_or_else(|_| json!(version))
 }

@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 
 use support::{moto, put_param, ssm_client, unique_prefix, FaultProxy};
 
-fn check(endpoint: &str) -> Command {
+/// The binary's `subcommand`, with only the AWS environment of the emulator at `endpoint`.
+fn command(endpoint: &str, subcommand: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lambda-secrets"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -17,8 +18,12 @@ fn check(endpoint: &str) -> Command {
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
-        .arg("check");
+        .arg(subcommand);
     cmd
+}
+
+fn check(endpoint: &str) -> Command {
+    command(endpoint, "check")
 }
 
 /// Runs a command to completion without blocking the proxy's runtime thread.
@@ -305,16 +310,7 @@ async fn check_rate_and_burst_override_the_limit() {
 }
 
 fn lookup(endpoint: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lambda-secrets"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", std::env::temp_dir())
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .arg("lookup");
-    cmd
+    command(endpoint, "lookup")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 mod batch;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -94,25 +94,31 @@ struct Entry(Arc<EntryData>);
 struct EntryData {
     /// Failed refreshes in a row (for the backoff, and to warn once).
     failures: std::sync::atomic::AtomicU32,
-    /// The value, or the failure to report for the name (not found, denied).
-    found: Result<Found, Failure>,
+    /// The value (shared with the entries of refreshes that found it unchanged), or the failure to
+    /// report for the name (not found, denied).
+    found: Result<Arc<Found>, Failure>,
     /// When the value was fetched (its age counts from here); for a negative answer, when it came.
     fetched_at: Instant,
-    /// When a background refresh is due (later after a failed one).
-    due: Mutex<Instant>,
+    /// When a background refresh is due, in nanoseconds after `fetched_at` (later after a failed
+    /// one): one atomic load on a hit.
+    due_after: AtomicU64,
     refreshing: AtomicBool,
 }
 
-struct Found {
-    /// The declaration's TTL (or the builder's) and the maximum staleness that goes with it.
-    ttl: Duration,
-    staleness: Duration,
-    value: SecretValue,
-    info: Arc<ValueInfo>,
-    version: Option<String>,
+/// What a name is fetched as: its declaration's source, item and JSON field, its TTL and the
+/// maximum staleness that goes with it. Shared by every answer for the name.
+struct Target {
     source: Arc<dyn DynSource>,
     item: AnyItem,
     field: Option<String>,
+    ttl: Duration,
+    staleness: Duration,
+}
+
+struct Found {
+    target: Arc<Target>,
+    value: SecretValue,
+    info: Arc<ValueInfo>,
 }
 
 impl Entry {
@@ -121,6 +127,25 @@ impl Entry {
             Ok(found) => found.value.len(),
             Err(_) => 0,
         }
+    }
+}
+
+impl EntryData {
+    fn due(&self) -> Instant {
+        after(
+            self.fetched_at,
+            Duration::from_nanos(self.due_after.load(Ordering::Acquire)),
+        )
+    }
+
+    /// A refresh that could not be made or failed: the next is due `delay` after `now`.
+    fn retry_after(&self, now: Instant, delay: Duration) {
+        let due = after(now, delay).saturating_duration_since(self.fetched_at);
+        self.due_after.store(
+            u64::try_from(due.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
+        self.refreshing.store(false, Ordering::Release);
     }
 }
 
@@ -147,7 +172,7 @@ impl moka::Expiry<String, Entry> for KeepFor {
 impl KeepFor {
     fn keep(&self, entry: &Entry) -> Duration {
         match &entry.0.found {
-            Ok(found) => found.staleness,
+            Ok(found) => found.target.staleness,
             Err(_) => self.0.negative_ttl,
         }
     }
@@ -240,14 +265,10 @@ impl OnDemand {
             self.inner.replace(name, &entry, None).await;
         }
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::Load {
-                failures: vec![Failure {
-                    key: name.to_owned(),
-                    source: "on-demand",
-                    id: name.to_owned(),
-                    error: ItemError::Source("OnDemand lookups run on a tokio runtime".into()),
-                }],
-            });
+            return Err(lookup_failure(
+                name,
+                ItemError::Source("OnDemand lookups run on a tokio runtime".into()),
+            ));
         }
         let inner = self.inner.clone();
         let owned = name.to_owned();
@@ -258,17 +279,13 @@ impl OnDemand {
         let entry = match tokio::time::timeout(budget, fetch).await {
             Ok(entry) => entry.map_err(|e| Error::clone(&e))?,
             Err(_) => {
-                return Err(Error::Load {
-                    failures: vec![Failure {
-                        key: name.to_owned(),
-                        source: "on-demand",
-                        id: name.to_owned(),
-                        error: ItemError::Call(crate::CallError::new(
-                            crate::CallErrorKind::Transient,
-                            format!("no answer within the lookup's budget of {budget:?}"),
-                        )),
-                    }],
-                })
+                return Err(lookup_failure(
+                    name,
+                    ItemError::Call(crate::CallError::new(
+                        crate::CallErrorKind::Transient,
+                        format!("no answer within the lookup's budget of {budget:?}"),
+                    )),
+                ))
             }
         };
         entry_result(&entry)
@@ -348,10 +365,9 @@ impl OnDemand {
         match &entry.0.found {
             Err(_) if age < settings.negative_ttl => Some(entry_result(entry)),
             Err(_) => None,
-            Ok(found) if age >= found.staleness => None,
+            Ok(found) if age >= found.target.staleness => None,
             Ok(found) => {
-                let due = *entry.0.due.lock().unwrap_or_else(|e| e.into_inner());
-                if now >= due && !entry.0.refreshing.swap(true, Ordering::AcqRel) {
+                if now >= entry.0.due() && !entry.0.refreshing.swap(true, Ordering::AcqRel) {
                     self.start_refresh(name.to_owned(), entry.clone());
                 }
                 Some(Ok((found.value.clone(), found.info.clone())))
@@ -365,12 +381,13 @@ impl OnDemand {
         let inner = self.inner.clone();
         let task = async move {
             let Ok(found) = &entry.0.found else { return };
+            let target = &found.target;
             let answer = inner
                 .batcher
                 .fetch(
-                    found.source.clone(),
-                    found.item.clone(),
-                    found.version.clone(),
+                    target.source.clone(),
+                    target.item.clone(),
+                    found.info.version.clone(),
                     true,
                     inner.settings.timeout,
                 )
@@ -378,17 +395,8 @@ impl OnDemand {
                 .unwrap_or_else(lost);
             let now = Instant::now();
             let fresh = match answer {
-                Ok(Refreshed::Changed(fetched)) => bind(found, fetched),
-                Ok(Refreshed::Unchanged { .. }) => Ok(Found {
-                    ttl: found.ttl,
-                    staleness: found.staleness,
-                    value: found.value.clone(),
-                    info: found.info.clone(),
-                    version: found.version.clone(),
-                    source: found.source.clone(),
-                    item: found.item.clone(),
-                    field: found.field.clone(),
-                }),
+                Ok(Refreshed::Changed(fetched)) => bind(target, fetched).map(Arc::new),
+                Ok(Refreshed::Unchanged { .. }) => Ok(found.clone()),
                 Err(e) => Err(e),
             };
             match fresh {
@@ -411,16 +419,15 @@ impl OnDemand {
                     if failures == 1 {
                         tracing::warn!(
                             name = %name,
-                            source = found.source.kind(),
-                            id = %found.item,
+                            source = target.source.kind(),
+                            id = %target.item,
                             %error,
                             "lambda-secrets on-demand refresh failed; serving the last good value"
                         );
                     } else {
                         tracing::debug!(name = %name, %error, failures, "lambda-secrets on-demand refresh failed again");
                     }
-                    *entry.0.due.lock().unwrap_or_else(|e| e.into_inner()) = after(now, retry_in);
-                    entry.0.refreshing.store(false, Ordering::Release);
+                    entry.0.retry_after(now, retry_in);
                 }
             }
         };
@@ -430,9 +437,8 @@ impl OnDemand {
             Err(_) => {
                 drop(task);
                 self.inner.refresh_failures.fetch_add(1, Ordering::Relaxed);
-                let backoff = self.inner.settings.failure_backoff;
-                *kept.0.due.lock().unwrap_or_else(|e| e.into_inner()) = after(Instant::now(), backoff);
-                kept.0.refreshing.store(false, Ordering::Release);
+                kept.0
+                    .retry_after(Instant::now(), self.inner.settings.failure_backoff);
             }
         }
     }
@@ -456,7 +462,7 @@ impl Inner {
         }
         let settings = &self.settings;
         let ttl = decl.ttl.unwrap_or(settings.ttl);
-        if ttl < Duration::from_millis(1) || ttl > crate::store::MAX_TTL {
+        if !crate::store::ttl_in_range(ttl) {
             return Err(Error::InvalidInput {
                 what: "TTL",
                 input: format!("{ttl:?}"),
@@ -474,52 +480,43 @@ impl Inner {
             Some(s) => s,
             None => crate::schedule::default_staleness(ttl, 0.0, settings.timeout),
         };
-        let source = decl.source.clone();
+        let target = Arc::new(Target {
+            source: decl.source,
+            item: decl.item,
+            field: decl.field,
+            ttl,
+            staleness,
+        });
         let answer = self
             .batcher
-            .fetch(decl.source.clone(), decl.item.clone(), None, false, budget)
+            .fetch(target.source.clone(), target.item.clone(), None, false, budget)
             .await
             .unwrap_or_else(lost);
         let now = Instant::now();
-        let seed = Found {
-            ttl,
-            staleness,
-            value: SecretValue::from(""),
-            info: Arc::new(ValueInfo {
-                source: source.kind(),
-                name: String::new(),
-                version: None,
-                refresh_by: None,
-            }),
-            version: None,
-            source,
-            item: decl.item,
-            field: decl.field,
-        };
         let found = match answer {
-            Ok(Refreshed::Changed(fetched)) => bind(&seed, fetched),
+            Ok(Refreshed::Changed(fetched)) => bind(&target, fetched),
             Ok(_) => Err(ItemError::NotFound),
             Err(e) => Err(e),
         };
         match found {
-            Ok(found) => Ok(self.entry(Ok(found), now)),
+            Ok(found) => Ok(self.entry(Ok(Arc::new(found)), now)),
             Err(error @ (ItemError::NotFound | ItemError::Denied { .. })) => {
-                Ok(self.entry(Err(failure(name, &seed, error)), now))
+                Ok(self.entry(Err(failure(name, &target, error)), now))
             }
             Err(error) => Err(Error::Load {
-                failures: vec![failure(name, &seed, error)],
+                failures: vec![failure(name, &target, error)],
             }),
         }
     }
 
-    fn entry(&self, found: Result<Found, Failure>, now: Instant) -> Entry {
+    fn entry(&self, found: Result<Arc<Found>, Failure>, now: Instant) -> Entry {
         // Due after the TTL less a random jitter, no later than the source asks (a secret's next
         // rotation) and than 90 % of the maximum staleness, as declared values are.
         let due = match &found {
             Ok(f) => {
-                let delay =
-                    crate::schedule::next_refresh(f.ttl, self.settings.jitter, false, fastrand::f64());
-                let mut due = after(now, delay.min(f.staleness.mul_f64(0.9)));
+                let (ttl, staleness) = (f.target.ttl, f.target.staleness);
+                let delay = crate::schedule::next_refresh(ttl, self.settings.jitter, false, fastrand::f64());
+                let mut due = after(now, delay.min(staleness.mul_f64(0.9)));
                 if let Some(by) = f.info.refresh_by {
                     let wait = by
                         .duration_since(std::time::SystemTime::now())
@@ -530,11 +527,12 @@ impl Inner {
             }
             Err(_) => after(now, self.settings.negative_ttl),
         };
+        let due_after = due.saturating_duration_since(now).as_nanos();
         Entry(Arc::new(EntryData {
             failures: Default::default(),
             found,
             fetched_at: now,
-            due: Mutex::new(due),
+            due_after: AtomicU64::new(u64::try_from(due_after).unwrap_or(u64::MAX)),
             refreshing: AtomicBool::new(false),
         }))
     }
@@ -542,26 +540,21 @@ impl Inner {
 
 /// Binds fetched values to a name: the first value (an on-demand name is one value), or its JSON
 /// field.
-fn bind(like: &Found, fetched: Vec<Fetched>) -> Result<Found, ItemError> {
+fn bind(target: &Arc<Target>, fetched: Vec<Fetched>) -> Result<Found, ItemError> {
     let first = fetched.into_iter().next().ok_or(ItemError::NotFound)?;
-    let value = match &like.field {
+    let value = match &target.field {
         Some(field) => crate::store::json_field(&first.value, field)?,
         None => first.value,
     };
     Ok(Found {
-        ttl: like.ttl,
-        staleness: like.staleness,
+        target: target.clone(),
         value,
         info: Arc::new(ValueInfo {
-            source: like.source.kind(),
+            source: target.source.kind(),
             name: first.name,
-            version: first.version.clone(),
+            version: first.version,
             refresh_by: first.refresh_by,
         }),
-        version: first.version,
-        source: like.source.clone(),
-        item: like.item.clone(),
-        field: like.field.clone(),
     })
 }
 
@@ -587,12 +580,24 @@ impl Inner {
 /// Longest wait between two failed refreshes of an on-demand value.
 const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
-fn failure(name: &str, found: &Found, error: ItemError) -> Failure {
+fn failure(name: &str, target: &Target, error: ItemError) -> Failure {
     Failure {
         key: name.to_owned(),
-        source: found.source.kind(),
-        id: found.item.to_string(),
+        source: target.source.kind(),
+        id: target.item.to_string(),
         error,
+    }
+}
+
+/// A lookup that failed before reaching a source (no runtime, out of budget).
+fn lookup_failure(name: &str, error: ItemError) -> Error {
+    Error::Load {
+        failures: vec![Failure {
+            key: name.to_owned(),
+            source: "on-demand",
+            id: name.to_owned(),
+            error,
+        }],
     }
 }
 
@@ -804,12 +809,8 @@ impl OnDemandBuilder {
         self,
         declare: impl Fn(&str) -> Declaration + Send + Sync + 'static,
     ) -> Result<OnDemand, Error> {
-        let invalid = |what: &'static str, input: String, reason: &str| Error::InvalidInput {
-            what,
-            input,
-            reason: reason.to_owned(),
-        };
-        if self.ttl < Duration::from_millis(1) || self.ttl > crate::store::MAX_TTL {
+        use crate::store::invalid;
+        if !crate::store::ttl_in_range(self.ttl) {
             return Err(invalid(
                 "TTL",
                 format!("{:?}", self.ttl),
@@ -824,7 +825,7 @@ impl OnDemandBuilder {
             ));
         }
         if self.max_entries == 0 {
-            return Err(invalid("max entries", "0".into(), "must be at least 1"));
+            return Err(invalid("max entries", "0", "must be at least 1"));
         }
         if self.max_bytes < self.max_entries {
             return Err(invalid(
@@ -841,7 +842,7 @@ impl OnDemandBuilder {
             ));
         }
         if self.max_batch == 0 {
-            return Err(invalid("max batch", "0".into(), "must be at least 1"));
+            return Err(invalid("max batch", "0", "must be at least 1"));
         }
         for (what, value) in [
             ("negative TTL", self.negative_ttl),

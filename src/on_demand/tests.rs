@@ -8,9 +8,13 @@ use super::OnDemand;
 use crate::{Error, ItemError, MemorySource};
 
 fn tenants(mem: &MemorySource) -> OnDemand {
+    tenants_with(mem, OnDemand::builder().ttl(Duration::from_secs(10)))
+}
+
+/// Tenants' keys at `/tenants/{tenant}` of `mem`, with the settings of `builder`.
+fn tenants_with(mem: &MemorySource, builder: super::OnDemandBuilder) -> OnDemand {
     let mem = mem.clone();
-    OnDemand::builder()
-        .ttl(Duration::from_secs(10))
+    builder
         .build(move |tenant| mem.value(tenant, format!("/tenants/{tenant}")))
         .unwrap()
 }
@@ -119,16 +123,13 @@ async fn a_failed_fetch_is_not_remembered() {
     let mem = MemorySource::new();
     seed(&mem, 1);
     mem.set_failing(true);
-    let od = OnDemand::builder()
-        .retry_policy(crate::RetryPolicy {
+    let od = tenants_with(
+        &mem,
+        OnDemand::builder().retry_policy(crate::RetryPolicy {
             max_attempts: 1,
             ..Default::default()
-        })
-        .build({
-            let mem = mem.clone();
-            move |tenant| mem.value(tenant, format!("/tenants/{tenant}"))
-        })
-        .unwrap();
+        }),
+    );
     let err = od.get("t0").await.unwrap_err();
     assert!(err.to_string().contains("source is failing"), "{err}");
     mem.set_failing(false);
@@ -139,13 +140,7 @@ async fn a_failed_fetch_is_not_remembered() {
 async fn the_entry_bound_evicts() {
     let mem = MemorySource::new();
     seed(&mem, 200);
-    let od = OnDemand::builder()
-        .max_entries(50)
-        .build({
-            let mem = mem.clone();
-            move |tenant| mem.value(tenant, format!("/tenants/{tenant}"))
-        })
-        .unwrap();
+    let od = tenants_with(&mem, OnDemand::builder().max_entries(50));
     for i in 0..200 {
         od.get(&format!("t{i}")).await.unwrap();
     }
@@ -158,14 +153,7 @@ async fn the_byte_bound_evicts() {
     for i in 0..100 {
         mem.set(format!("/tenants/t{i}"), "x".repeat(1000));
     }
-    let od = OnDemand::builder()
-        .max_entries(1000)
-        .max_bytes(20_000)
-        .build({
-            let mem = mem.clone();
-            move |tenant| mem.value(tenant, format!("/tenants/{tenant}"))
-        })
-        .unwrap();
+    let od = tenants_with(&mem, OnDemand::builder().max_entries(1000).max_bytes(20_000));
     for i in 0..100 {
         od.get(&format!("t{i}")).await.unwrap();
     }
@@ -262,18 +250,16 @@ async fn a_declarations_own_ttl_wins() {
 async fn a_failed_refresh_keeps_the_value_and_backs_off() {
     let mem = MemorySource::new();
     seed(&mem, 1);
-    let od = OnDemand::builder()
-        .ttl(Duration::from_secs(10))
-        .max_staleness(Duration::from_secs(3600))
-        .retry_policy(crate::RetryPolicy {
-            max_attempts: 1,
-            ..Default::default()
-        })
-        .build({
-            let mem = mem.clone();
-            move |tenant| mem.value(tenant, format!("/tenants/{tenant}"))
-        })
-        .unwrap();
+    let od = tenants_with(
+        &mem,
+        OnDemand::builder()
+            .ttl(Duration::from_secs(10))
+            .max_staleness(Duration::from_secs(3600))
+            .retry_policy(crate::RetryPolicy {
+                max_attempts: 1,
+                ..Default::default()
+            }),
+    );
     od.get("t0").await.unwrap();
     mem.set_failing(true);
     tokio::time::advance(Duration::from_secs(10)).await;

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 pub(crate) use plan::Config;
 #[cfg(feature = "on-demand")]
-pub(crate) use plan::MAX_TTL;
+pub(crate) use plan::{invalid, ttl_in_range};
 #[cfg(feature = "on-demand")]
 pub(crate) use refresh::{fetch_all, Answer};
 #[cfg(feature = "on-demand")]

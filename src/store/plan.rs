@@ -57,7 +57,12 @@ pub(crate) const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Upper bound of timeouts, waits and backoffs (a Lambda invocation lasts at most 15 minutes).
 const MAX_SETTING: Duration = Duration::from_secs(3600);
 
-fn invalid(what: &'static str, input: impl Into<String>, reason: impl Into<String>) -> Error {
+/// Whether `ttl` is one the crate accepts (1 ms to 7 days).
+pub(crate) fn ttl_in_range(ttl: Duration) -> bool {
+    (Duration::from_millis(1)..=MAX_TTL).contains(&ttl)
+}
+
+pub(crate) fn invalid(what: &'static str, input: impl Into<String>, reason: impl Into<String>) -> Error {
     Error::InvalidInput {
         what,
         input: input.into(),
@@ -161,7 +166,7 @@ pub(crate) fn plan(config: &Config, decls: Vec<Declaration>, now: Instant) -> Re
             return Err(Error::InvalidInput { what, input, reason });
         }
         let ttl = decl.ttl.unwrap_or(config.default_ttl);
-        if ttl < Duration::from_millis(1) || ttl > MAX_TTL {
+        if !ttl_in_range(ttl) {
             return Err(invalid(
                 "TTL",
                 format!("{ttl:?}"),
