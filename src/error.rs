@@ -151,7 +151,10 @@ pub enum ItemError {
     #[error("not found; create it or fix the name/selector")]
     NotFound,
     /// The caller lacks permission.
-    #[error("access denied; grant `{action}` on it to the function's role")]
+    #[error(
+        "access denied; grant `{action}` on it to the function's role \
+         (`lambda-secrets policy` or `Policy::builder()` writes the policy your declarations need)"
+    )]
     Denied {
         /// The IAM action to grant, e.g. `ssm:GetParameters`.
         action: String,
@@ -214,6 +217,7 @@ mod tests {
         assert!(text.contains("could not load 2 value(s)"), "{text}");
         assert!(text.contains("key `a` (ssm `/x/a`): not found"), "{text}");
         assert!(text.contains("grant `ssm:GetParameters`"), "{text}");
+        assert!(text.contains("`lambda-secrets policy`"), "{text}");
     }
 
     #[derive(Debug, serde::Deserialize)]

@@ -56,6 +56,7 @@
 //! - [`SecretsLayer`]: the tower layer for `LambdaEvent<T>` and `http::Request<B>` services.
 //! - [`RateLimits`]: one adaptive token bucket per AWS quota class, process-wide.
 //! - [`Error`]: names keys, parameter names and IAM actions, never values.
+//! - [`Policy`]: the least-privilege IAM policy the declarations need (JSON or SAM).
 //!
 //! Features: `ssm` and `lambda-runtime` (default), `secretsmanager`, `kms`; `full` enables all.
 //!
@@ -90,6 +91,7 @@ mod layer;
 mod limiter;
 #[cfg(feature = "on-demand")]
 mod on_demand;
+mod policy;
 mod schedule;
 mod secrets;
 mod snapshot;
@@ -105,6 +107,7 @@ pub use layer::{ResponseFuture, SecretsLayer, SecretsService};
 pub use limiter::{Quota, QuotaClass, RateLimits};
 #[cfg(feature = "on-demand")]
 pub use on_demand::{OnDemand, OnDemandBuilder};
+pub use policy::{Conditions, Permission, Policy, PolicyBuilder, PolicyScope, PolicyStatement};
 pub use secrets::{Secrets, SecretsBuilder, Stats};
 pub use snapshot::{Snapshot, ValueInfo};
 #[cfg(feature = "kms")]

@@ -253,6 +253,11 @@ pub struct SecretsBuilder {
 }
 
 impl SecretsBuilder {
+    /// The declarations added so far, in order.
+    pub(crate) fn declarations(&self) -> &[Declaration] {
+        &self.decls
+    }
+
     /// Adds a declaration (made by a source: `ssm.parameter(..)`, `ssm.path(..)`).
     ///
     /// ```

@@ -1,7 +1,12 @@
-//! `lambda-secrets check`: loads parameters through the public API exactly as a handler would and
-//! prints, per value, its key, source, name, version and byte length (never the value), then the
-//! AWS calls made per operation. Honors the standard AWS environment (credentials, Region,
-//! `AWS_ENDPOINT_URL`).
+//! The `lambda-secrets` command.
+//!
+//! - `check`: loads parameters through the public API exactly as a handler would and prints, per
+//!   value, its key, source, name, version and byte length (never the value), then the AWS calls
+//!   made per operation. Honors the standard AWS environment (credentials, Region,
+//!   `AWS_ENDPOINT_URL`).
+//! - `lookup`: the same through one on-demand cache.
+//! - `policy`: prints the least-privilege IAM policy that loading and refreshing the given names
+//!   needs (no AWS call is made).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,7 +14,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use futures_util::future::join_all;
 use lambda_secrets::{
-    Ciphertext, KmsSource, OnDemand, Quota, QuotaClass, RateLimits, SecretValue, Secrets,
+    Ciphertext, KmsSource, OnDemand, Policy, Quota, QuotaClass, RateLimits, SecretValue, Secrets,
     SecretsManagerSource, Snapshot, SsmSource, Stats, ValueInfo,
 };
 use serde_json::json;
@@ -32,6 +37,53 @@ enum Command {
     /// Look names up through one on-demand cache (not declared up front), concurrently, for some
     /// rounds; print per name and round what was found (never a value).
     Lookup(Lookup),
+    /// Print the least-privilege IAM policy that loading and refreshing these names needs, and
+    /// nothing else (no AWS call is made). `*` and `?` in a name make a pattern, for names
+    /// looked up on demand.
+    Policy(PolicyArgs),
+}
+
+#[derive(Parser)]
+struct PolicyArgs {
+    /// SSM parameter name or ARN, with an optional `:version` or `:label` (repeatable).
+    #[arg(long = "param", value_name = "NAME")]
+    params: Vec<String>,
+    /// SSM path, loaded recursively (repeatable).
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<String>,
+    /// Secrets Manager secret name or ARN, AWSCURRENT (repeatable).
+    #[arg(long = "secret", value_name = "ID")]
+    secrets: Vec<String>,
+    /// Customer managed KMS key (id or key ARN) SSM SecureStrings are encrypted with (repeatable);
+    /// not needed for the AWS managed key `aws/ssm`.
+    #[arg(long = "kms-key", value_name = "ARN")]
+    kms_keys: Vec<String>,
+    /// Customer managed KMS key (id or key ARN) the secrets are encrypted with (repeatable); not
+    /// needed for the AWS managed key `aws/secretsmanager`.
+    #[arg(long = "secret-kms-key", value_name = "ARN")]
+    secret_kms_keys: Vec<String>,
+    /// KMS key (id, key ARN or alias) of ciphertext the function decrypts itself with KmsSource
+    /// (repeatable).
+    #[arg(long = "decrypt-key", value_name = "KEY")]
+    decrypt_keys: Vec<String>,
+    /// Encryption context pair of that ciphertext (repeatable), e.g. `app=billing`.
+    #[arg(long = "decrypt-context", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    decrypt_context: Vec<(String, String)>,
+    /// Region of the ARNs (default: `${AWS::Region}`, for SAM/CloudFormation).
+    #[arg(long)]
+    region: Option<String>,
+    /// Account id of the ARNs (default: `${AWS::AccountId}`); `*` allows any account.
+    #[arg(long)]
+    account: Option<String>,
+    /// `json`: the IAM policy document; `sam`: a SAM `Policies:` list for a function's Properties.
+    #[arg(long, value_enum, default_value_t = PolicyFormat::Json)]
+    format: PolicyFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PolicyFormat {
+    Json,
+    Sam,
 }
 
 #[derive(Parser)]
@@ -91,6 +143,10 @@ struct Check {
     /// Milliseconds between re-reads.
     #[arg(long = "interval-ms", default_value_t = 1000)]
     interval_ms: u64,
+    /// Before each re-read, refresh every value now (as `Secrets::refresh_now` does), whatever its
+    /// TTL: checks that refreshing works with these credentials.
+    #[arg(long)]
+    refresh: bool,
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
@@ -107,6 +163,7 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Check(check) => run(check).await,
         Command::Lookup(lookup) => run_lookup(lookup).await,
+        Command::Policy(args) => run_policy(args),
     };
     match result {
         Ok(code) => code,
@@ -115,6 +172,65 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_policy(args: PolicyArgs) -> Result<ExitCode, lambda_secrets::Error> {
+    if args.params.is_empty()
+        && args.paths.is_empty()
+        && args.secrets.is_empty()
+        && args.decrypt_keys.is_empty()
+    {
+        eprintln!("error: nothing to describe; give at least one --param, --path, --secret or --decrypt-key");
+        return Ok(ExitCode::from(2));
+    }
+    if !args.decrypt_context.is_empty() && args.decrypt_keys.is_empty() {
+        eprintln!("error: --decrypt-context describes the ciphertext of a --decrypt-key; give the key");
+        return Ok(ExitCode::from(2));
+    }
+    // Sources only describe their permissions here: no credentials, Region or call needed.
+    let config = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .build();
+    let (ssm, sm, kms) = (
+        SsmSource::new(&config),
+        SecretsManagerSource::new(&config),
+        KmsSource::new(&config),
+    );
+    let mut builder = Policy::builder();
+    for name in &args.params {
+        builder = builder.declaration(&ssm.parameter(name.clone(), name.clone()));
+    }
+    for path in &args.paths {
+        builder = builder.declaration(&ssm.path(path.clone()));
+    }
+    for id in &args.secrets {
+        builder = builder.declaration(&sm.secret(id.clone(), id.clone()));
+    }
+    for key in &args.decrypt_keys {
+        let mut ciphertext = Ciphertext::env("CIPHERTEXT").key_id(key.clone());
+        for (k, v) in &args.decrypt_context {
+            ciphertext = ciphertext.context(k.clone(), v.clone());
+        }
+        builder = builder.declaration(&kms.decrypt(key.clone(), ciphertext));
+    }
+    for key in &args.kms_keys {
+        builder = builder.ssm_kms_key(key.clone());
+    }
+    for key in &args.secret_kms_keys {
+        builder = builder.secrets_manager_kms_key(key.clone());
+    }
+    if let Some(region) = args.region {
+        builder = builder.region(region);
+    }
+    if let Some(account) = args.account {
+        builder = builder.account(account);
+    }
+    let policy = builder.build()?;
+    match args.format {
+        PolicyFormat::Json => println!("{policy}"),
+        PolicyFormat::Sam => print!("{}", policy.to_sam_yaml()),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What a name is looked up in.
@@ -261,6 +377,15 @@ async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
     for round in 0..=check.repeat {
         if round > 0 {
             tokio::time::sleep(Duration::from_millis(check.interval_ms)).await;
+            if check.refresh {
+                let keys: Vec<String> = secrets.snapshot().keys().into_iter().map(str::to_owned).collect();
+                for result in join_all(keys.iter().map(|key| secrets.refresh_now(key))).await {
+                    if let Err(e) = result {
+                        eprintln!("error: {e}");
+                        failed = true;
+                    }
+                }
+            }
         }
         let snapshot = secrets.fresh_snapshot().await;
         failed |= print_round(&snapshot, round, check.json, check.repeat > 0);

@@ -189,6 +189,11 @@ impl OnDemand {
         OnDemandBuilder::default()
     }
 
+    /// The declaration the cache's closure makes for `name` (for a [`Policy`](crate::Policy)).
+    pub(crate) fn declare(&self, name: &str) -> Declaration {
+        (self.inner.declare)(name)
+    }
+
     /// The value for `name`: from the cache, or fetched (with other misses of the same moment) and
     /// cached. Past its TTL the cached value is returned at once while one refresh runs in the
     /// background; past its maximum staleness it is fetched again first.

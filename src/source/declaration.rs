@@ -30,6 +30,8 @@ pub struct Declaration {
     pub(crate) ttl: Option<Duration>,
     pub(crate) field: Option<String>,
     pub(crate) invalid: Option<(&'static str, String, String)>,
+    /// The only defect is a wildcard in the name: usable in a [`Policy`](crate::Policy), not loadable.
+    pub(crate) pattern: bool,
 }
 
 impl Declaration {
@@ -68,6 +70,7 @@ impl Declaration {
             ttl: None,
             field: None,
             invalid: None,
+            pattern: false,
         }
     }
 
@@ -127,6 +130,19 @@ impl Declaration {
     ) -> Self {
         self.invalid = Some((what, input.into(), reason.into()));
         self
+    }
+
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    /// Marks the declaration as a name pattern (`*`, `?`): rejected by `load`, described by a
+    /// [`Policy`](crate::Policy).
+    pub(crate) fn pattern(self, what: &'static str, input: impl Into<String>) -> Self {
+        let mut decl = self.rejected(
+            what,
+            input,
+            "`*` and `?` make it a pattern, which an IAM policy can allow but which cannot be loaded",
+        );
+        decl.pattern = true;
+        decl
     }
 }
 

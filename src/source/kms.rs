@@ -13,6 +13,7 @@ use super::{Declaration, Fetched, ItemResult, RefreshResult, Refreshed, Source};
 use crate::call::{CallContext, CallError, CallErrorKind, Operation};
 use crate::error::ItemError;
 use crate::limiter::QuotaClass;
+use crate::policy::{Permission, PolicyScope};
 use crate::value::SecretValue;
 
 /// The encryption context key the Lambda console's encryption helper uses.
@@ -231,6 +232,38 @@ impl Source for KmsInner {
 
     fn kind(&self) -> &'static str {
         "kms"
+    }
+
+    /// `kms:Decrypt` on the key named by [`Ciphertext::key_id`] (a key id or ARN; for an alias,
+    /// any key of that account and Region asked for by that alias, `kms:RequestAlias`; with no
+    /// key, any key of the scope's account), under the ciphertext's encryption context.
+    fn permissions(&self, item: &Ciphertext, scope: &PolicyScope) -> Option<Vec<Permission>> {
+        let any_key = |arn_prefix: String| format!("{arn_prefix}key/*");
+        let mut alias = None;
+        let resource = match item.key_id.as_deref() {
+            None => scope.arn("kms", "key/*"),
+            Some(id) if id.starts_with("arn:") => match id.split_once(":alias/") {
+                Some((prefix, name)) => {
+                    alias = Some(format!("alias/{name}"));
+                    any_key(format!("{prefix}:"))
+                }
+                None => id.to_owned(),
+            },
+            Some(id) if id.starts_with("alias/") => {
+                alias = Some(id.to_owned());
+                scope.arn("kms", "key/*")
+            }
+            Some(id) => scope.arn("kms", &format!("key/{id}")),
+        };
+        let mut permission = Permission::new("kms:Decrypt", resource);
+        if let Some(alias) = alias {
+            permission = permission.condition("StringEquals", "kms:RequestAlias", alias);
+        }
+        for (k, v) in &item.context {
+            permission =
+                permission.condition("StringEquals", format!("kms:EncryptionContext:{k}"), v.clone());
+        }
+        Some(vec![permission])
     }
 
     async fn fetch(&self, items: &[Ciphertext], calls: &CallContext) -> Vec<ItemResult> {

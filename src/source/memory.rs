@@ -202,6 +202,11 @@ impl Source for MemoryInner {
         "memory"
     }
 
+    /// None: values in memory need no IAM permission.
+    fn permissions(&self, _item: &MemoryItem, _scope: &crate::PolicyScope) -> Option<Vec<crate::Permission>> {
+        Some(Vec::new())
+    }
+
     fn is_tree(&self, item: &MemoryItem) -> bool {
         matches!(item, MemoryItem::Tree(_))
     }

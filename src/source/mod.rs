@@ -17,6 +17,7 @@ use futures_util::future::BoxFuture;
 
 use crate::call::CallContext;
 use crate::error::ItemError;
+use crate::policy::{Permission, PolicyScope};
 use crate::value::SecretValue;
 
 /// A client of AWS SDK crate `$sdk` made from an `SdkConfig` (`config`) or from a client
@@ -246,6 +247,40 @@ pub trait Source: Send + Sync + 'static {
         false
     }
 
+    /// The IAM permissions that fetching and refreshing `item` need, with ARNs written for
+    /// `scope`, for a [`Policy`](crate::Policy). `None`, the default, means the source does not
+    /// say, and a policy of a declaration using it fails naming the declaration; a source that
+    /// needs no permission returns an empty list.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lambda_secrets::{CallContext, Declaration, ItemResult, Permission, Policy, PolicyScope, Source};
+    ///
+    /// /// Objects of one S3 bucket.
+    /// struct Bucket(String);
+    /// impl Source for Bucket {
+    ///     type Item = String;
+    ///     fn kind(&self) -> &'static str { "s3" }
+    ///     async fn fetch(&self, items: &[String], _: &CallContext) -> Vec<ItemResult> {
+    ///         # let _ = items; unimplemented!()
+    ///     }
+    ///     fn permissions(&self, key: &String, _scope: &PolicyScope) -> Option<Vec<Permission>> {
+    ///         Some(vec![Permission::new("s3:GetObject", format!("arn:aws:s3:::{}/{key}", self.0))])
+    ///     }
+    /// }
+    ///
+    /// let bucket = Arc::new(Bucket("config-bucket".into()));
+    /// let policy = Policy::builder()
+    ///     .declaration(&Declaration::new("flags", bucket, "flags.json".to_owned()))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(policy.statements()[0].resources, ["arn:aws:s3:::config-bucket/flags.json"]);
+    /// ```
+    fn permissions(&self, item: &Self::Item, scope: &PolicyScope) -> Option<Vec<Permission>> {
+        let _ = (item, scope);
+        None
+    }
+
     /// Fetches `items` (distinct); returns one result per item, in order.
     fn fetch(
         &self,
@@ -277,6 +312,7 @@ pub trait Source: Send + Sync + 'static {
 /// A [`Source`] with its item type erased, as the store holds it.
 pub(crate) trait DynSource: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
+    fn permissions(&self, item: &AnyItem, scope: &PolicyScope) -> Option<Vec<Permission>>;
     fn fetch<'a>(&'a self, items: &'a [AnyItem], calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>>;
     fn refresh<'a>(
         &'a self,
@@ -289,6 +325,11 @@ pub(crate) trait DynSource: Send + Sync + 'static {
 impl<S: Source> DynSource for S {
     fn kind(&self) -> &'static str {
         Source::kind(self)
+    }
+
+    fn permissions(&self, item: &AnyItem, scope: &PolicyScope) -> Option<Vec<Permission>> {
+        let item = item.item.as_any().downcast_ref::<S::Item>()?;
+        Source::permissions(self, item, scope)
     }
 
     fn fetch<'a>(&'a self, items: &'a [AnyItem], calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>> {

@@ -19,6 +19,7 @@ use super::{Declaration, Fetched, ItemResult, RefreshResult, Refreshed, Source};
 use crate::call::{CallContext, CallError, CallErrorKind, Operation};
 use crate::error::ItemError;
 use crate::limiter::QuotaClass;
+use crate::policy::{Permission, PolicyScope};
 use crate::value::SecretValue;
 
 /// Ids per `BatchGetSecretValue` call (the API's limit).
@@ -203,7 +204,8 @@ impl SecretsManagerSource {
             selector,
         };
         let decl = Declaration::new(key, self.inner.clone(), item);
-        match validate_secret_id(&id) {
+        match validate_secret_id(&id.replace(['*', '?'], "x")) {
+            Ok(()) if id.contains(['*', '?']) => decl.pattern("secret id", id),
             Ok(()) => decl,
             Err(reason) => decl.rejected("secret id", id, reason),
         }
@@ -302,6 +304,33 @@ impl Source for SmInner {
 
     fn kind(&self) -> &'static str {
         "secretsmanager"
+    }
+
+    /// `secretsmanager:GetSecretValue` on the secret; `DescribeSecret` too unless a fixed version
+    /// is read (it is never refreshed); `BatchGetSecretValue` (on `*`, the only resource IAM
+    /// accepts for it) for `AWSCURRENT`, which is loaded in batches; with customer managed keys,
+    /// `kms:Decrypt` through Secrets Manager for the secret's encryption context.
+    fn permissions(&self, item: &SecretItem, scope: &PolicyScope) -> Option<Vec<Permission>> {
+        let arn = scope.secret_arn(&item.id);
+        let mut needed = vec![Permission::new(GET_ACTION, arn.clone())];
+        if let Selector::Stage(stage) = &item.selector {
+            needed.push(Permission::new("secretsmanager:DescribeSecret", arn.clone()));
+            if stage == AWSCURRENT {
+                needed.push(Permission::new("secretsmanager:BatchGetSecretValue", "*"));
+            }
+        }
+        for key in scope.kms_keys("secretsmanager") {
+            needed.push(
+                Permission::new("kms:Decrypt", key.clone())
+                    .condition(
+                        "StringEquals",
+                        "kms:ViaService",
+                        scope.via_service("secretsmanager"),
+                    )
+                    .condition("StringLike", "kms:EncryptionContext:SecretARN", arn.clone()),
+            );
+        }
+        Some(needed)
     }
 
     async fn fetch(&self, items: &[SecretItem], calls: &CallContext) -> Vec<ItemResult> {

@@ -11,6 +11,7 @@ use super::{Declaration, Fetched, ItemResult, Source};
 use crate::call::{CallContext, CallError, CallErrorKind, Operation};
 use crate::error::ItemError;
 use crate::limiter::QuotaClass;
+use crate::policy::{Permission, PolicyScope};
 use crate::value::SecretValue;
 
 /// Names per `GetParameters` call (the API's limit).
@@ -145,7 +146,8 @@ impl SsmSource {
     pub fn parameter(&self, key: impl Into<String>, name: impl Into<String>) -> Declaration {
         let name = name.into();
         let decl = Declaration::new(key, self.inner.clone(), SsmItem::Name(name.clone()));
-        match validate_name(&name) {
+        match validate_name(&without_wildcards(&name)) {
+            Ok(()) if name.contains(['*', '?']) => decl.pattern("SSM parameter name", name),
             Ok(()) => decl,
             Err(reason) => decl.rejected("SSM parameter name", name, reason),
         }
@@ -182,6 +184,11 @@ impl SsmSource {
     }
 }
 
+/// `name` with the wildcards of a pattern replaced by a letter, to check the rest of it.
+fn without_wildcards(name: &str) -> String {
+    name.replace(['*', '?'], "x")
+}
+
 const NAME_CHARS: &str = "letters, digits and `_ . - /`";
 
 fn name_char_ok(c: char, reference: bool) -> bool {
@@ -215,6 +222,24 @@ fn split_id(id: &str) -> Result<(String, Option<&str>), String> {
     Ok((name, selector))
 }
 
+/// Names under this prefix read a Secrets Manager secret through Parameter Store.
+const SECRETS_MANAGER_REFERENCE: &str = "/aws/reference/secretsmanager/";
+
+/// The IAM resource of a parameter id: an ARN as given, or the scope's ARN of the name, both
+/// without the selector (IAM authorizes the parameter, whatever version is asked for).
+fn parameter_arn(id: &str, scope: &PolicyScope) -> String {
+    if id.starts_with("arn:") {
+        // arn:PARTITION:ssm:REGION:ACCOUNT:parameter/NAME[:SELECTOR]
+        let resource_start = id.match_indices(':').nth(4).map_or(id.len(), |(i, _)| i + 1);
+        return match id[resource_start..].rfind(':') {
+            Some(sel) => id[..resource_start + sel].to_owned(),
+            None => id.to_owned(),
+        };
+    }
+    let name = id.split_once(':').map_or(id, |(name, _)| name);
+    scope.arn("ssm", &format!("parameter/{}", name.trim_start_matches('/')))
+}
+
 fn validate_name(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("the name is empty".into());
@@ -223,7 +248,7 @@ fn validate_name(id: &str) -> Result<(), String> {
         return Err("a name is at most 2048 characters".into());
     }
     let (name, selector) = split_id(id)?;
-    let reference = name.starts_with("/aws/reference/secretsmanager/");
+    let reference = name.starts_with(SECRETS_MANAGER_REFERENCE);
     if let Some(bad) = name.chars().find(|c| !name_char_ok(*c, reference)) {
         return Err(format!("{bad:?} is not allowed; names use {NAME_CHARS}"));
     }
@@ -278,6 +303,47 @@ impl Source for SsmInner {
 
     fn is_tree(&self, item: &SsmItem) -> bool {
         matches!(item, SsmItem::Path(_))
+    }
+
+    /// `ssm:GetParameters` on a parameter (its ARN without selector), `ssm:GetParametersByPath`
+    /// on a path; with customer managed keys, `kms:Decrypt` through SSM for the parameters'
+    /// encryption context; for a Secrets Manager reference, `secretsmanager:GetSecretValue` too.
+    fn permissions(&self, item: &SsmItem, scope: &PolicyScope) -> Option<Vec<Permission>> {
+        let (action, arn, encrypted) = match item {
+            SsmItem::Name(id) => {
+                let arn = parameter_arn(id, scope);
+                ("ssm:GetParameters", arn.clone(), arn)
+            }
+            SsmItem::Path(path) => {
+                let arn = scope.arn("ssm", &format!("parameter/{}", path.trim_matches('/')));
+                let under = format!("{}/*", arn.trim_end_matches('/'));
+                ("ssm:GetParametersByPath", arn, under)
+            }
+        };
+        let mut needed = vec![Permission::new(action, arn)];
+        if self.decrypt {
+            for key in scope.kms_keys("ssm") {
+                needed.push(
+                    Permission::new("kms:Decrypt", key.clone())
+                        .condition("StringEquals", "kms:ViaService", scope.via_service("ssm"))
+                        .condition(
+                            "StringLike",
+                            "kms:EncryptionContext:PARAMETER_ARN",
+                            encrypted.clone(),
+                        ),
+                );
+            }
+        }
+        if let SsmItem::Name(id) = item {
+            let name = split_id(id).map(|(name, _)| name).unwrap_or_default();
+            if let Some(secret) = name.strip_prefix(SECRETS_MANAGER_REFERENCE) {
+                needed.push(Permission::new(
+                    "secretsmanager:GetSecretValue",
+                    scope.secret_arn(secret),
+                ));
+            }
+        }
+        Some(needed)
     }
 
     async fn fetch(&self, items: &[SsmItem], calls: &CallContext) -> Vec<ItemResult> {
@@ -382,6 +448,12 @@ impl SsmInner {
     }
 
     async fn get_by_path(&self, path: &str, calls: &CallContext) -> ItemResult {
+        // `/prod/app/` and `/prod/app` are the same hierarchy; IAM authorizes the path as sent,
+        // and a policy names it without the trailing `/`.
+        let path = match path.trim_end_matches('/') {
+            "" => "/",
+            trimmed => trimmed,
+        };
         let mut values = Vec::new();
         let mut token: Option<String> = None;
         loop {

@@ -25,9 +25,10 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub(crate) use plan::Config;
+pub(crate) use plan::invalid;
 #[cfg(feature = "on-demand")]
-pub(crate) use plan::{invalid, ttl_in_range};
+pub(crate) use plan::ttl_in_range;
+pub(crate) use plan::Config;
 #[cfg(feature = "on-demand")]
 pub(crate) use refresh::{fetch_all, Answer};
 #[cfg(feature = "on-demand")]

@@ -15,6 +15,7 @@
 // Every test file compiles this module separately and uses only part of it.
 #![allow(dead_code)]
 
+pub mod iam_simulate;
 mod moto;
 mod proxy;
 

@@ -158,6 +158,18 @@ impl Moto {
         self.addr.port()
     }
 
+    /// Turns on moto's IAM enforcement for every request from now on (`POST
+    /// /moto-api/reset-auth` with 0 free actions): requests must be signed by an access key of
+    /// an IAM user whose policies allow the action. moto checks actions only (resources are `*`
+    /// for SSM and Secrets Manager) and denies KMS statements with conditions.
+    pub fn enforce_iam(&self) {
+        match self.raw_request_with_body("POST", "/moto-api/reset-auth", "0") {
+            Ok((200, _)) => {}
+            Ok((status, body)) => panic!("support: moto reset-auth answered {status}: {body}"),
+            Err(e) => panic!("support: moto reset-auth failed: {e}"),
+        }
+    }
+
     /// Wipes all moto state (`POST /moto-api/reset`). Note that the shared
     /// server is used by all tests of the process, which run in parallel.
     pub fn reset(&self) {
@@ -170,13 +182,19 @@ impl Moto {
 
     /// A blocking HTTP/1.1 request without a body; returns status and body.
     fn raw_request(&self, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+        self.raw_request_with_body(method, path, "")
+    }
+
+    /// A blocking HTTP/1.1 request; returns status and body.
+    fn raw_request_with_body(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
         let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream.set_write_timeout(Some(Duration::from_secs(10)))?;
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.addr.port()
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr.port(),
+            body.len()
         )?;
         stream.flush()?;
         let mut raw = Vec::new();

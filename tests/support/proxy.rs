@@ -72,6 +72,8 @@ struct State {
     throttled: u64,
     dropped: u64,
     arrivals: Vec<(Instant, String)>,
+    /// Operation and body of every request, in arrival order.
+    requests: Vec<(String, Bytes)>,
     // knobs
     latency: Duration,
     fail_next: usize,
@@ -190,6 +192,16 @@ impl FaultProxy {
         self.state().arrivals.clone()
     }
 
+    /// Operation and JSON body of every request, in arrival order (bodies that are not JSON are
+    /// `null`).
+    pub fn requests(&self) -> Vec<(String, serde_json::Value)> {
+        self.state()
+            .requests
+            .iter()
+            .map(|(op, body)| (op.clone(), serde_json::from_slice(body).unwrap_or_default()))
+            .collect()
+    }
+
     /// The largest number of arrivals within any sliding 1-second window.
     pub fn peak_in_any_1s_window(&self) -> usize {
         let mut times: Vec<Instant> = self.state().arrivals.iter().map(|(t, _)| *t).collect();
@@ -214,6 +226,7 @@ impl FaultProxy {
         st.throttled = 0;
         st.dropped = 0;
         st.arrivals.clear();
+        st.requests.clear();
     }
 
     // ----- knobs ----------------------------------------------------------
@@ -351,6 +364,7 @@ async fn handle(
         let now = Instant::now();
         *st.calls.entry(op.clone()).or_default() += 1;
         st.arrivals.push((now, op.clone()));
+        st.requests.push((op.clone(), body.clone()));
         let fate = decide(&mut st, now, &op, &body);
         match fate {
             Fate::Drop => st.dropped += 1,
@@ -535,7 +549,12 @@ async fn forward(
             headers.append(name.clone(), value.clone());
         }
     }
-    headers.insert(HOST, HeaderValue::from_str(upstream)?);
+    // The client's `Host` is kept: it is part of the SigV4 signature, which an upstream that
+    // enforces IAM (moto with `enforce_iam`) checks.
+    match parts.headers.get(HOST) {
+        Some(host) => headers.insert(HOST, host.clone()),
+        None => headers.insert(HOST, HeaderValue::from_str(upstream)?),
+    };
     headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
 
     let resp = sender.send_request(out).await?;

@@ -1,0 +1,437 @@
+//! `lambda-secrets policy`, verified rather than compared with our own expectations:
+//!
+//! 1. sufficient: the declarations load and refresh with credentials holding only the generated
+//!    policy, under the emulator's IAM enforcement (moto checks actions only);
+//! 2. resource-tight: every request the load and refresh made, as observed by the proxy, is
+//!    allowed by a real IAM evaluator (`@cloud-copilot/iam-simulate`), and requests outside the
+//!    declarations are denied;
+//! 3. minimal: without any one statement, some observed request is denied;
+//! 4. no `*` action, no `*` resource except for `secretsmanager:BatchGetSecretValue`; and every
+//!    action/resource/condition pairing is in the Service Authorization Reference data.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+use support::iam_simulate::{evaluate, lint, IamRequest};
+use support::{put_param, sdk_config, ssm_client, unique_prefix, FaultProxy, Moto, ACCOUNT_ID, REGION};
+
+fn policy_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lambda-secrets"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .arg("policy");
+    cmd
+}
+
+/// Runs a command to completion without blocking the proxy's runtime thread.
+fn run(cmd: &mut Command) -> std::process::Output {
+    tokio::task::block_in_place(|| cmd.output().unwrap())
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// Creates IAM user `user` with `policy` as its only (inline) policy and returns its access key,
+/// through boto3 (installed with moto), before IAM enforcement is on.
+fn iam_user(endpoint: &str, user: &str, policy: &Value) -> (String, String) {
+    const SCRIPT: &str = r#"
+import json, sys, boto3
+endpoint, user, policy = sys.argv[1], sys.argv[2], sys.argv[3]
+iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                   aws_access_key_id="test", aws_secret_access_key="test")
+iam.create_user(UserName=user)
+iam.put_user_policy(UserName=user, PolicyName="generated", PolicyDocument=policy)
+key = iam.create_access_key(UserName=user)["AccessKey"]
+print(json.dumps([key["AccessKeyId"], key["SecretAccessKey"]]))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT, endpoint, user, &policy.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `lambda-secrets check` as the IAM user with this access key.
+fn check_as(endpoint: &str, (key_id, secret): &(String, String), args: &[String]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lambda-secrets"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", key_id)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_REGION", REGION)
+        .arg("check")
+        .args(args);
+    run(&mut cmd)
+}
+
+/// The policy as moto can enforce it: actions only (it treats SSM and Secrets Manager resources
+/// as `*`, so exact ARNs would deny everything, and it denies KMS statements with conditions).
+fn actions_only(policy: &Value) -> Value {
+    let mut policy = policy.clone();
+    for s in policy["Statement"].as_array_mut().unwrap() {
+        s["Resource"] = json!("*");
+        s.as_object_mut().unwrap().remove("Condition");
+    }
+    policy
+}
+
+fn as_list(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items.iter().map(|i| i.as_str().unwrap().to_owned()).collect(),
+        Value::String(s) => vec![s.clone()],
+        other => panic!("not a string or list: {other}"),
+    }
+}
+
+fn parameter_arn(name: &str) -> String {
+    let name = name.split(':').next().unwrap();
+    format!(
+        "arn:aws:ssm:{REGION}:{ACCOUNT_ID}:parameter/{}",
+        name.trim_start_matches('/')
+    )
+}
+
+/// The IAM requests an observed API request makes (`secret_arns`: the full ARN of each secret
+/// name): AWS authorizes `GetParameters` against each name, `GetParametersByPath` against the
+/// path, and `BatchGetSecretValue` on `*` plus `GetSecretValue` on each secret it returns.
+fn iam_requests(op: &str, body: &Value, secret_arns: &BTreeMap<String, String>) -> Vec<IamRequest> {
+    let secret = |id: &str| secret_arns.get(id).cloned().unwrap_or_else(|| id.to_owned());
+    let request = |action: &str, resource: String| IamRequest::new(action, &resource, ACCOUNT_ID);
+    match op {
+        "GetParameters" => as_list(&body["Names"])
+            .iter()
+            .map(|n| request("ssm:GetParameters", parameter_arn(n)))
+            .collect(),
+        "GetParametersByPath" => vec![request(
+            "ssm:GetParametersByPath",
+            parameter_arn(body["Path"].as_str().unwrap()),
+        )],
+        "BatchGetSecretValue" => std::iter::once(request("secretsmanager:BatchGetSecretValue", "*".into()))
+            .chain(
+                as_list(&body["SecretIdList"])
+                    .iter()
+                    .map(|id| request("secretsmanager:GetSecretValue", secret(id))),
+            )
+            .collect(),
+        "GetSecretValue" | "DescribeSecret" => vec![request(
+            &format!("secretsmanager:{op}"),
+            secret(body["SecretId"].as_str().unwrap()),
+        )],
+        other => panic!("unexpected request {other}: {body}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_policy_for_a_path_three_names_and_two_secrets_is_sufficient_tight_and_minimal() {
+    // A private emulator: IAM enforcement is turned on for all of it below.
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let seed = ssm_client(&moto.endpoint).await;
+    let prefix = unique_prefix("policy");
+    let path = format!("{prefix}/app");
+    for (name, kind) in [("db/url", "String"), ("flags/beta", "String")] {
+        put_param(&seed, &format!("{path}/{name}"), "v", kind).await;
+    }
+    let (password, api_key, log_level) = (
+        format!("{prefix}/db/password"),
+        format!("{prefix}/api-key"),
+        format!("{prefix}/log-level"),
+    );
+    put_param(&seed, &password, "pw", "SecureString").await;
+    put_param(&seed, &api_key, "k1", "SecureString").await;
+    put_param(&seed, &api_key, "k2", "SecureString").await;
+    put_param(&seed, &log_level, "info", "String").await;
+    for outside in [format!("{prefix}/other"), format!("{prefix}/app-other/x")] {
+        put_param(&seed, &outside, "no", "String").await;
+    }
+    let sm = aws_sdk_secretsmanager::Client::new(&sdk_config(&moto.endpoint).await);
+    let secret_base = prefix.trim_start_matches('/').replace('/', "-");
+    let mut secret_arns = BTreeMap::new();
+    for name in ["rds", "stripe", "rds2"] {
+        let id = format!("{secret_base}/{name}");
+        let created = sm
+            .create_secret()
+            .name(&id)
+            .secret_string("s3cr3t")
+            .send()
+            .await
+            .unwrap();
+        secret_arns.insert(id, created.arn().unwrap().to_owned());
+    }
+    let (rds, stripe) = (format!("{secret_base}/rds"), format!("{secret_base}/stripe"));
+    let names = [password.clone(), format!("{api_key}:1"), log_level.clone()];
+
+    // The policy, as printed by the CLI.
+    let mut args: Vec<String> = vec!["--path".into(), path.clone()];
+    for name in &names {
+        args.extend(["--param".into(), name.clone()]);
+    }
+    for id in [&rds, &stripe] {
+        args.extend(["--secret".into(), id.clone()]);
+    }
+    let printed = stdout_of(&run(policy_command().args(&args).args([
+        "--region",
+        REGION,
+        "--account",
+        ACCOUNT_ID,
+    ])));
+    let policy: Value = serde_json::from_str(&printed).expect("stdout is the JSON document only");
+    let statements = policy["Statement"].as_array().unwrap().clone();
+
+    // 4. No `*` action; `*` resource only for BatchGetSecretValue; pairings in the reference.
+    for s in &statements {
+        let actions = as_list(&s["Action"]);
+        assert!(actions.iter().all(|a| !a.contains('*')), "{s}");
+        if as_list(&s["Resource"]).contains(&"*".to_owned()) {
+            assert_eq!(actions, ["secretsmanager:BatchGetSecretValue"], "{s}");
+        }
+    }
+    assert_eq!(lint(&policy), Vec::<String>::new(), "{printed}");
+
+    // 1. Sufficient under moto's IAM enforcement: load, then refresh every value.
+    let function = iam_user(&moto.endpoint, "function", &actions_only(&policy));
+    let only_batch = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "secretsmanager:BatchGetSecretValue", "Resource": "*"}]});
+    let stranger = iam_user(&moto.endpoint, "stranger", &only_batch);
+    moto.enforce_iam();
+    let mut check_args = args.clone();
+    check_args.extend(["--repeat", "1", "--interval-ms", "0", "--refresh", "--json"].map(String::from));
+    let out = check_as(&proxy.endpoint(), &function, &check_args);
+    let checked = stdout_of(&out);
+    assert_eq!(
+        checked.lines().filter(|l| l.contains(r#""round":1"#)).count(),
+        7,
+        "{checked}"
+    );
+    let summary: Value = serde_json::from_str(checked.lines().last().unwrap()).unwrap();
+    assert!(
+        summary["calls"]["DescribeSecret"].as_u64() >= Some(2),
+        "{checked}"
+    );
+    let made = proxy.requests();
+    // The emulator enforces: a user without the policy is denied.
+    let denied = check_as(&proxy.endpoint(), &stranger, &check_args);
+    assert!(
+        !denied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&denied.stdout)
+    );
+
+    // 2. Every request the function made is allowed by the evaluator, with exact resources.
+    let observed: Vec<IamRequest> = made
+        .iter()
+        .flat_map(|(op, body)| iam_requests(op, body, &secret_arns))
+        .collect();
+    let observed_ops: Vec<&str> = observed.iter().map(|r| r.action.as_str()).collect();
+    for needed in [
+        "ssm:GetParameters",
+        "ssm:GetParametersByPath",
+        "secretsmanager:BatchGetSecretValue",
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:DescribeSecret",
+    ] {
+        assert!(
+            observed_ops.contains(&needed),
+            "{needed} not observed: {observed_ops:?}"
+        );
+    }
+    let function_requests = observed.as_slice();
+    let results = evaluate(&policy, function_requests);
+    for (request, result) in function_requests.iter().zip(&results) {
+        assert_eq!(result, "Allowed", "{request:?} under {printed}");
+    }
+
+    //    ...and requests outside the declarations are denied.
+    let other_account = "210987654321";
+    let outside = [
+        IamRequest::new(
+            "ssm:GetParameters",
+            &parameter_arn(&format!("{prefix}/other")),
+            ACCOUNT_ID,
+        ),
+        IamRequest::new(
+            "ssm:GetParameters",
+            &parameter_arn(&format!("{path}/db/url")),
+            ACCOUNT_ID,
+        ),
+        IamRequest::new(
+            "ssm:GetParametersByPath",
+            &parameter_arn(&format!("{path}-other")),
+            ACCOUNT_ID,
+        ),
+        IamRequest::new("ssm:GetParametersByPath", &parameter_arn(&prefix), ACCOUNT_ID),
+        IamRequest::new("ssm:GetParameter", &parameter_arn(&password), ACCOUNT_ID),
+        IamRequest::new("ssm:PutParameter", &parameter_arn(&password), ACCOUNT_ID),
+        IamRequest::new(
+            "ssm:GetParameters",
+            &parameter_arn(&password).replace(ACCOUNT_ID, other_account),
+            other_account,
+        ),
+        IamRequest::new(
+            "ssm:GetParameters",
+            &parameter_arn(&password).replace(REGION, "eu-west-1"),
+            ACCOUNT_ID,
+        ),
+        IamRequest::new(
+            "secretsmanager:GetSecretValue",
+            &secret_arns[&format!("{secret_base}/rds2")],
+            ACCOUNT_ID,
+        ),
+        IamRequest::new(
+            "secretsmanager:GetSecretValue",
+            &format!("{}x", secret_arns[&rds]),
+            ACCOUNT_ID,
+        ),
+        IamRequest::new("secretsmanager:PutSecretValue", &secret_arns[&rds], ACCOUNT_ID),
+    ];
+    let results = evaluate(&policy, &outside);
+    for (request, result) in outside.iter().zip(&results) {
+        assert_eq!(result, "ImplicitlyDenied", "{request:?} under {printed}");
+    }
+
+    // 3. Minimal: without any one statement, some needed request is denied.
+    for (i, removed) in statements.iter().enumerate() {
+        let mut fewer = policy.clone();
+        fewer["Statement"].as_array_mut().unwrap().remove(i);
+        let results = evaluate(&fewer, function_requests);
+        assert!(
+            results.iter().any(|r| r != "Allowed"),
+            "statement {removed} is not needed by any request"
+        );
+    }
+}
+
+/// The SAM form (`--format sam`), read by a YAML parser with `!Sub` as CloudFormation reads it,
+/// is the JSON document; the customer managed key and KMS statements pair actions, resources
+/// and condition keys as the Service Authorization Reference says. (Their encryption-context
+/// conditions cannot be evaluated: see `support::iam_simulate`.)
+#[test]
+fn sam_form_is_the_json_document_and_kms_statements_are_in_the_reference() {
+    support::ensure_moto_installed(); // brings PyYAML
+    let args = [
+        "--param",
+        "/prod/db/password",
+        "--param",
+        "/prod/api-key:3",
+        "--path",
+        "/prod/app/",
+        "--secret",
+        "prod/rds",
+        "--kms-key",
+        "1234abcd-12ab-34cd-56ef-1234567890ab",
+        "--secret-kms-key",
+        "arn:aws:kms:us-east-1:123456789012:key/abcd1234-12ab-34cd-56ef-1234567890ab",
+        "--decrypt-key",
+        "alias/app",
+        "--decrypt-key",
+        "1234abcd-12ab-34cd-56ef-000000000000",
+        "--decrypt-context",
+        "app=billing",
+    ];
+    let json_text = stdout_of(&policy_command().args(args).output().unwrap());
+    let sam_text = stdout_of(
+        &policy_command()
+            .args(args)
+            .args(["--format", "sam"])
+            .output()
+            .unwrap(),
+    );
+    const READ_SAM: &str = r#"
+import json, sys, yaml
+class Loader(yaml.SafeLoader): pass
+Loader.add_constructor("!Sub", lambda loader, node: {"Fn::Sub": loader.construct_scalar(node)})
+print(json.dumps(yaml.load(sys.stdin.read(), Loader=Loader)))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", READ_SAM])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), sam_text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{sam_text}");
+    let sam: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // `!Sub "text"` with the placeholders substituted is the JSON document's text.
+    fn unsub(v: &Value) -> Value {
+        match v {
+            Value::Object(m) if m.len() == 1 && m.contains_key("Fn::Sub") => m["Fn::Sub"].clone(),
+            Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), unsub(v))).collect()),
+            Value::Array(items) => Value::Array(items.iter().map(unsub).collect()),
+            other => other.clone(),
+        }
+    }
+    let json: Value = serde_json::from_str(&json_text).unwrap();
+    assert_eq!(unsub(&sam["Policies"][0]), json, "{sam_text}");
+    assert!(
+        sam_text.contains(
+            "!Sub \"arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/prod/app\""
+        ),
+        "{sam_text}"
+    );
+
+    // With explicit Region and account, every statement's pairings are in the reference.
+    let explicit = stdout_of(
+        &policy_command()
+            .args(args)
+            .args(["--region", REGION, "--account", ACCOUNT_ID])
+            .output()
+            .unwrap(),
+    );
+    let policy: Value = serde_json::from_str(&explicit).unwrap();
+    let sids: Vec<&str> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["Sid"].as_str().unwrap())
+        .collect();
+    for sid in [
+        "KmsDecryptViaSsm",
+        "KmsDecryptViaSecretsManager",
+        "KmsDecrypt",
+        "KmsDecrypt2",
+    ] {
+        assert!(sids.contains(&sid), "{sid} missing: {explicit}");
+    }
+    assert_eq!(lint(&policy), Vec::<String>::new(), "{explicit}");
+}
+
+#[test]
+fn bad_input_is_named_and_nothing_is_printed() {
+    for (args, expected) in [
+        (
+            &["--param", "/prod//x"][..],
+            "invalid SSM parameter name `/prod//x`",
+        ),
+        (
+            &["--param", "/x", "--account", "12345"][..],
+            "invalid account id `12345`",
+        ),
+        (
+            &["--param", "/x", "--kms-key", "alias/aws/ssm"][..],
+            "invalid KMS key `alias/aws/ssm`",
+        ),
+        (&[][..], "nothing to describe"),
+    ] {
+        let out = policy_command().args(args).output().unwrap();
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}

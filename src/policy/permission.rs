@@ -1,0 +1,264 @@
+//! [`Permission`]: one IAM action on one resource, with its conditions; [`PolicyScope`]: the
+//! partition, Region, account and customer managed keys ARNs are written for.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Condition blocks of an IAM statement: operator (`StringEquals`) → condition key
+/// (`kms:ViaService`) → values (any one of them matches).
+///
+/// ```
+/// use lambda_secrets::Permission;
+/// let p = Permission::new("kms:Decrypt", "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+///     .condition("StringEquals", "kms:EncryptionContext:app", "billing");
+/// assert_eq!(p.conditions["StringEquals"]["kms:EncryptionContext:app"].len(), 1);
+/// ```
+pub type Conditions = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
+
+/// One IAM action on one resource (an ARN, or `*` for actions IAM accepts on no resource), allowed
+/// under its conditions. Sources describe what their items need with these
+/// ([`Source::permissions`](crate::Source::permissions)); a [`Policy`](crate::Policy) merges
+/// them into statements.
+///
+/// ```
+/// use lambda_secrets::Permission;
+/// let p = Permission::new("ssm:GetParameters", "arn:aws:ssm:us-east-1:123456789012:parameter/prod/db");
+/// assert_eq!(p.action, "ssm:GetParameters");
+/// assert!(p.conditions.is_empty());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub struct Permission {
+    /// The IAM action, `service:Action`.
+    pub action: String,
+    /// The resource ARN (wildcards allowed), or `*`.
+    pub resource: String,
+    /// The conditions under which it is allowed (all must hold).
+    pub conditions: Conditions,
+}
+
+impl Permission {
+    /// `action` on `resource`, without conditions.
+    ///
+    /// ```
+    /// let p = lambda_secrets::Permission::new("secretsmanager:BatchGetSecretValue", "*");
+    /// assert_eq!(p.resource, "*");
+    /// ```
+    pub fn new(action: impl Into<String>, resource: impl Into<String>) -> Self {
+        Permission {
+            action: action.into(),
+            resource: resource.into(),
+            conditions: Conditions::new(),
+        }
+    }
+
+    /// Adds a condition: the request's `key` must match `value` under `operator`. Values added
+    /// for the same operator and key are alternatives (any one matches), as in IAM.
+    ///
+    /// ```
+    /// let p = lambda_secrets::Permission::new("kms:Decrypt", "arn:aws:kms:us-east-1:123456789012:key/k")
+    ///     .condition("StringEquals", "kms:ViaService", "ssm.us-east-1.amazonaws.com");
+    /// assert!(p.conditions["StringEquals"].contains_key("kms:ViaService"));
+    /// ```
+    pub fn condition(
+        mut self,
+        operator: impl Into<String>,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.conditions
+            .entry(operator.into())
+            .or_default()
+            .entry(key.into())
+            .or_default()
+            .insert(value.into());
+        self
+    }
+}
+
+/// What ARNs are written for: the partition, Region and account (explicit, or CloudFormation
+/// placeholders such as `${AWS::Region}`), and the customer managed KMS keys that services
+/// decrypt values with on the function's behalf. Made by
+/// [`PolicyBuilder`](crate::PolicyBuilder); handed to [`Source::permissions`](crate::Source::permissions).
+///
+/// ```
+/// let scope = lambda_secrets::PolicyScope::placeholders();
+/// assert_eq!(scope.arn("ssm", "parameter/prod/db"), "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/prod/db");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyScope {
+    pub(super) partition: String,
+    pub(super) region: String,
+    pub(super) account: String,
+    /// Key ARNs per service (`ssm`, `secretsmanager`).
+    pub(super) kms_keys: BTreeMap<String, Vec<String>>,
+}
+
+/// The CloudFormation pseudo parameters used when no Region or account is given.
+pub(super) const PARTITION_PLACEHOLDER: &str = "${AWS::Partition}";
+pub(super) const REGION_PLACEHOLDER: &str = "${AWS::Region}";
+pub(super) const ACCOUNT_PLACEHOLDER: &str = "${AWS::AccountId}";
+
+impl Default for PolicyScope {
+    fn default() -> Self {
+        Self::placeholders()
+    }
+}
+
+impl PolicyScope {
+    /// Every ARN with CloudFormation placeholders (`${AWS::Partition}`, `${AWS::Region}`,
+    /// `${AWS::AccountId}`), for a SAM or CloudFormation template (`!Sub`).
+    ///
+    /// ```
+    /// let scope = lambda_secrets::PolicyScope::placeholders();
+    /// assert_eq!(scope.region(), "${AWS::Region}");
+    /// ```
+    pub fn placeholders() -> Self {
+        PolicyScope {
+            partition: PARTITION_PLACEHOLDER.into(),
+            region: REGION_PLACEHOLDER.into(),
+            account: ACCOUNT_PLACEHOLDER.into(),
+            kms_keys: BTreeMap::new(),
+        }
+    }
+
+    /// The partition (`aws`, `aws-cn`, ... or `${AWS::Partition}`).
+    ///
+    /// ```
+    /// assert_eq!(lambda_secrets::PolicyScope::placeholders().partition(), "${AWS::Partition}");
+    /// ```
+    pub fn partition(&self) -> &str {
+        &self.partition
+    }
+
+    /// The Region (`us-east-1` or `${AWS::Region}`).
+    ///
+    /// ```
+    /// assert_eq!(lambda_secrets::PolicyScope::placeholders().region(), "${AWS::Region}");
+    /// ```
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The account id (`123456789012` or `${AWS::AccountId}`).
+    ///
+    /// ```
+    /// assert_eq!(lambda_secrets::PolicyScope::placeholders().account(), "${AWS::AccountId}");
+    /// ```
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`.
+    ///
+    /// ```
+    /// let scope = lambda_secrets::PolicyScope::placeholders();
+    /// assert!(scope.arn("kms", "key/k").ends_with(":key/k"));
+    /// ```
+    pub fn arn(&self, service: &str, resource: &str) -> String {
+        format!(
+            "arn:{}:{service}:{}:{}:{resource}",
+            self.partition, self.region, self.account
+        )
+    }
+
+    /// The customer managed keys (ARNs) that `service` (`ssm`, `secretsmanager`) decrypts values
+    /// with on the function's behalf; empty when the service's AWS managed key is used (no
+    /// `kms:Decrypt` grant needed then).
+    ///
+    /// ```
+    /// assert!(lambda_secrets::PolicyScope::placeholders().kms_keys("ssm").is_empty());
+    /// ```
+    pub fn kms_keys(&self, service: &str) -> &[String] {
+        self.kms_keys.get(service).map_or(&[], Vec::as_slice)
+    }
+
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    /// The endpoint `service` calls KMS through, for the `kms:ViaService` condition.
+    pub(crate) fn via_service(&self, service: &str) -> String {
+        format!("{service}.{}.amazonaws.com", self.region)
+    }
+
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    /// The resource of Secrets Manager secret `id` (a name, a partial ARN or a full ARN, or a
+    /// pattern with `*`/`?`). IAM matches a secret's full ARN, whose name ends with `-` and six
+    /// random characters: a name gets `-??????` (exactly six, so `prod/db` does not match
+    /// `prod/db2`); a full ARN is kept.
+    pub(crate) fn secret_arn(&self, id: &str) -> String {
+        let (arn, name) = match id.strip_prefix("arn:") {
+            Some(_) => {
+                let name = id.splitn(7, ':').nth(6).unwrap_or_default();
+                (id.to_owned(), name)
+            }
+            None => (self.arn("secretsmanager", &format!("secret:{id}")), id),
+        };
+        if name.ends_with('*') || (id.starts_with("arn:") && has_random_suffix(name)) {
+            arn
+        } else {
+            format!("{arn}-??????")
+        }
+    }
+}
+
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
+/// Whether a secret name in an ARN ends with the `-XXXXXX` suffix Secrets Manager appends.
+fn has_random_suffix(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    bytes.len() > 7
+        && bytes[bytes.len() - 7] == b'-'
+        && bytes[bytes.len() - 6..].iter().all(u8::is_ascii_alphanumeric)
+}
+
+/// Checks a Region (`us-east-1`) and returns its partition.
+pub(super) fn partition_of(region: &str) -> Result<&'static str, String> {
+    let mut parts = region.split('-');
+    let ok = region.len() <= 32
+        && region.split('-').count() >= 3
+        && parts.all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && region
+            .rsplit('-')
+            .next()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+    if !ok {
+        return Err("a Region looks like `us-east-1`".into());
+    }
+    Ok(if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("us-isob-") {
+        "aws-iso-b"
+    } else if region.starts_with("us-iso-") {
+        "aws-iso"
+    } else if region.starts_with("eusc-") {
+        "aws-eusc"
+    } else {
+        "aws"
+    })
+}
+
+/// Checks an account id: twelve digits, or `*` when a wildcard account is asked for.
+pub(super) fn check_account(account: &str) -> Result<(), String> {
+    if account == "*" || (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())) {
+        Ok(())
+    } else {
+        Err("an account id is twelve digits (or `*`, to allow any account)".into())
+    }
+}
+
+/// A customer managed key as an ARN: a key ARN is kept, a key id is put in the scope's account.
+pub(super) fn key_arn(scope: &PolicyScope, key: &str) -> Result<String, String> {
+    if let Some(rest) = key.strip_prefix("arn:") {
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        if parts.len() == 5 && parts[1] == "kms" && parts[4].starts_with("key/") && parts[4].len() > 4 {
+            return Ok(key.to_owned());
+        }
+        return Err(
+            "a key ARN looks like arn:aws:kms:REGION:ACCOUNT:key/KEY_ID (IAM matches the key, not an alias)"
+                .into(),
+        );
+    }
+    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Ok(scope.arn("kms", &format!("key/{key}")));
+    }
+    Err("name the key by its id or key ARN (IAM matches the key, not an alias)".into())
+}
