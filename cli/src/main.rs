@@ -219,13 +219,20 @@ fn run_policy(args: PolicyArgs) -> Result<ExitCode, lambda_secrets::Error> {
     for key in &args.secret_kms_keys {
         builder = builder.secrets_manager_kms_key(key.clone());
     }
-    if let Some(region) = args.region {
-        builder = builder.region(region);
+    if let Some(region) = &args.region {
+        builder = builder.region(region.clone());
     }
-    if let Some(account) = args.account {
-        builder = builder.account(account);
+    if let Some(account) = &args.account {
+        builder = builder.account(account.clone());
     }
+    let placeholders = args.region.is_none() || args.account.is_none();
     let policy = builder.build()?;
+    if placeholders && matches!(args.format, PolicyFormat::Json) {
+        eprintln!(
+            "note: ARNs hold CloudFormation placeholders (${{AWS::Region}}, ${{AWS::AccountId}}) for Fn::Sub; \
+             give --region and --account for a policy to use as it is, or --format sam"
+        );
+    }
     match args.format {
         PolicyFormat::Json => println!("{policy}"),
         PolicyFormat::Sam => print!("{}", policy.to_sam_yaml()),

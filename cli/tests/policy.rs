@@ -177,7 +177,8 @@ async fn generated_policy_for_a_path_three_names_and_two_secrets_is_sufficient_t
     let names = [password.clone(), format!("{api_key}:1"), log_level.clone()];
 
     // The policy, as printed by the CLI.
-    let mut args: Vec<String> = vec!["--path".into(), path.clone()];
+    // With a trailing `/`: the request and the policy both name the path without it.
+    let mut args: Vec<String> = vec!["--path".into(), format!("{path}/")];
     for name in &names {
         args.extend(["--param".into(), name.clone()]);
     }
@@ -409,6 +410,42 @@ print(json.dumps(yaml.load(sys.stdin.read(), Loader=Loader)))
         assert!(sids.contains(&sid), "{sid} missing: {explicit}");
     }
     assert_eq!(lint(&policy), Vec::<String>::new(), "{explicit}");
+
+    // Statements without an encryption context evaluate: the key named by id, and any key asked
+    // for by the alias.
+    let key_arn = format!("arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/1234abcd-12ab-34cd-56ef-000000000000");
+    let other_key = format!("arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/ffffffff-12ab-34cd-56ef-000000000000");
+    let printed = stdout_of(
+        &policy_command()
+            .args([
+                "--decrypt-key",
+                "alias/app",
+                "--decrypt-key",
+                "1234abcd-12ab-34cd-56ef-000000000000",
+            ])
+            .args(["--region", REGION, "--account", ACCOUNT_ID])
+            .output()
+            .unwrap(),
+    );
+    let policy: Value = serde_json::from_str(&printed).unwrap();
+    let requests = [
+        IamRequest::new("kms:Decrypt", &key_arn, ACCOUNT_ID),
+        IamRequest::new("kms:Decrypt", &other_key, ACCOUNT_ID).with("kms:RequestAlias", "alias/app"),
+        IamRequest::new("kms:Decrypt", &other_key, ACCOUNT_ID),
+        IamRequest::new("kms:Decrypt", &other_key, ACCOUNT_ID).with("kms:RequestAlias", "alias/other"),
+        IamRequest::new("kms:Encrypt", &key_arn, ACCOUNT_ID),
+    ];
+    assert_eq!(
+        evaluate(&policy, &requests),
+        [
+            "Allowed",
+            "Allowed",
+            "ImplicitlyDenied",
+            "ImplicitlyDenied",
+            "ImplicitlyDenied"
+        ],
+        "{printed}"
+    );
 }
 
 #[test]

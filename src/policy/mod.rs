@@ -101,7 +101,8 @@ impl Policy {
         PolicyBuilder::default()
     }
 
-    /// The statements, in the order of the declarations that first needed them.
+    /// The statements: the services' own (SSM, Secrets Manager, then other sources') first, then
+    /// `kms:Decrypt`; within each, in the order of the declarations that first needed them.
     ///
     /// ```
     /// let policy = lambda_secrets::Policy::builder().build().unwrap();
@@ -211,13 +212,12 @@ impl Serialize for PolicyStatement {
 ///
 /// ```
 /// # let config = aws_types::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-/// use lambda_secrets::{Policy, Secrets, SecretsManagerSource, SsmSource};
+/// use lambda_secrets::{Policy, Secrets, SsmSource};
 ///
-/// let (ssm, sm) = (SsmSource::new(&config), SecretsManagerSource::new(&config));
+/// let ssm = SsmSource::new(&config);
 /// let declarations = Secrets::builder()
 ///     .add(ssm.parameter("db_password", "/prod/db/password"))
-///     .add(ssm.path("/prod/app"))
-///     .add(sm.secret("rds", "prod/rds"));
+///     .add(ssm.path("/prod/app"));
 /// let policy = Policy::builder()
 ///     .secrets(&declarations)
 ///     .ssm_kms_key("arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab")
@@ -225,7 +225,7 @@ impl Serialize for PolicyStatement {
 ///     .account("123456789012")
 ///     .build()?;
 /// let json = policy.to_string();
-/// assert!(json.contains("arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/rds-??????"));
+/// assert!(json.contains("arn:aws:ssm:us-east-1:123456789012:parameter/prod/app"));
 /// assert!(json.contains(r#""kms:ViaService": "ssm.us-east-1.amazonaws.com""#));
 /// # Ok::<(), lambda_secrets::Error>(())
 /// ```
@@ -358,8 +358,10 @@ impl PolicyBuilder {
     pub fn build(self) -> Result<Policy, Error> {
         let mut scope = PolicyScope::placeholders();
         if let Some(region) = self.region {
-            let partition = permission::partition_of(&region).map_err(|r| invalid("Region", &region, r))?;
+            let (partition, url_suffix) =
+                permission::partition_of(&region).map_err(|r| invalid("Region", &region, r))?;
             scope.partition = partition.into();
+            scope.url_suffix = url_suffix.into();
             scope.region = region;
         }
         if let Some(account) = self.account {

@@ -89,6 +89,8 @@ pub struct PolicyScope {
     pub(super) partition: String,
     pub(super) region: String,
     pub(super) account: String,
+    /// The partition's domain (`amazonaws.com`, `amazonaws.com.cn`, `${AWS::URLSuffix}`).
+    pub(super) url_suffix: String,
     /// Key ARNs per service (`ssm`, `secretsmanager`).
     pub(super) kms_keys: BTreeMap<String, Vec<String>>,
 }
@@ -117,6 +119,7 @@ impl PolicyScope {
             partition: PARTITION_PLACEHOLDER.into(),
             region: REGION_PLACEHOLDER.into(),
             account: ACCOUNT_PLACEHOLDER.into(),
+            url_suffix: "${AWS::URLSuffix}".into(),
             kms_keys: BTreeMap::new(),
         }
     }
@@ -175,7 +178,7 @@ impl PolicyScope {
     #[cfg_attr(not(feature = "aws"), allow(dead_code))]
     /// The endpoint `service` calls KMS through, for the `kms:ViaService` condition.
     pub(crate) fn via_service(&self, service: &str) -> String {
-        format!("{service}.{}.amazonaws.com", self.region)
+        format!("{service}.{}.{}", self.region, self.url_suffix)
     }
 
     #[cfg_attr(not(feature = "aws"), allow(dead_code))]
@@ -208,8 +211,8 @@ fn has_random_suffix(name: &str) -> bool {
         && bytes[bytes.len() - 6..].iter().all(u8::is_ascii_alphanumeric)
 }
 
-/// Checks a Region (`us-east-1`) and returns its partition.
-pub(super) fn partition_of(region: &str) -> Result<&'static str, String> {
+/// Checks a Region (`us-east-1`) and returns its partition and the partition's domain.
+pub(super) fn partition_of(region: &str) -> Result<(&'static str, &'static str), String> {
     let mut parts = region.split('-');
     let ok = region.len() <= 32
         && region.split('-').count() >= 3
@@ -222,17 +225,21 @@ pub(super) fn partition_of(region: &str) -> Result<&'static str, String> {
         return Err("a Region looks like `us-east-1`".into());
     }
     Ok(if region.starts_with("cn-") {
-        "aws-cn"
+        ("aws-cn", "amazonaws.com.cn")
     } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
+        ("aws-us-gov", "amazonaws.com")
     } else if region.starts_with("us-isob-") {
-        "aws-iso-b"
+        ("aws-iso-b", "sc2s.sgov.gov")
+    } else if region.starts_with("us-isof-") {
+        ("aws-iso-f", "csp.hci.ic.gov")
     } else if region.starts_with("us-iso-") {
-        "aws-iso"
+        ("aws-iso", "c2s.ic.gov")
+    } else if region.starts_with("eu-isoe-") {
+        ("aws-iso-e", "cloud.adc-e.uk")
     } else if region.starts_with("eusc-") {
-        "aws-eusc"
+        ("aws-eusc", "amazonaws.eu")
     } else {
-        "aws"
+        ("aws", "amazonaws.com")
     })
 }
 

@@ -162,6 +162,19 @@ fn a_secrets_manager_reference_needs_the_secret_too() {
         statement(&policy, "SecretsManagerGetSecretValue").resources,
         ["arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-??????"]
     );
+    // Secrets Manager decrypts it with its own key, not SSM's.
+    let policy = Policy::builder()
+        .region("cn-north-1")
+        .ssm_kms_key("k-ssm")
+        .secrets_manager_kms_key("k-sm")
+        .declaration(&ssm.parameter("db", "/aws/reference/secretsmanager/prod/db"))
+        .build()
+        .unwrap();
+    let decrypt = statement(&policy, "KmsDecryptViaSecretsManager");
+    assert!(decrypt.resources[0].ends_with(":key/k-sm"), "{policy}");
+    assert!(decrypt.conditions["StringEquals"]["kms:ViaService"]
+        .contains("secretsmanager.cn-north-1.amazonaws.com.cn"));
+    assert_eq!(policy.statements().len(), 3, "{policy}");
 }
 
 #[cfg(feature = "secretsmanager")]
@@ -220,6 +233,16 @@ fn secrets_match_their_random_suffix_and_batch_on_star() {
     assert!(
         decrypt.conditions["StringLike"]["kms:EncryptionContext:SecretARN"]
             .contains("arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-??????")
+    );
+
+    // A pattern whose stage is malformed is an error, not a pattern.
+    let err = explicit()
+        .declaration(&sm.secret_at_stage("p", "tenants/*", "bad stage"))
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("invalid version stage `bad stage`"),
+        "{err}"
     );
 }
 
@@ -369,7 +392,7 @@ fn json_document_and_sam_form() {
         "{yaml}"
     );
     assert!(
-        yaml.contains("\n            \"kms:ViaService\": !Sub \"ssm.${AWS::Region}.amazonaws.com\"\n"),
+        yaml.contains("\n            \"kms:ViaService\": !Sub \"ssm.${AWS::Region}.${AWS::URLSuffix}\"\n"),
         "{yaml}"
     );
     assert!(

@@ -129,6 +129,7 @@ impl Declaration {
         reason: impl Into<String>,
     ) -> Self {
         self.invalid = Some((what, input.into(), reason.into()));
+        self.pattern = false;
         self
     }
 

