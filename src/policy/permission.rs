@@ -176,9 +176,23 @@ impl PolicyScope {
     }
 
     #[cfg_attr(not(feature = "aws"), allow(dead_code))]
-    /// The endpoint `service` calls KMS through, for the `kms:ViaService` condition.
-    pub(crate) fn via_service(&self, service: &str) -> String {
-        format!("{service}.{}.{}", self.region, self.url_suffix)
+    /// `kms:Decrypt` on each customer managed key of `service` (`ssm`, `secretsmanager`), only
+    /// through that service (`kms:ViaService`) and only for values whose encryption context
+    /// `context_key` is like `value` (the ARN of what the service decrypts).
+    pub(crate) fn decrypt_via(&self, service: &str, context_key: &str, value: &str) -> Vec<Permission> {
+        let via = format!("{service}.{}.{}", self.region, self.url_suffix);
+        self.kms_keys(service)
+            .iter()
+            .map(|key| {
+                Permission::new("kms:Decrypt", key.clone())
+                    .condition("StringEquals", "kms:ViaService", via.clone())
+                    .condition(
+                        "StringLike",
+                        format!("kms:EncryptionContext:{context_key}"),
+                        value,
+                    )
+            })
+            .collect()
     }
 
     #[cfg_attr(not(feature = "aws"), allow(dead_code))]

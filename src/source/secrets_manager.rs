@@ -319,17 +319,7 @@ impl Source for SmInner {
                 needed.push(Permission::new("secretsmanager:BatchGetSecretValue", "*"));
             }
         }
-        for key in scope.kms_keys("secretsmanager") {
-            needed.push(
-                Permission::new("kms:Decrypt", key.clone())
-                    .condition(
-                        "StringEquals",
-                        "kms:ViaService",
-                        scope.via_service("secretsmanager"),
-                    )
-                    .condition("StringLike", "kms:EncryptionContext:SecretARN", arn.clone()),
-            );
-        }
+        needed.extend(scope.decrypt_via("secretsmanager", "SecretARN", &arn));
         Some(needed)
     }
 

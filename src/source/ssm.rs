@@ -336,35 +336,11 @@ impl Source for SsmInner {
                 "secretsmanager:GetSecretValue",
                 secret_arn.clone(),
             ));
-            for key in scope.kms_keys("secretsmanager") {
-                needed.push(
-                    Permission::new("kms:Decrypt", key.clone())
-                        .condition(
-                            "StringEquals",
-                            "kms:ViaService",
-                            scope.via_service("secretsmanager"),
-                        )
-                        .condition(
-                            "StringLike",
-                            "kms:EncryptionContext:SecretARN",
-                            secret_arn.clone(),
-                        ),
-                );
-            }
+            needed.extend(scope.decrypt_via("secretsmanager", "SecretARN", &secret_arn));
             return Some(needed);
         }
         if self.decrypt {
-            for key in scope.kms_keys("ssm") {
-                needed.push(
-                    Permission::new("kms:Decrypt", key.clone())
-                        .condition("StringEquals", "kms:ViaService", scope.via_service("ssm"))
-                        .condition(
-                            "StringLike",
-                            "kms:EncryptionContext:PARAMETER_ARN",
-                            encrypted.clone(),
-                        ),
-                );
-            }
+            needed.extend(scope.decrypt_via("ssm", "PARAMETER_ARN", &encrypted));
         }
         Some(needed)
     }
