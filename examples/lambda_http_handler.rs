@@ -1,6 +1,11 @@
 //! A `lambda_http` function (API Gateway / function URL) whose handler reads its secrets from the
 //! request extensions. The same layer works in front of an axum `Router`: take
 //! `Extension(secrets): Extension<Snapshot>` in a handler.
+//!
+//! It registers the library's SnapStart hooks with `lambda_http`'s runtime (feature `snapstart`):
+//! with SnapStart on, no value is in the snapshot and each restore loads them again.
+
+use std::sync::Arc;
 
 use lambda_http::{service_fn, Body, Error, Request, Response};
 use lambda_secrets::{Secrets, Snapshot, SsmSource};
@@ -30,5 +35,9 @@ async fn main() -> Result<(), Error> {
     let service = ServiceBuilder::new()
         .layer(secrets.layer())
         .service(service_fn(handler));
-    lambda_http::run(service).await
+    // `lambda_http::run(service)`, plus the SnapStart hooks.
+    lambda_http::runtime(service)
+        .register_snapstart_resource(Arc::new(secrets.snapstart()))
+        .run()
+        .await
 }

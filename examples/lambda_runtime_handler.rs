@@ -5,12 +5,18 @@
 //! invocation answers with the key's length and version (never the key). A missing parameter
 //! fails INIT with an error naming it. `SECRETS_TTL` (e.g. `2s`, default `5m`) sets the TTL.
 //!
+//! SnapStart-ready: it registers the library's SnapStart hooks, so with
+//! `AWS_LAMBDA_INITIALIZATION_TYPE=snap-start` no value is in the snapshot and every restore loads
+//! the values again (`tests/snapstart.rs` runs it through the whole lifecycle). Without SnapStart
+//! the hooks never run.
+//!
 //! Run it locally with cargo-lambda against an emulator:
 //! `AWS_ENDPOINT_URL=http://127.0.0.1:5000 cargo lambda watch --example lambda_runtime_handler`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_runtime::{layers::TracingLayer, service_fn, Error, LambdaEvent, Runtime};
 use lambda_secrets::{Secrets, Snapshot, SsmSource};
 use serde_json::{json, Value};
 use tower::ServiceBuilder;
@@ -31,6 +37,7 @@ async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .with_env_filter("info")
         .without_time()
+        .with_ansi(false) // CloudWatch shows escape codes as text
         .init();
 
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -55,7 +62,13 @@ async fn main() -> Result<(), Error> {
     let service = ServiceBuilder::new()
         .layer(secrets.layer())
         .service(service_fn(handler));
-    lambda_runtime::run(service).await
+    // `lambda_runtime::run(service)`, plus the SnapStart hooks: before the snapshot every value is
+    // dropped; after each restore they are loaded again (a failure there fails the restore).
+    Runtime::new(service)
+        .layer(TracingLayer::new())
+        .register_snapstart_resource(Arc::new(secrets.snapstart()))
+        .run()
+        .await
 }
 
 /// `500ms`, `2s`, `5m`: enough for an example without another dependency.

@@ -50,6 +50,13 @@ pub enum Error {
         /// The key asked for.
         key: String,
     },
+    /// Values were read between a SnapStart snapshot's `before_snapshot`, which dropped them, and
+    /// `after_restore`, which loads them again (see [`SnapStart`](crate::SnapStart)).
+    #[error("no value for key `{key}`: the values were dropped for a SnapStart snapshot and are loaded again after the restore")]
+    DroppedForSnapshot {
+        /// The key asked for.
+        key: String,
+    },
     /// A value was asked for as text but is binary.
     #[error("the value of key `{key}` is not UTF-8 text; read it with `expose_bytes`")]
     NotUtf8 {

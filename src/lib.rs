@@ -57,8 +57,12 @@
 //! - [`RateLimits`]: one adaptive token bucket per AWS quota class, process-wide.
 //! - [`Error`]: names keys, parameter names and IAM actions, never values.
 //! - [`Policy`]: the least-privilege IAM policy the declarations need (JSON or SAM).
+//! - [`SnapStart`]: the Lambda SnapStart hooks (no value in the snapshot, every value loaded again
+//!   after each restore).
 //!
-//! Features: `ssm` and `lambda-runtime` (default), `secretsmanager`, `kms`; `full` enables all.
+//! Features: `ssm` and `lambda-runtime` (default), `secretsmanager`, `kms`, `on-demand`,
+//! `snapstart` (the `lambda_runtime::SnapStartResource` impl; enabled by `lambda-runtime`); `full`
+//! enables all.
 //!
 //! ## Freshness
 //!
@@ -80,6 +84,29 @@
 //! Lambda freezes the process between invocations, so no background timer is relied on: a
 //! refresh is started by the first invocation that finds a value due, runs on a spawned task,
 //! and each of its HTTP attempts has a timeout (a call cut by a freeze is retried).
+//!
+//! ## SnapStart
+//!
+//! With Lambda SnapStart, INIT runs once and every execution environment is a restore of its
+//! memory snapshot, possibly days later. Register [`Secrets::snapstart`]'s hooks with the runtime
+//! (`Runtime::register_snapstart_resource`, in `lambda_runtime` and `lambda_http`):
+//!
+//! - before the snapshot, every value (declared and `OnDemand`) is dropped, and its bytes
+//!   zeroized: the snapshot holds the declarations, not the secrets;
+//! - after each restore, the random generator is reseeded from the OS (each restored environment
+//!   draws its own refresh phase: no lockstep across a restored fleet), the rate limits start
+//!   afresh, and every declared value is loaded again through the cold load's batched,
+//!   rate-limited path, within Lambda's 10-second restore budget (the load timeout, at most 9 s).
+//!   Each value's clock starts at the restore. A failure fails the restore, naming every missing
+//!   key, as a failed INIT does.
+//!
+//! What the library cannot reach: copies of a value in buffers of the AWS SDK, hyper and TLS,
+//! freed without being zeroized (the end-to-end test finds 0 or 1 such copy of a parameter's
+//! bytes at the snapshot point, inside the raw SSM response, and none held by the library), and
+//! values your code keeps past an invocation (a [`Snapshot`] or [`SecretValue`] held in a
+//! static: `before_snapshot` logs their keys). Connections pooled during INIT are dead after a
+//! restore; a call on one fails or times out (the per-attempt timeout) and is retried on a new
+//! connection within the reload's budget.
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -92,9 +119,11 @@ mod limiter;
 #[cfg(feature = "on-demand")]
 mod on_demand;
 mod policy;
+mod random;
 mod schedule;
 mod secrets;
 mod snapshot;
+mod snapstart;
 mod source;
 mod store;
 #[cfg(test)]
@@ -110,6 +139,7 @@ pub use on_demand::{OnDemand, OnDemandBuilder};
 pub use policy::{Conditions, Permission, Policy, PolicyBuilder, PolicyScope, PolicyStatement};
 pub use secrets::{Secrets, SecretsBuilder, Stats};
 pub use snapshot::{Snapshot, ValueInfo};
+pub use snapstart::SnapStart;
 #[cfg(feature = "kms")]
 pub use source::kms::{Ciphertext, KmsSource};
 #[cfg(feature = "secretsmanager")]

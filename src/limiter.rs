@@ -222,6 +222,17 @@ impl TokenBucket {
         s.tokens = s.tokens.min(quota.burst.max(1) as f64);
     }
 
+    /// Back to a new bucket's state (full, at the configured rate, no recent calls): after a
+    /// SnapStart restore, when every instant it holds is from before the snapshot.
+    pub(crate) fn restart(&self) {
+        let mut s = self.lock();
+        s.rate = s.quota.rate;
+        s.tokens = s.quota.burst.max(1) as f64;
+        s.refilled = Instant::now();
+        s.recent.clear();
+        s.last_decrease = None;
+    }
+
     /// The rate in force now.
     pub(crate) fn current_rate(&self) -> f64 {
         self.lock().rate
@@ -358,6 +369,18 @@ impl RateLimits {
     pub fn process() -> RateLimits {
         static PROCESS: OnceLock<RateLimits> = OnceLock::new();
         PROCESS.get_or_init(RateLimits::new).clone()
+    }
+
+    /// Every bucket back to a new bucket's state (see [`TokenBucket::restart`]).
+    pub(crate) fn restart(&self) {
+        for (_, bucket) in self.buckets.iter() {
+            bucket.restart();
+        }
+    }
+
+    /// Whether `self` and `other` are the same set (clones of one another).
+    pub(crate) fn same_set(&self, other: &RateLimits) -> bool {
+        Arc::ptr_eq(&self.buckets, &other.buckets)
     }
 
     pub(crate) fn bucket(&self, class: QuotaClass) -> &TokenBucket {

@@ -53,6 +53,8 @@ pub(crate) struct SnapshotData {
     pub(crate) check_at: Instant,
     /// The earliest instant at which a value passes its maximum staleness.
     pub(crate) stale_at: Instant,
+    /// The values were dropped for a SnapStart snapshot: every read says so.
+    pub(crate) sealed: bool,
 }
 
 /// One consistent view of all loaded values, as of the start of an invocation.
@@ -98,6 +100,7 @@ impl Snapshot {
                     cause: ItemError::clone(cause),
                 }),
             },
+            None if self.0.sealed => Err(Error::DroppedForSnapshot { key: key.to_owned() }),
             None => Err(Error::MissingKey { key: key.to_owned() }),
         }
     }

@@ -119,6 +119,22 @@ impl SecretValue {
     }
 }
 
+impl SecretValue {
+    /// Watches the bytes without keeping them: tells whether some clone still holds them.
+    pub(crate) fn watch(&self) -> ValueWatch {
+        ValueWatch(Arc::downgrade(&self.inner))
+    }
+}
+
+/// Whether any clone of a [`SecretValue`] still holds its bytes (they are zeroized when none does).
+pub(crate) struct ValueWatch(std::sync::Weak<Inner>);
+
+impl ValueWatch {
+    pub(crate) fn is_held(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
 impl From<String> for SecretValue {
     fn from(s: String) -> Self {
         Self::new(s.into_bytes())

@@ -158,7 +158,7 @@ impl CallContext {
             self.spread = Some(Spread {
                 start: Instant::now(),
                 window,
-                offset: fastrand::f64(),
+                offset: crate::random::f64(),
                 calls: Default::default(),
                 urgency,
             });

@@ -39,7 +39,7 @@ impl RetryPolicy {
     /// Full jitter: uniform in `[0, min(max_delay, base * 2^retry))`.
     pub(crate) fn backoff(&self, retry: u32) -> Duration {
         let exp = self.base_delay.saturating_mul(1u32 << retry.min(20));
-        exp.min(self.max_delay).mul_f64(fastrand::f64())
+        exp.min(self.max_delay).mul_f64(crate::random::f64())
     }
 }
 

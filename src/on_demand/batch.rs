@@ -68,6 +68,10 @@ pub(super) struct Batcher {
 }
 
 impl Batcher {
+    pub(super) fn limits(&self) -> &crate::RateLimits {
+        &self.fetching.limits
+    }
+
     pub(super) fn new(fetching: Fetching) -> Self {
         Batcher {
             fetching,

@@ -74,6 +74,10 @@ struct Inner {
     misses: AtomicU64,
     refreshes: AtomicU64,
     refresh_failures: AtomicU64,
+    /// Every entry was dropped for a SnapStart snapshot; lookups fail until the restore.
+    sealed: AtomicBool,
+    /// Snapshots taken so far: a fetch that began before one does not cache its answer.
+    seals: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -260,6 +264,9 @@ impl OnDemand {
     }
 
     async fn lookup(&self, name: &str, budget: Duration) -> Result<(SecretValue, Arc<ValueInfo>), Error> {
+        if self.inner.sealed.load(Ordering::Acquire) {
+            return Err(Error::DroppedForSnapshot { key: name.to_owned() });
+        }
         let now = Instant::now();
         if let Some(entry) = self.inner.cache.get(name).await {
             if let Some(answer) = self.answer(name, &entry, now) {
@@ -357,6 +364,44 @@ impl OnDemand {
         self.inner.cache.entry_count()
     }
 
+    /// Drops every cached answer (each value zeroizes its bytes when its last clone goes) and makes
+    /// lookups fail with [`Error::DroppedForSnapshot`] until [`unseal`](Self::unseal): a SnapStart
+    /// snapshot is about to be taken. Returns the names whose values are still held outside the
+    /// cache (kept past an invocation): those bytes stay in memory, hence in the snapshot.
+    pub(crate) async fn seal(&self) -> Vec<String> {
+        self.inner.sealed.store(true, Ordering::Release);
+        self.inner.seals.fetch_add(1, Ordering::AcqRel);
+        let mut watched = Vec::new();
+        let mut names = Vec::new();
+        for (name, entry) in self.inner.cache.iter() {
+            if let Ok(found) = &entry.0.found {
+                watched.push((name.to_string(), found.value.watch()));
+            }
+            names.push(name);
+        }
+        for name in names {
+            self.inner.cache.invalidate(&*name).await;
+        }
+        // Removals are applied (and the entries dropped) by the cache's maintenance.
+        self.inner.cache.run_pending_tasks().await;
+        watched
+            .into_iter()
+            .filter(|(_, watch)| watch.is_held())
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// After a SnapStart restore: lookups work again, each name fetched on its first lookup (nothing
+    /// from before the snapshot is kept).
+    pub(crate) fn unseal(&self) {
+        self.inner.sealed.store(false, Ordering::Release);
+    }
+
+    /// The rate limits its calls go through.
+    pub(crate) fn rate_limits(&self) -> &RateLimits {
+        self.inner.batcher.limits()
+    }
+
     /// The answer of a cached entry, starting its refresh when due; `None` when it must be fetched
     /// again first.
     fn answer(
@@ -419,7 +464,7 @@ impl OnDemand {
                         inner.settings.failure_backoff,
                         FAILURE_BACKOFF_MAX,
                         failures,
-                        fastrand::f64(),
+                        crate::random::f64(),
                     );
                     if failures == 1 {
                         tracing::warn!(
@@ -454,6 +499,7 @@ impl Inner {
     /// denied are cached as negative answers; other failures are errors, not cached.
     async fn fetch(&self, name: &str, budget: Duration) -> Result<Entry, Error> {
         self.misses.fetch_add(1, Ordering::Relaxed);
+        let seals = self.seals.load(Ordering::Acquire);
         let decl = (self.declare)(name);
         if let Some((what, input, reason)) = decl.invalid {
             return Err(Error::InvalidInput { what, input, reason });
@@ -497,6 +543,11 @@ impl Inner {
             .fetch(target.source.clone(), target.item.clone(), None, false, budget)
             .await
             .unwrap_or_else(lost);
+        if self.seals.load(Ordering::Acquire) != seals {
+            // A SnapStart snapshot was taken meanwhile: the answer is from before it, and is not
+            // cached (its bytes go with this future).
+            return Err(Error::DroppedForSnapshot { key: name.to_owned() });
+        }
         let now = Instant::now();
         let found = match answer {
             Ok(Refreshed::Changed(fetched)) => bind(&target, fetched),
@@ -520,7 +571,8 @@ impl Inner {
         let due = match &found {
             Ok(f) => {
                 let (ttl, staleness) = (f.target.ttl, f.target.staleness);
-                let delay = crate::schedule::next_refresh(ttl, self.settings.jitter, false, fastrand::f64());
+                let delay =
+                    crate::schedule::next_refresh(ttl, self.settings.jitter, false, crate::random::f64());
                 let mut due = after(now, delay.min(staleness.mul_f64(0.9)));
                 if let Some(by) = f.info.refresh_by {
                     let wait = by
@@ -902,6 +954,8 @@ impl OnDemandBuilder {
                 misses: AtomicU64::new(0),
                 refreshes: AtomicU64::new(0),
                 refresh_failures: AtomicU64::new(0),
+                sealed: AtomicBool::new(false),
+                seals: AtomicU64::new(0),
             }),
         })
     }

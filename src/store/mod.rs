@@ -15,6 +15,7 @@
 mod plan;
 mod publish;
 mod refresh;
+mod restore;
 mod unit;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +46,8 @@ use unit::Unit;
 pub(crate) struct Units {
     list: Vec<Unit>,
     generation: u64,
+    /// The values were dropped for a SnapStart snapshot ([`Store::seal`]) and not loaded since.
+    sealed: bool,
 }
 
 pub(crate) struct Store {
@@ -62,6 +65,8 @@ pub(crate) struct Store {
     completed: watch::Sender<u64>,
     /// Keys already warned about (produced twice), so the warning is logged once.
     warned: Mutex<Vec<String>>,
+    /// Held through a reload after a SnapStart restore: two reloads do not interleave.
+    restoring: tokio::sync::Mutex<()>,
     /// The multi-thread runtime `load()` ran on, if it did: refreshes started where no runtime is
     /// current run there.
     runtime: Option<tokio::runtime::Handle>,
@@ -85,30 +90,13 @@ impl Store {
             .map(|u| (u.source.clone(), u.item.clone(), None))
             .collect();
         let results = refresh::fetch_all(&targets, &ctx, false).await;
-
         let now = Instant::now();
-        // One random phase per container: its values stay due together.
-        let factor =
-            crate::schedule::next_refresh(Duration::from_secs(1), config.jitter, true, fastrand::f64())
-                .as_secs_f64();
-        let mut failures = Vec::new();
-        for (unit, result) in units.iter_mut().zip(results) {
-            let bound = match result {
-                Ok(Ok(Refreshed::Changed(fetched))) => unit.bind(fetched),
-                Ok(Ok(Refreshed::Unchanged { .. })) => Err(unit.failures(&ItemError::NotFound)),
-                Ok(Err(e)) => Err(unit.failures(&e)),
-                Err(lost) => Err(unit.failures(&ItemError::Source(lost.into()))),
-            };
-            match bound {
-                Ok(bound) => unit.loaded(bound, started, now, factor, &config),
-                Err(f) => failures.extend(f),
-            }
-        }
+        let failures = loaded(&mut units, results, started, now, &config);
         if !failures.is_empty() {
             return Err(Error::Load { failures });
         }
         let mut duplicates = Vec::new();
-        let data = publish::build(&units, now, &mut duplicates);
+        let data = publish::build(&units, now, false, &mut duplicates);
         if let Some((key, first, second)) = duplicates.into_iter().next() {
             return Err(Error::DuplicateKey { key, first, second });
         }
@@ -129,9 +117,11 @@ impl Store {
             units: Mutex::new(Units {
                 list: units,
                 generation: 0,
+                sealed: false,
             }),
             completed: watch::Sender::new(0),
             warned: Mutex::new(Vec::new()),
+            restoring: tokio::sync::Mutex::new(()),
             // A current-thread runtime runs tasks only while someone drives it: not a fallback.
             runtime: tokio::runtime::Handle::try_current()
                 .ok()
@@ -249,8 +239,12 @@ impl Store {
     /// without a call if one started less than the configured interval ago. Needs no timer of its own (the refresh has its budget), so it can be awaited from
     /// any executor once `load()` has run on a tokio runtime.
     pub(crate) async fn refresh_now(self: &Arc<Self>, key: &str) -> Result<Snapshot, Error> {
-        let Some(index) = self.current.load().values.get(key).map(|s| s.unit) else {
-            return Err(Error::MissingKey { key: key.to_owned() });
+        let current = self.current.load_full();
+        let Some(index) = current.values.get(key).map(|s| s.unit) else {
+            return Err(match current.sealed {
+                true => Error::DroppedForSnapshot { key: key.to_owned() },
+                false => Error::MissingKey { key: key.to_owned() },
+            });
         };
         let mut done = self.completed.subscribe();
         let generation = {
@@ -295,6 +289,14 @@ impl Store {
                         }),
                     };
                 }
+                if unit.refreshing().is_none_or(|r| r.generation != generation) {
+                    // Superseded without finishing: the values were dropped for a SnapStart
+                    // snapshot (and maybe loaded again since).
+                    return match units.sealed {
+                        true => Err(Error::DroppedForSnapshot { key: key.to_owned() }),
+                        false => Ok(self.current()),
+                    };
+                }
             }
             if done.changed().await.is_err() {
                 return Ok(self.current()); // the store is gone; cannot happen while `self` lives
@@ -303,9 +305,9 @@ impl Store {
     }
 
     /// Publishes a snapshot with the units' values.
-    fn publish(&self, units: &[Unit], now: Instant) {
+    fn publish(&self, units: &Units, now: Instant) {
         let mut duplicates = Vec::new();
-        let data = publish::build(units, now, &mut duplicates);
+        let data = publish::build(&units.list, now, units.sealed, &mut duplicates);
         if !duplicates.is_empty() {
             let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
             for (key, first, second) in duplicates {
@@ -328,6 +330,37 @@ impl Store {
         let data = publish::retime(&self.current.load(), units, now);
         self.current.store(Arc::new(data));
     }
+}
+
+/// Lands the answers of a cold load (`load`, or the reload after a SnapStart restore) in the units:
+/// every unit's values arrived `now`, read by the load that started at `started`; its first refresh
+/// is placed at one random phase of its TTL drawn for this load. Returns one failure per key that
+/// could not be loaded.
+fn loaded(
+    units: &mut [Unit],
+    results: Vec<refresh::Answer>,
+    started: Instant,
+    now: Instant,
+    config: &Config,
+) -> Vec<crate::error::Failure> {
+    // One random phase per container: its values stay due together.
+    let factor =
+        crate::schedule::next_refresh(Duration::from_secs(1), config.jitter, true, crate::random::f64())
+            .as_secs_f64();
+    let mut failures = Vec::new();
+    for (unit, result) in units.iter_mut().zip(results) {
+        let bound = match result {
+            Ok(Ok(Refreshed::Changed(fetched))) => unit.bind(fetched),
+            Ok(Ok(Refreshed::Unchanged { .. })) => Err(unit.failures(&ItemError::NotFound)),
+            Ok(Err(e)) => Err(unit.failures(&e)),
+            Err(lost) => Err(unit.failures(&ItemError::Source(lost.into()))),
+        };
+        match bound {
+            Ok(bound) => unit.loaded(bound, started, now, factor, config),
+            Err(f) => failures.extend(f),
+        }
+    }
+    failures
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub(crate) type Duplicate = (String, String, String);
 pub(crate) fn timing(units: &[Unit], now: Instant) -> (Instant, Instant) {
     let far = far_from(now);
     let (mut next_due, mut stale_at) = (far, far);
-    for unit in units {
+    for unit in units.iter().filter(|u| !u.is_sealed()) {
         if let Some(due) = unit.due_at() {
             next_due = next_due.min(due);
         }
@@ -35,7 +35,12 @@ pub(crate) fn timing(units: &[Unit], now: Instant) -> (Instant, Instant) {
 }
 
 /// A new snapshot with new values.
-pub(crate) fn build(units: &[Unit], now: Instant, duplicates: &mut Vec<Duplicate>) -> SnapshotData {
+pub(crate) fn build(
+    units: &[Unit],
+    now: Instant,
+    sealed: bool,
+    duplicates: &mut Vec<Duplicate>,
+) -> SnapshotData {
     let mut values: FxHashMap<Box<str>, Slot> = FxHashMap::default();
     let mut owner: HashMap<&str, usize> = HashMap::new();
     // Explicitly declared keys win over keys found under a path: a parameter created under a
@@ -71,6 +76,7 @@ pub(crate) fn build(units: &[Unit], now: Instant, duplicates: &mut Vec<Duplicate
         values: Arc::new(values),
         check_at,
         stale_at,
+        sealed,
     }
 }
 
@@ -81,5 +87,6 @@ pub(crate) fn retime(current: &SnapshotData, units: &[Unit], now: Instant) -> Sn
         values: current.values.clone(),
         check_at,
         stale_at,
+        sealed: current.sealed,
     }
 }

@@ -157,7 +157,7 @@ impl Store {
         let now = Instant::now();
         // One draw for the whole refresh (jitter of the next refresh, or backoff): values
         // refreshed together stay due together, in one batched refresh, instead of scattering.
-        let random = fastrand::f64();
+        let random = crate::random::f64();
         let mut units = self.lock();
         for (&i, result) in guard.batch.iter().zip(results) {
             let unit = &mut units.list[i];
@@ -180,7 +180,7 @@ impl Store {
             self.record(unit, finished);
         }
         guard.done = true;
-        self.publish(&units.list, now);
+        self.publish(&units, now);
         drop(units);
         self.completed.send_modify(|n| *n += 1);
         self.emit_stats();
@@ -256,7 +256,7 @@ impl Drop for RefreshGuard {
             return;
         }
         let now = Instant::now();
-        let random = fastrand::f64();
+        let random = crate::random::f64();
         let mut units = self.store.lock();
         for &i in &self.batch {
             let unit = &mut units.list[i];
@@ -269,7 +269,7 @@ impl Drop for RefreshGuard {
             );
             self.store.record(unit, finished);
         }
-        self.store.publish(&units.list, now);
+        self.store.publish(&units, now);
         drop(units);
         self.store.completed.send_modify(|n| *n += 1);
     }

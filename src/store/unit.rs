@@ -9,6 +9,9 @@
 //!     │                   ▼     │
 //!     └──────────────── Failing ◀── finish(error | lost | timed out)
 //!                                   (backoff; expired once past the maximum staleness)
+//!
+//!   any state ── seal ──▶ Sealed ── loaded ──▶ Fresh     (SnapStart: values dropped before the
+//!                                                        snapshot, reloaded after a restore)
 //! ```
 //!
 //! Every way a refresh ends — a result, an error, a panic, its runtime dropped, its budget
@@ -68,6 +71,10 @@ pub(crate) enum State {
         error: ItemError,
         expired: bool,
     },
+    /// The values were dropped (a SnapStart snapshot is about to be taken): nothing is due, nothing
+    /// is served, until the cold-load path loads the unit again. Every instant the unit held came
+    /// from before the snapshot and is forgotten.
+    Sealed,
 }
 
 /// A refresh under way, and what the unit was before it.
@@ -165,7 +172,7 @@ impl Unit {
         match &self.state {
             State::Fresh { due } => Some(*due),
             State::Failing { retry_at, .. } => Some(*retry_at),
-            State::Refreshing(_) => None,
+            State::Refreshing(_) | State::Sealed => None,
         }
     }
 
@@ -188,7 +195,7 @@ impl Unit {
         match &self.state {
             State::Failing { .. } => true,
             State::Refreshing(r) => r.failures > 0,
-            State::Fresh { .. } => false,
+            State::Fresh { .. } | State::Sealed => false,
         }
     }
 
@@ -198,8 +205,23 @@ impl Unit {
         match &self.state {
             State::Failing { expired, .. } => *expired,
             State::Refreshing(r) => r.expired,
-            State::Fresh { .. } => false,
+            State::Fresh { .. } | State::Sealed => false,
         }
+    }
+
+    pub(crate) fn is_sealed(&self) -> bool {
+        matches!(self.state, State::Sealed)
+    }
+
+    /// Any state -> Sealed: drops the values (each zeroizes its bytes when its last clone goes) and
+    /// forgets every instant. A refresh under way is superseded: its result is ignored.
+    pub(crate) fn seal(&mut self) {
+        self.values = Vec::new();
+        self.version = None;
+        self.first_phase = None;
+        self.due_by_source = false;
+        self.forced_at = None;
+        self.state = State::Sealed;
     }
 
     /// Why the values are expired, for [`Error::Expired`](crate::Error::Expired).
@@ -226,6 +248,7 @@ impl Unit {
                 ..
             } => (failures, Some(error), expired),
             State::Refreshing(r) => (r.failures, r.error, r.expired),
+            State::Sealed => (0, None, false),
         };
         self.state = State::Refreshing(Refreshing {
             generation,

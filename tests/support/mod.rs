@@ -8,6 +8,9 @@
 //! * [`FaultProxy`] — an HTTP/1.1 reverse proxy in front of moto that counts
 //!   calls per AWS operation and injects latency, errors, throttling, access
 //!   denials and dropped connections.
+//! * [`runtime_api::RuntimeApi`] — the Lambda Runtime API (SnapStart's `restore/next` included)
+//!   for a function process under test; [`process_memory`] — where a value's bytes are in that
+//!   process's memory.
 //!
 //! All tests in one test binary share the same moto server, so every test
 //! should use its own parameter names (see [`unique_prefix`]).
@@ -17,7 +20,9 @@
 
 pub mod iam_simulate;
 mod moto;
+pub mod process_memory;
 mod proxy;
+pub mod runtime_api;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

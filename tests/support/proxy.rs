@@ -4,11 +4,13 @@
 //! Every request is handled in this order (the first matching knob wins):
 //!
 //! 1. counted (`calls`, `request_times`);
-//! 2. `drop_connections_next`: the connection is closed without an answer;
-//! 3. `throttle_tps`: over quota -> 400 `ThrottlingException`;
-//! 4. `fail_all`, then `fail_next`: injected error status;
-//! 5. `deny`: 400 `AccessDeniedException`;
-//! 6. forwarded to the upstream (`forwarded`).
+//! 2. `kill_open_connections`: a request on a connection opened before it is never answered
+//!    (counted in `unanswered`);
+//! 3. `drop_connections_next`: the connection is closed without an answer;
+//! 4. `throttle_tps`: over quota -> 400 `ThrottlingException`;
+//! 5. `fail_all`, then `fail_next`: injected error status;
+//! 6. `deny`: 400 `AccessDeniedException`;
+//! 7. forwarded to the upstream (`forwarded`).
 //!
 //! `set_latency` delays every answer (injected or forwarded) by that much;
 //! the fate of a request is decided when it arrives, before the delay.
@@ -63,6 +65,8 @@ struct Shared {
     /// `host:port` of the upstream.
     upstream: String,
     next_request_id: AtomicU64,
+    /// Connections accepted so far (each is numbered in order).
+    connections: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -73,6 +77,7 @@ struct State {
     forwarded: BTreeMap<String, u64>,
     throttled: u64,
     dropped: u64,
+    unanswered: u64,
     arrivals: Vec<(Instant, String)>,
     /// Operation and body of every request, in arrival order.
     requests: Vec<(String, Bytes)>,
@@ -88,10 +93,13 @@ struct State {
     admitted: VecDeque<Instant>,
     denies: Vec<(String, String)>,
     drop_next: usize,
+    /// Connections numbered below this are dead: requests on them are never answered.
+    dead_below: u64,
 }
 
 /// What happens to one request.
 enum Fate {
+    Unanswered,
     Drop,
     Throttle,
     Fail(u16),
@@ -137,6 +145,7 @@ impl FaultProxy {
         let shared = Arc::new(Shared {
             upstream,
             next_request_id: AtomicU64::new(1),
+            connections: AtomicU64::new(0),
             state: Mutex::new(State::default()),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -189,6 +198,11 @@ impl FaultProxy {
         self.state().dropped
     }
 
+    /// Requests left unanswered on connections killed by `kill_open_connections`.
+    pub fn unanswered(&self) -> u64 {
+        self.state().unanswered
+    }
+
     /// Arrival time and operation of every request, in arrival order.
     pub fn request_times(&self) -> Vec<(Instant, String)> {
         self.state().arrivals.clone()
@@ -227,6 +241,7 @@ impl FaultProxy {
         st.forwarded.clear();
         st.throttled = 0;
         st.dropped = 0;
+        st.unanswered = 0;
         st.arrivals.clear();
         st.requests.clear();
     }
@@ -282,6 +297,15 @@ impl FaultProxy {
         self.state().drop_next = n;
     }
 
+    /// Every connection open now is dead from here on, as a client's pooled connections are after a
+    /// SnapStart restore (or a long freeze): a request sent on one is never answered and its
+    /// connection is never closed, so the client learns only from its own timeout. New connections
+    /// work.
+    pub fn kill_open_connections(&self) {
+        let open = self.shared.connections.load(Ordering::SeqCst);
+        self.state().dead_below = open;
+    }
+
     /// Turns every fault knob off (latency 0, no failures, no quota, no
     /// denies, no drops). Counters are kept.
     pub fn reset_faults(&self) {
@@ -324,8 +348,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
+                let number = shared.connections.fetch_add(1, Ordering::SeqCst);
                 conns.spawn(async move {
-                    let svc = service_fn(move |req| handle(shared.clone(), req));
+                    let svc = service_fn(move |req| handle(shared.clone(), number, req));
                     // Errors here are dropped connections or client hang-ups.
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -352,6 +377,7 @@ fn identify(req: &Request<Incoming>) -> (String, String) {
 
 async fn handle(
     shared: Arc<Shared>,
+    connection: u64,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, DroppedByProxy> {
     let (service, op) = identify(&req);
@@ -369,8 +395,12 @@ async fn handle(
         if st.requests.len() < MAX_RECORDED_REQUESTS {
             st.requests.push((op.clone(), body.clone()));
         }
-        let fate = decide(&mut st, now, &op, &body);
+        let fate = match connection < st.dead_below {
+            true => Fate::Unanswered,
+            false => decide(&mut st, now, &op, &body),
+        };
         match fate {
+            Fate::Unanswered => st.unanswered += 1,
             Fate::Drop => st.dropped += 1,
             Fate::Throttle => st.throttled += 1,
             Fate::Forward => *st.forwarded.entry(op.clone()).or_default() += 1,
@@ -385,6 +415,7 @@ async fn handle(
 
     let request_id = shared.request_id();
     let response = match fate {
+        Fate::Unanswered => std::future::pending().await,
         Fate::Drop => return Err(DroppedByProxy),
         Fate::Throttle => aws_error(
             StatusCode::BAD_REQUEST,

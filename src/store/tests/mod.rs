@@ -641,7 +641,7 @@ async fn a_spread_refresh_of_many_pages_gives_every_call_an_attempt() {
 #[tokio::test(start_paused = true)]
 async fn refresh_now_does_not_wait_behind_a_spread_refresh() {
     // Probe defect 9: `refresh_now` during a background refresh waited for it (10 s, failed).
-    fastrand::seed(9);
+    crate::random::set_seed(9);
     let src = Scripted::new(ms(20));
     let secrets = builder()
         .add(src.declare("k", "/k").ttl(secs(300)))

@@ -217,7 +217,7 @@ proptest! {
             .start_paused(true)
             .build()
             .unwrap();
-        fastrand::seed(seed);
+        crate::random::set_seed(seed);
         rt.block_on(run(events))?;
     }
 }

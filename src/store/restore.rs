@@ -1,0 +1,117 @@
+//! SnapStart: dropping every value before the snapshot, loading them again after a restore.
+//!
+//! Both are transitions of the unit state machine ([`Unit::seal`](super::unit::Unit::seal), then
+//! the cold load's `loaded`), so a refresh under way when the values are dropped is superseded like
+//! any other, and nothing from before the snapshot (values, versions, instants, backoffs) survives
+//! the reload.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{loaded, refresh, Store};
+use crate::call::CallContext;
+use crate::error::Error;
+use crate::freeze::after;
+
+/// How long Lambda lets the after-restore hooks run before it fails the restore
+/// (`SnapStartTimeoutException`): 10 s, less a margin for the runtime's own work.
+pub(crate) const RESTORE_BUDGET: Duration = Duration::from_secs(9);
+
+/// What a reload after a restore did (for the caller's log line).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reloaded {
+    /// Values loaded.
+    pub(crate) values: usize,
+    /// Time the reload took.
+    pub(crate) elapsed: std::time::Duration,
+    /// Time from the end of the reload to the first refresh (the random phase drawn for it).
+    pub(crate) first_refresh_in: std::time::Duration,
+}
+
+impl Store {
+    /// Drops every value (each zeroizes its bytes when its last clone goes) and publishes a snapshot
+    /// whose every read gives [`Error::DroppedForSnapshot`]. Returns the keys whose values are still
+    /// held outside the store (a [`Snapshot`](crate::Snapshot) or [`SecretValue`](crate::SecretValue)
+    /// kept past an invocation): those bytes stay in memory, hence in the snapshot.
+    pub(crate) fn seal(&self) -> Vec<String> {
+        let mut units = self.lock();
+        let watched: Vec<_> = units
+            .list
+            .iter()
+            .flat_map(|u| {
+                u.values
+                    .iter()
+                    .map(|(key, (value, _))| (key.clone(), value.watch()))
+            })
+            .collect();
+        for unit in &mut units.list {
+            unit.seal();
+        }
+        units.sealed = true;
+        self.publish(&units, Instant::now());
+        drop(units);
+        // Wakes invocations waiting for a refresh: they now read the sealed snapshot.
+        self.completed.send_modify(|n| *n += 1);
+        let mut held: Vec<String> = watched
+            .into_iter()
+            .filter(|(_, watch)| watch.is_held())
+            .map(|(key, _)| key.into())
+            .collect();
+        held.dedup();
+        held
+    }
+
+    /// After a SnapStart restore (which began at `started`, and has reseeded the random generator
+    /// and started the rate limits afresh): drops whatever the snapshot held, and loads every value
+    /// again through the cold load's path (all sources concurrently, batched, rate-limited, within
+    /// the load timeout and the [`RESTORE_BUDGET`]). Every unit gets a fresh random first-refresh
+    /// phase. On failure the values stay dropped and the error names every key that could not be
+    /// loaded.
+    pub(crate) async fn reload(self: &Arc<Self>, started: Instant) -> Result<Reloaded, Error> {
+        let _one_at_a_time = self.restoring.lock().await;
+        let _ = self.seal();
+        let targets: Vec<_> = self
+            .lock()
+            .list
+            .iter()
+            .map(|u| (u.source.clone(), u.item.clone(), None))
+            .collect();
+        let ctx = CallContext::new(
+            self.calls.clone(),
+            self.config.retry,
+            Some(self.config.limits.clone()),
+            after(started, self.config.load_timeout.min(RESTORE_BUDGET)),
+        );
+        let results = refresh::fetch_all(&targets, &ctx, false).await;
+        let now = Instant::now();
+        let mut units = self.lock();
+        let failures = loaded(&mut units.list, results, started, now, &self.config);
+        if !failures.is_empty() {
+            // Like a failed INIT: nothing half-loaded is served.
+            for unit in &mut units.list {
+                unit.seal();
+            }
+            drop(units);
+            return Err(Error::Load { failures });
+        }
+        units.sealed = false;
+        self.publish(&units, now);
+        let first_refresh_in = units
+            .list
+            .iter()
+            .filter_map(|u| u.due_at())
+            .min()
+            .map(|due| due.saturating_duration_since(now))
+            .unwrap_or_default();
+        drop(units);
+        self.completed.send_modify(|n| *n += 1);
+        self.emit_stats();
+        Ok(Reloaded {
+            values: self.current.load().values.len(),
+            elapsed: now.saturating_duration_since(started),
+            first_refresh_in,
+        })
+    }
+}

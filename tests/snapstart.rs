@@ -1,0 +1,367 @@
+//! SnapStart, end to end: the `lambda_runtime_handler` example (which registers the library's
+//! SnapStart hooks) runs as a real function process against a Lambda Runtime API that speaks
+//! `restore/next` (`support::runtime_api`), reading SSM from moto through the fault proxy.
+//!
+//! The Runtime API holds `restore/next` as Lambda holds a snapshotted environment: the test
+//! reads the process's memory there (the snapshot point), changes a value in the emulator, kills
+//! every connection the function had open (they are dead after a restore), then releases it.
+//!
+//! Run with `--nocapture` to see where the value's bytes are at the snapshot point.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use support::runtime_api::{Answer, RuntimeApi};
+use support::{moto, process_memory, put_param, ssm_client, unique_prefix, FaultProxy};
+
+/// INIT of a debug build on a busy machine, with room to spare.
+const INIT: Duration = Duration::from_secs(60);
+const INVOKE: Duration = Duration::from_secs(60);
+
+/// The example's binary, built with the features of this test run's CI command (a no-op when
+/// `cargo test` already built it).
+fn example_binary() -> &'static PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let out = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "lambda-secrets", "--all-features"])
+            .args(["--example", "lambda_runtime_handler"])
+            .args(["--message-format", "json-render-diagnostics"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cargo build --example lambda_runtime_handler");
+        assert!(out.status.success(), "building the example failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|m| m["target"]["name"] == "lambda_runtime_handler")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported the example's executable")
+    })
+}
+
+/// The example as a function process, with its own Runtime API; killed on drop.
+struct Function {
+    api: RuntimeApi,
+    child: Child,
+    log: PathBuf,
+}
+
+/// How the function's INIT is run.
+#[derive(Clone, Copy, PartialEq)]
+enum Init {
+    /// `AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`: INIT, `before_snapshot`, `restore/next`.
+    SnapStart,
+    /// An ordinary cold start: INIT, then `invocation/next`.
+    OnDemand,
+}
+
+impl Function {
+    async fn start(tag: &str, init: Init, endpoint: &str, param: &str, config_path: &str) -> Function {
+        let api = RuntimeApi::start().await;
+        let log = std::env::temp_dir().join(format!(
+            "lambda-secrets-snapstart-{tag}-{}.log",
+            std::process::id()
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let initialization = match init {
+            Init::SnapStart => "snap-start",
+            Init::OnDemand => "on-demand",
+        };
+        let child = Command::new(example_binary())
+            .env_clear()
+            .envs([
+                ("AWS_LAMBDA_RUNTIME_API", api.address().as_str()),
+                ("AWS_LAMBDA_INITIALIZATION_TYPE", initialization),
+                ("AWS_LAMBDA_FUNCTION_NAME", "snapstart-test"),
+                ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+                ("AWS_LAMBDA_FUNCTION_VERSION", "1"),
+                ("AWS_ENDPOINT_URL", endpoint),
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+                ("AWS_REGION", "us-east-1"),
+                ("API_KEY_PARAM", param),
+                ("CONFIG_PATH", config_path),
+                ("SECRETS_TTL", "5m"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("starting the example");
+        Function { api, child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the function's `GET path` (its INIT done), failing with its log.
+    async fn reached(&self, path: &str) {
+        if let Err(e) = self.api.wait_for_get(path, INIT).await {
+            panic!("{e}\nfunction log:\n{}", self.log());
+        }
+    }
+
+    async fn invoke(&self, payload: serde_json::Value) -> serde_json::Value {
+        match self.api.invoke(payload, INVOKE).await {
+            Ok(Answer::Response(body)) => body,
+            other => panic!("{other:?}\nfunction log:\n{}", self.log()),
+        }
+    }
+
+    /// Where the value's bytes are in the process now.
+    fn copies_of(&self, value: &str) -> Vec<process_memory::Copy> {
+        process_memory::find(self.child.id(), value.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `first_refresh_in_ms` of the function's "loaded again after the SnapStart restore" line.
+    fn first_refresh_after_restore(&self) -> Duration {
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("loaded again after the SnapStart restore"))
+            .unwrap_or_else(|| panic!("no reload line in:\n{log}"));
+        let ms = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("first_refresh_in_ms="))
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("no first_refresh_in_ms in: {line}"));
+        Duration::from_millis(ms)
+    }
+
+    /// Waits for the process to exit; its status code.
+    fn exit_code(&mut self, timeout: Duration) -> Option<i32> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A value no other memory holds by chance: 40 random alphanumerics.
+fn distinctive_value(tag: &str) -> String {
+    let random: String = std::iter::repeat_with(fastrand::alphanumeric).take(40).collect();
+    format!("{tag}-{random}")
+}
+
+/// Parameters of one function: its API key and a config path with two values.
+struct Parameters {
+    seed: aws_sdk_ssm::Client,
+    api_key: String,
+    config: String,
+}
+
+async fn parameters(tag: &str, api_key_value: &str) -> Parameters {
+    let seed = ssm_client(&moto().endpoint).await;
+    let prefix = unique_prefix(tag);
+    let api_key = format!("{prefix}/api-key");
+    let config = format!("{prefix}/config");
+    put_param(&seed, &api_key, api_key_value, "SecureString").await;
+    put_param(&seed, &format!("{config}/region"), "eu-west-1", "String").await;
+    put_param(&seed, &format!("{config}/timeout"), "30", "String").await;
+    Parameters {
+        seed,
+        api_key,
+        config,
+    }
+}
+
+/// Whether a copy is inside an SSM response body (`"Value": "..."`): a buffer of the AWS SDK or
+/// hyper, freed without zeroizing, which the library cannot reach. Every other copy is one a
+/// value of the library's kept.
+fn in_aws_response(copy: &process_memory::Copy) -> bool {
+    copy.context.contains("\"Value\": \"<value>") || copy.context.contains("\"Value\":\"<value>")
+}
+
+/// Prints where the copies are; returns how many are outside an AWS response.
+fn report(label: &str, copies: &[process_memory::Copy]) -> usize {
+    let held = copies.iter().filter(|c| !in_aws_response(c)).count();
+    eprintln!(
+        "{label}: {} copies ({held} held by the library, {} in AWS SDK response buffers)",
+        copies.len(),
+        copies.len() - held
+    );
+    for copy in copies {
+        eprintln!("  {:#x} in {}: {}", copy.address, copy.mapping, copy.context);
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_serves_the_value_changed_while_the_snapshot_waited_and_the_snapshot_holds_no_copy_of_the_store(
+) {
+    support::init_tracing();
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let before = distinctive_value("v1");
+    let params = parameters("snapstart", &before).await;
+
+    // Without the hooks, the snapshot is the memory at the end of INIT: measured on an ordinary
+    // cold start where it asks for its first invocation.
+    let plain = Function::start(
+        "plain",
+        Init::OnDemand,
+        &proxy.endpoint(),
+        &params.api_key,
+        &params.config,
+    )
+    .await;
+    plain.reached("invocation/next").await;
+    let without_hooks = plain.copies_of(&before);
+    drop(plain);
+
+    let function = Function::start(
+        "snap",
+        Init::SnapStart,
+        &proxy.endpoint(),
+        &params.api_key,
+        &params.config,
+    )
+    .await;
+    function.reached("restore/next").await;
+    // The snapshot point: INIT is done, `before_snapshot` has run.
+    let with_hooks = function.copies_of(&before);
+    let held_without = report("at the end of INIT, without SnapStart hooks", &without_hooks);
+    let held_with = report("at the snapshot point, with the hooks", &with_hooks);
+    assert!(
+        held_without >= 1,
+        "the scan finds the value the store holds (else it could not show it gone): {without_hooks:#?}"
+    );
+    assert_eq!(
+        held_with, 0,
+        "the library still holds the value at the snapshot point: {with_hooks:#?}"
+    );
+
+    // The environment waits (for days): the value rotates, and the connections it had die.
+    let after = distinctive_value("v2");
+    assert_eq!(
+        put_param(&params.seed, &params.api_key, &after, "SecureString").await,
+        2
+    );
+    proxy.kill_open_connections();
+    proxy.reset_counts();
+    function.api.release_restore();
+
+    let first = function.invoke(serde_json::json!({"name": "restored"})).await;
+    assert_eq!(first["api_key_version"], "2", "{first}");
+    assert_eq!(first["api_key_length"], after.len(), "{first}");
+    assert_eq!(
+        first["config_keys"],
+        serde_json::json!(["config/region", "config/timeout"]),
+        "{first}"
+    );
+    assert_eq!(first["echo"], "restored");
+    assert_eq!(function.api.restore_error(), None);
+    // The reload went through the cold load's batched path: one call per kind of item, each
+    // retried on a new connection where its pooled one was dead.
+    assert!(proxy.unanswered() > 0, "the reload met the dead connections");
+    let calls = proxy.forwarded_all();
+    assert_eq!(calls.get("GetParameters"), Some(&1), "{calls:?}");
+    assert_eq!(calls.get("GetParametersByPath"), Some(&1), "{calls:?}");
+    let requests = function.api.requests();
+    let restore = requests.iter().position(|r| r.ends_with("/restore/next"));
+    let next = requests.iter().position(|r| r.ends_with("/invocation/next"));
+    assert!(restore.is_some() && restore < next, "{requests:?}");
+
+    let log = function.log();
+    assert!(
+        !log.contains(&before) && !log.contains(&after),
+        "a value reached the function's log:\n{log}"
+    );
+    let due = function.first_refresh_after_restore();
+    assert!(due > Duration::ZERO && due <= Duration::from_secs(300), "{due:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_environments_draw_their_own_refresh_phases() {
+    support::init_tracing();
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let params = parameters("snapstart-phases", &distinctive_value("v")).await;
+    let mut phases = Vec::new();
+    for n in 0..3 {
+        let function = Function::start(
+            &format!("phase-{n}"),
+            Init::SnapStart,
+            &proxy.endpoint(),
+            &params.api_key,
+            &params.config,
+        )
+        .await;
+        function.reached("restore/next").await;
+        function.api.release_restore();
+        let answer = function.invoke(serde_json::json!({})).await;
+        assert_eq!(answer["api_key_version"], "1", "{answer}");
+        phases.push(function.first_refresh_after_restore());
+    }
+    eprintln!("first refresh after each restore (TTL 5 min): {phases:?}");
+    // A phase fixed at INIT, or none (every value due one TTL after the restore), puts them within
+    // milliseconds of each other: the fleet's lockstep. Drawn per restore, three phases spread over
+    // minutes are all within one second with a probability of about 1e-4.
+    let spread = phases
+        .iter()
+        .max()
+        .unwrap()
+        .saturating_sub(*phases.iter().min().unwrap());
+    assert!(spread > Duration::from_secs(1), "{phases:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_deleted_while_the_snapshot_waited_fails_the_restore_naming_it() {
+    support::init_tracing();
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let params = parameters("snapstart-deleted", &distinctive_value("v")).await;
+    let mut function = Function::start(
+        "deleted",
+        Init::SnapStart,
+        &proxy.endpoint(),
+        &params.api_key,
+        &params.config,
+    )
+    .await;
+    function.reached("restore/next").await;
+    params
+        .seed
+        .delete_parameter()
+        .name(&params.api_key)
+        .send()
+        .await
+        .unwrap();
+    function.api.release_restore();
+
+    let error = function
+        .api
+        .wait_for_restore_error(INIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", function.log()));
+    let expected = format!("key `api_key` (ssm `{}`): not found", params.api_key);
+    assert!(error.contains(&expected), "{error}");
+    // Like a failed INIT: the function exits, and never asks for an invocation.
+    let code = tokio::task::block_in_place(|| function.exit_code(INIT));
+    assert!(matches!(code, Some(c) if c != 0), "{code:?}\n{}", function.log());
+    assert!(
+        !function
+            .api
+            .requests()
+            .iter()
+            .any(|r| r.ends_with("/invocation/next")),
+        "{:?}",
+        function.api.requests()
+    );
+}
