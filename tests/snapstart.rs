@@ -127,6 +127,7 @@ impl Function {
             .lines()
             .find(|l| l.contains("loaded again after the SnapStart restore"))
             .unwrap_or_else(|| panic!("no reload line in:\n{log}"));
+        eprintln!("{line}");
         let ms = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("first_refresh_in_ms="))

@@ -132,6 +132,9 @@ pub struct CallContext {
     deadline: Deadline,
     /// For background refreshes: calls to scarce quotas start at random points of a window.
     spread: Option<Spread>,
+    /// A shorter timeout for the first attempt of each call (after a SnapStart restore, where a
+    /// pooled connection may be dead without a word).
+    first_attempt_timeout: Option<Duration>,
 }
 
 impl CallContext {
@@ -147,7 +150,15 @@ impl CallContext {
             limits,
             deadline: Deadline::new(deadline),
             spread: None,
+            first_attempt_timeout: None,
         }
+    }
+
+    /// Abandons the first attempt of each call after `timeout` (or the policy's attempt timeout,
+    /// if shorter); later attempts have the policy's.
+    pub(crate) fn first_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.first_attempt_timeout = Some(timeout);
+        self
     }
 
     /// Starts each call to a scarce quota ([`QuotaClass::is_scarce`]) at a random point of
@@ -275,7 +286,11 @@ impl CallContext {
                 ));
             }
             self.stats.count(operation);
-            let timeout = self.policy.attempt_timeout.min(left);
+            let timeout = match self.first_attempt_timeout {
+                Some(first) if retry == 0 && thaws == 0 => first.min(self.policy.attempt_timeout),
+                _ => self.policy.attempt_timeout,
+            }
+            .min(left);
             let result = match tokio::time::timeout(timeout, attempt()).await {
                 Ok(result) => result,
                 Err(_) => Err(CallError::new(
@@ -464,6 +479,46 @@ mod tests {
             .unwrap();
         assert_eq!(out, "ok");
         assert_eq!(stats.calls()["GetParameters"], 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_first_attempt_timeout_abandons_a_dead_connection_sooner() {
+        for (first, within) in [
+            (None, Duration::from_secs(3)),
+            (Some(Duration::from_secs(1)), Duration::from_secs(1)),
+        ] {
+            let stats = Arc::new(CallStats::default());
+            let mut ctx = CallContext::new(
+                stats.clone(),
+                RetryPolicy::default(),
+                None,
+                Instant::now() + Duration::from_secs(9),
+            );
+            if let Some(first) = first {
+                ctx = ctx.first_attempt_timeout(first);
+            }
+            let started = Instant::now();
+            let mut n = 0;
+            ctx.call(SSM_GET, || {
+                n += 1;
+                let dead = n == 1;
+                async move {
+                    if dead {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, CallError>("ok")
+                }
+            })
+            .await
+            .unwrap();
+            // The first attempt's timeout, then at most one backoff (100 ms before jitter).
+            let took = started.elapsed();
+            assert!(
+                took >= within && took <= within + Duration::from_millis(100),
+                "{first:?}: {took:?}"
+            );
+            assert_eq!(stats.calls()["GetParameters"], 2);
+        }
     }
 
     #[tokio::test]

@@ -19,6 +19,12 @@ use crate::freeze::after;
 /// (`SnapStartTimeoutException`): 10 s, less a margin for the runtime's own work.
 pub(crate) const RESTORE_BUDGET: Duration = Duration::from_secs(9);
 
+/// Connections pooled before the snapshot are dead after a restore, and one whose peer forgot it
+/// without a word is never answered: the first attempt of each call of the reload is abandoned
+/// after this long (instead of the policy's attempt timeout, 3 s by default) and retried, on a new
+/// connection.
+pub(crate) const FIRST_ATTEMPT_AFTER_RESTORE: Duration = Duration::from_secs(1);
+
 /// What a reload after a restore did (for the caller's log line).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Reloaded {
@@ -83,7 +89,8 @@ impl Store {
             self.config.retry,
             Some(self.config.limits.clone()),
             after(started, self.config.load_timeout.min(RESTORE_BUDGET)),
-        );
+        )
+        .first_attempt_timeout(FIRST_ATTEMPT_AFTER_RESTORE);
         let results = refresh::fetch_all(&targets, &ctx, false).await;
         let now = Instant::now();
         let mut units = self.lock();
