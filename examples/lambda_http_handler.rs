@@ -28,8 +28,10 @@ async fn handler(req: Request) -> Result<Response<Body>, Error> {
 async fn main() -> Result<(), Error> {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let ssm = SsmSource::new(&config);
+    let param = std::env::var("UPSTREAM_TOKEN_PARAM")
+        .unwrap_or_else(|_| "/lambda-secrets/example/upstream-token".into());
     let secrets = Secrets::builder()
-        .add(ssm.parameter("upstream_token", "/lambda-secrets/example/upstream-token"))
+        .add(ssm.parameter("upstream_token", param))
         .load()
         .await?;
     let service = ServiceBuilder::new()

@@ -101,8 +101,9 @@
 //!   key, as a failed INIT does.
 //!
 //! What the library cannot reach: copies of a value in buffers of the AWS SDK, hyper and TLS,
-//! freed without being zeroized (the end-to-end test finds 0 or 1 such copy of a parameter's
-//! bytes at the snapshot point, inside the raw SSM response, and none held by the library), and
+//! freed without being zeroized (in the end-to-end test's runs, 0 or 1 such copy of a parameter's
+//! bytes remained at the snapshot point, inside the raw SSM response; the test asserts that none
+//! is held by the library), and
 //! values your code keeps past an invocation (a [`Snapshot`] or [`SecretValue`] held in a
 //! static: `before_snapshot` logs their keys). Connections pooled during INIT are dead after a
 //! restore; a call on one fails or times out (the per-attempt timeout) and is retried on a new

@@ -9,10 +9,44 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-static GENERATOR: Mutex<Option<fastrand::Rng>> = Mutex::new(None);
+/// A generator that can be reseeded whole (the process has one, [`GENERATOR`]).
+struct Generator(Mutex<Option<fastrand::Rng>>);
 
-fn generator() -> MutexGuard<'static, Option<fastrand::Rng>> {
-    GENERATOR.lock().unwrap_or_else(|e| e.into_inner())
+static GENERATOR: Generator = Generator::new();
+
+impl Generator {
+    const fn new() -> Self {
+        Generator(Mutex::new(None))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<fastrand::Rng>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn f64(&self) -> f64 {
+        self.lock().get_or_insert_with(fastrand::Rng::new).f64()
+    }
+
+    fn seed(&self, seed: u64) {
+        *self.lock() = Some(fastrand::Rng::with_seed(seed));
+    }
+
+    /// Starts again from a new seed (from the operating system if it can); returns the seed and
+    /// whether the operating system gave it.
+    fn reseed(&self) -> (u64, bool) {
+        let (seed, from_os) = match os_seed() {
+            Some(seed) => (seed, true),
+            None => (clock_seed(), false),
+        };
+        self.seed(seed);
+        (seed, from_os)
+    }
+
+    /// The state, as a snapshot would hold it.
+    #[cfg(test)]
+    fn state(&self) -> Option<u64> {
+        self.lock().as_ref().map(fastrand::Rng::get_seed)
+    }
 }
 
 /// A number in `[0, 1)`.
@@ -21,19 +55,15 @@ pub(crate) fn f64() -> f64 {
     if let Some(x) = THREAD_SEEDED.with(|g| g.borrow_mut().as_mut().map(|g| g.f64())) {
         return x;
     }
-    generator().get_or_insert_with(fastrand::Rng::new).f64()
+    GENERATOR.f64()
 }
 
 /// Starts the generator again from a seed drawn from the operating system, and reseeds the calling
-/// thread's `fastrand` generator too (other crates draw from it). Returns whether the seed came
-/// from the operating system (else from the clock and the process: distinct per restore only as
-/// far as restores happen at distinct nanoseconds).
+/// thread's `fastrand` generator too (other threads' are out of reach; the library draws only from
+/// this one). Returns whether the seed came from the operating system (else from the clock and the
+/// process: distinct per restore only as far as restores happen at distinct nanoseconds).
 pub(crate) fn reseed() -> bool {
-    let (seed, from_os) = match os_seed() {
-        Some(seed) => (seed, true),
-        None => (clock_seed(), false),
-    };
-    *generator() = Some(fastrand::Rng::with_seed(seed));
+    let (seed, from_os) = GENERATOR.reseed();
     fastrand::seed(seed.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15);
     #[cfg(test)]
     THREAD_SEEDED.with(|g| {
@@ -78,17 +108,47 @@ fn clock_seed() -> u64 {
 mod tests {
     use super::*;
 
+    /// Four draws of an environment restored from a snapshot whose generator was in `state`.
+    fn restored(state: u64, reseed: bool) -> Vec<f64> {
+        let generator = Generator::new();
+        generator.seed(state);
+        if reseed {
+            assert!(generator.reseed().1, "/dev/urandom is readable on Linux");
+        }
+        (0..4).map(|_| generator.f64()).collect()
+    }
+
     #[test]
-    fn a_reseed_leaves_the_state_a_snapshot_held() {
-        // Two restores of one snapshot: the same state, then a reseed each.
+    fn two_restores_of_one_generator_state_draw_alike_unless_reseeded() {
+        let snapshot = Generator::new();
+        snapshot.f64();
+        let state = snapshot.state().unwrap();
+        assert_eq!(
+            restored(state, false),
+            restored(state, false),
+            "the same memory, the same draws"
+        );
+        assert_ne!(restored(state, true), restored(state, true));
+    }
+
+    #[test]
+    fn reseed_starts_the_process_generator_from_a_new_seed() {
+        // Other tests draw from it concurrently, which only ever moves it further: a seed equal to
+        // the one before (and to none of the states drawn since) would mean no reseed.
+        let before = GENERATOR.state();
+        assert!(reseed());
+        assert_ne!(GENERATOR.state(), before);
+    }
+
+    #[test]
+    fn a_thread_seeded_by_a_test_reseeds_too() {
         set_seed(7);
-        assert!(reseed(), "/dev/urandom is readable on Linux");
+        reseed();
         let first: Vec<u64> = (0..4).map(|_| (f64() * 1e9) as u64).collect();
         set_seed(7);
         reseed();
         let second: Vec<u64> = (0..4).map(|_| (f64() * 1e9) as u64).collect();
         assert_ne!(first, second);
-        // Without the reseed, the same state draws the same numbers.
         set_seed(7);
         let a = f64();
         set_seed(7);

@@ -52,6 +52,10 @@ use crate::store::Store;
 /// # Ok::<(), lambda_secrets::Error>(()) }).unwrap();
 /// ```
 ///
+/// Register one `SnapStart` for all of a function's values (chain [`secrets`](Self::secrets) and
+/// [`on_demand`](Self::on_demand)) rather than one per [`Secrets`]: `lambda_runtime` runs
+/// registered hooks one after another, and each reload would have the whole restore budget.
+///
 /// What it cannot reach: clones of values your code keeps past an invocation (`before_snapshot`
 /// logs the keys still held), and copies the AWS SDK, hyper and TLS buffers made while the values
 /// were fetched, freed without zeroizing. See the crate's
@@ -91,6 +95,33 @@ impl Secrets {
             stores: vec![self.store.clone()],
             #[cfg(feature = "on-demand")]
             caches: Vec::new(),
+        }
+    }
+}
+
+#[cfg(feature = "on-demand")]
+#[cfg_attr(docsrs, doc(cfg(feature = "on-demand")))]
+impl crate::OnDemand {
+    /// The SnapStart hooks for this cache, for a function without declared values (add more with
+    /// [`SnapStart::secrets`] and [`SnapStart::on_demand`]).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/tenants/7", "k-7");
+    /// let tenants = lambda_secrets::OnDemand::builder()
+    ///     .build(move |t| mem.value(t, format!("/tenants/{t}")))
+    ///     .unwrap();
+    /// tenants.get("7").await.unwrap();
+    /// let hooks = tenants.snapstart();
+    /// hooks.before_snapshot().await.unwrap();
+    /// assert_eq!(tenants.cached().await, 0);
+    /// # });
+    /// ```
+    pub fn snapstart(&self) -> SnapStart {
+        SnapStart {
+            stores: Vec::new(),
+            caches: vec![self.clone()],
         }
     }
 }
@@ -178,8 +209,9 @@ impl SnapStart {
     }
 
     /// Reseeds the library's random generator, then loads every declared value again (see
-    /// [`SnapStart`]). Fails with [`Error::Load`] naming every key that could not be loaded; the
-    /// values then stay dropped.
+    /// [`SnapStart`]). Fails with [`Error::Load`] naming every key that could not be loaded: the
+    /// values of a [`Secrets`] with a key that could not be loaded stay dropped (those of the other
+    /// `Secrets` are loaded; on-demand names are fetched on their next lookup).
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -292,6 +324,10 @@ mod tests {
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     async fn load(mem: &MemorySource) -> Secrets {
@@ -460,14 +496,14 @@ mod tests {
         let (first, second) = (load(&a).await, load(&b).await);
         let hooks = first.snapstart().secrets(&second);
         hooks.before_snapshot().await.unwrap();
-        a.set_latency(secs(2));
-        b.set_latency(secs(2));
+        a.set_latency(ms(800));
+        b.set_latency(ms(800));
         let started = Instant::now();
         hooks.after_restore().await.unwrap();
         let took = started.elapsed();
         assert!(
-            took >= secs(2) && took < secs(3),
-            "one after the other would take 4 s: {took:?}"
+            took >= ms(800) && took < ms(1200),
+            "one after the other would take 1.6 s: {took:?}"
         );
         assert_eq!(second.get("db").unwrap().expose_str(), Some("db-init"));
 
@@ -516,6 +552,30 @@ mod tests {
         mem.set("/tenants/7", "t7-rotated");
         hooks.after_restore().await.unwrap();
         assert_eq!(tenants.get("7").await.unwrap().expose_str(), Some("t7-rotated"));
+    }
+
+    #[cfg(feature = "on-demand")]
+    #[tokio::test(start_paused = true)]
+    async fn an_on_demand_refresh_under_way_at_the_seal_holds_no_value() {
+        let mem = source();
+        mem.set("/tenants/7", "t7-init");
+        let lookup = mem.clone();
+        let tenants = crate::OnDemand::builder()
+            .ttl(secs(10))
+            .max_staleness(secs(600))
+            .build(move |t| lookup.value(t, format!("/tenants/{t}")))
+            .unwrap();
+        let watch = tenants.get("7").await.unwrap().watch();
+        mem.set("/tenants/7", "t7-rotated"); // the source no longer holds the first value
+        tokio::time::advance(secs(20)).await;
+        mem.set_latency(secs(5));
+        drop(tenants.get("7").await.unwrap()); // served from the cache; starts the refresh
+        tokio::time::sleep(ms(100)).await;
+        assert!(mem.fetches() >= 2, "the refresh is under way");
+        tenants.snapstart().before_snapshot().await.unwrap();
+        assert!(!watch.is_held(), "the refresh task kept the value alive");
+        tokio::time::sleep(secs(10)).await; // the refresh ends: nothing is cached again
+        assert_eq!(tenants.cached().await, 0);
     }
 
     #[cfg(feature = "on-demand")]

@@ -246,6 +246,27 @@ async fn dropped_connection_is_a_dispatch_failure() {
 }
 
 #[tokio::test]
+async fn a_killed_connection_never_answers_and_a_new_one_does() {
+    let (proxy, client, seed) = setup().await;
+    let name = format!("{}/p", unique_prefix("killed"));
+    put_param(&seed, &name, "v", "String").await;
+    client.get_parameter().name(&name).send().await.unwrap(); // its connection is pooled
+
+    proxy.kill_open_connections();
+    let on_the_pooled_one = tokio::time::timeout(
+        Duration::from_millis(500),
+        client.get_parameter().name(&name).send(),
+    )
+    .await;
+    assert!(on_the_pooled_one.is_err(), "{on_the_pooled_one:?}");
+    assert_eq!(proxy.unanswered(), 1);
+    // The abandoned connection is not reused: the next request opens a new one, which works.
+    client.get_parameter().name(&name).send().await.unwrap();
+    assert_eq!(proxy.forwarded("GetParameter"), 2);
+    assert_eq!(proxy.unanswered(), 1);
+}
+
+#[tokio::test]
 async fn retrying_client_recovers_from_injected_faults() {
     let (proxy, _, seed) = setup().await;
     let name = format!("{}/p", unique_prefix("retry"));

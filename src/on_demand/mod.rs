@@ -264,6 +264,9 @@ impl OnDemand {
     }
 
     async fn lookup(&self, name: &str, budget: Duration) -> Result<(SecretValue, Arc<ValueInfo>), Error> {
+        // Read before `sealed`: a snapshot taken after this point changes it, and the fetch below
+        // then does not cache its answer.
+        let seals = self.inner.seals.load(Ordering::Acquire);
         if self.inner.sealed.load(Ordering::Acquire) {
             return Err(Error::DroppedForSnapshot { key: name.to_owned() });
         }
@@ -284,10 +287,11 @@ impl OnDemand {
         }
         let inner = self.inner.clone();
         let owned = name.to_owned();
-        let fetch = self
-            .inner
-            .cache
-            .try_get_with(owned.clone(), async move { inner.fetch(&owned, budget).await });
+        let fetch =
+            self.inner.cache.try_get_with(
+                owned.clone(),
+                async move { inner.fetch(&owned, budget, seals).await },
+            );
         let entry = match tokio::time::timeout(budget, fetch).await {
             Ok(entry) => entry.map_err(|e| Error::clone(&e))?,
             Err(_) => {
@@ -425,27 +429,33 @@ impl OnDemand {
         }
     }
 
-    /// Refreshes `entry` in the background (coalesced with other refreshes of the moment).
+    /// Refreshes `entry` in the background (coalesced with other refreshes of the moment). The
+    /// task does not keep the entry (nor its value) alive: an entry evicted or dropped for a
+    /// SnapStart snapshot meanwhile is not refreshed into the cache again.
     fn start_refresh(&self, name: String, entry: Entry) {
-        let kept = entry.clone();
+        let Ok(found) = &entry.0.found else { return };
+        let (target, version) = (found.target.clone(), found.info.version.clone());
+        let refreshed = Arc::downgrade(&entry.0);
         let inner = self.inner.clone();
         let task = async move {
-            let Ok(found) = &entry.0.found else { return };
-            let target = &found.target;
             let answer = inner
                 .batcher
                 .fetch(
                     target.source.clone(),
                     target.item.clone(),
-                    found.info.version.clone(),
+                    version,
                     true,
                     inner.settings.timeout,
                 )
                 .await
                 .unwrap_or_else(lost);
+            let Some(entry) = refreshed.upgrade().map(Entry) else {
+                return; // no longer cached: the answer is dropped (its value zeroized)
+            };
+            let Ok(found) = &entry.0.found else { return };
             let now = Instant::now();
             let fresh = match answer {
-                Ok(Refreshed::Changed(fetched)) => bind(target, fetched).map(Arc::new),
+                Ok(Refreshed::Changed(fetched)) => bind(&target, fetched).map(Arc::new),
                 Ok(Refreshed::Unchanged { .. }) => Ok(found.clone()),
                 Err(e) => Err(e),
             };
@@ -487,7 +497,8 @@ impl OnDemand {
             Err(_) => {
                 drop(task);
                 self.inner.refresh_failures.fetch_add(1, Ordering::Relaxed);
-                kept.0
+                entry
+                    .0
                     .retry_after(Instant::now(), self.inner.settings.failure_backoff);
             }
         }
@@ -497,9 +508,9 @@ impl OnDemand {
 impl Inner {
     /// Fetches `name` (a miss): declared by the closure, coalesced with other misses. Not found and
     /// denied are cached as negative answers; other failures are errors, not cached.
-    async fn fetch(&self, name: &str, budget: Duration) -> Result<Entry, Error> {
+    /// `seals`: the snapshots taken when the lookup began.
+    async fn fetch(&self, name: &str, budget: Duration, seals: u64) -> Result<Entry, Error> {
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let seals = self.seals.load(Ordering::Acquire);
         let decl = (self.declare)(name);
         if let Some((what, input, reason)) = decl.invalid {
             return Err(Error::InvalidInput { what, input, reason });

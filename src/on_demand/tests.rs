@@ -363,3 +363,20 @@ async fn a_lookup_waits_no_longer_than_its_budget() {
     mem.set_latency(Duration::ZERO);
     assert_eq!(od.get("t0").await.unwrap().expose_str(), Some("key-0"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_fetch_of_a_lookup_that_began_before_a_snapstart_seal_caches_nothing() {
+    // A lookup passed the sealed check, then the values were dropped for a snapshot (and maybe
+    // restored) before its fetch ran: what it fetched is from before the snapshot.
+    let mem = MemorySource::new();
+    seed(&mem, 1);
+    let od = tenants(&mem);
+    let began = od.inner.seals.load(std::sync::atomic::Ordering::Acquire);
+    od.seal().await;
+    od.unseal();
+    let fetched = od.inner.fetch("t0", Duration::from_secs(5), began).await;
+    assert!(matches!(fetched, Err(Error::DroppedForSnapshot { .. })));
+    // A lookup that begins now fetches and caches.
+    assert_eq!(od.get("t0").await.unwrap().expose_str(), Some("key-0"));
+    assert_eq!(od.cached().await, 1);
+}

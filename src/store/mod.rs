@@ -249,6 +249,11 @@ impl Store {
         let mut done = self.completed.subscribe();
         let generation = {
             let mut units = self.lock();
+            if units.sealed {
+                // Dropped for a SnapStart snapshot since `current` was read: nothing is fetched
+                // before the restore (it would put a value in the snapshot).
+                return Err(Error::DroppedForSnapshot { key: key.to_owned() });
+            }
             let now = Instant::now();
             let unit = &units.list[index];
             let forced = unit

@@ -19,6 +19,10 @@ use crate::freeze::after;
 /// (`SnapStartTimeoutException`): 10 s, less a margin for the runtime's own work.
 pub(crate) const RESTORE_BUDGET: Duration = Duration::from_secs(9);
 
+/// A source that does not honour its [`CallContext`]'s deadline is given up this long after it (the
+/// store's usual grace is longer than a restore can afford).
+const RESTORE_GRACE: Duration = Duration::from_millis(500);
+
 /// Connections pooled before the snapshot are dead after a restore, and one whose peer forgot it
 /// without a word is never answered: the first attempt of each call of the reload is abandoned
 /// after this long (instead of the policy's attempt timeout, 3 s by default) and retried, on a new
@@ -91,7 +95,11 @@ impl Store {
             after(started, self.config.load_timeout.min(RESTORE_BUDGET)),
         )
         .first_attempt_timeout(FIRST_ATTEMPT_AFTER_RESTORE);
-        let results = refresh::fetch_all(&targets, &ctx, false).await;
+        let cut_at = after(started, RESTORE_BUDGET + RESTORE_GRACE);
+        let results = match tokio::time::timeout_at(cut_at, refresh::fetch_all(&targets, &ctx, false)).await {
+            Ok(results) => results,
+            Err(_) => vec![Err(refresh::LOST_TIMED_OUT); targets.len()],
+        };
         let now = Instant::now();
         let mut units = self.lock();
         let failures = loaded(&mut units.list, results, started, now, &self.config);

@@ -239,6 +239,10 @@ impl Unit {
     /// Fresh/Failing -> Refreshing. A refresh under way is superseded (its result will be
     /// ignored): only `refresh_now` does that.
     pub(crate) fn start(&mut self, generation: u64, now: Instant, urgency: Arc<Urgency>) {
+        debug_assert!(
+            !self.is_sealed(),
+            "a sealed unit is only loaded again, never refreshed"
+        );
         let (failures, error, expired) = match std::mem::replace(&mut self.state, State::Fresh { due: now }) {
             State::Fresh { .. } => (0, None, false),
             State::Failing {

@@ -19,7 +19,8 @@ pub struct Copy {
     pub context: String,
 }
 
-/// Every place `needle` occurs in the readable memory of process `pid` (no overlaps).
+/// Every place `needle` occurs in the readable memory of process `pid` (no overlaps). Fails if a
+/// writable mapping (heap, stacks, anonymous memory: where a value could be) cannot be read.
 pub fn find(pid: u32, needle: &[u8]) -> Result<Vec<Copy>, String> {
     assert!(!needle.is_empty());
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
@@ -46,8 +47,12 @@ pub fn find(pid: u32, needle: &[u8]) -> Result<Vec<Copy>, String> {
             continue;
         };
         let mut bytes = vec![0u8; (end - start) as usize];
-        // Pages that cannot be read (guard pages, device mappings) are skipped.
-        if read_fully(&mem, &mut bytes, start).is_err() {
+        // Read-only mappings that cannot be read (device mappings) are skipped; writable ones,
+        // where a value could be, must be read.
+        if let Err(e) = read_fully(&mem, &mut bytes, start) {
+            if perms.contains('w') {
+                return Err(format!("reading {range} ({mapping}) of process {pid}: {e}"));
+            }
             continue;
         }
         let mut at = 0;

@@ -3,6 +3,7 @@
 //! freezes are `tokio::time::advance` and nothing depends on the machine's load.
 
 mod properties;
+mod restore;
 mod review;
 mod scripted;
 

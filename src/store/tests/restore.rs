@@ -1,0 +1,77 @@
+//! SnapStart in the store: reads and refreshes under way when the values are dropped for the
+//! snapshot, and a reload that must end within Lambda's restore budget.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::scripted::{Mode, Scripted};
+use super::{builder, ms, secs};
+use crate::Error;
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_now_and_a_waiting_read_under_way_at_the_seal_end_at_once() {
+    let src = Scripted::new(ms(20));
+    let secrets = builder()
+        .add(src.declare("k", "/k").ttl(secs(1)))
+        .max_staleness(secs(2))
+        .load()
+        .await
+        .unwrap();
+    src.set_mode(Mode::Hang);
+    let forced = tokio::spawn({
+        let secrets = secrets.clone();
+        async move { secrets.refresh_now("k").await }
+    });
+    // Past the maximum staleness: a read waits for the (hung) refresh.
+    tokio::time::sleep(secs(3)).await;
+    let waiting = tokio::spawn({
+        let secrets = secrets.clone();
+        async move { secrets.fresh_snapshot().await }
+    });
+    tokio::time::sleep(ms(100)).await;
+    assert!(!forced.is_finished() && !waiting.is_finished());
+
+    let sealed = Instant::now();
+    secrets.snapstart().before_snapshot().await.unwrap();
+    let forced = forced.await.unwrap();
+    assert!(
+        matches!(forced, Err(Error::DroppedForSnapshot { .. })),
+        "{forced:?}"
+    );
+    assert!(
+        waiting.await.unwrap().is_empty(),
+        "the waiting read got the sealed snapshot"
+    );
+    assert!(
+        sealed.elapsed() < ms(100),
+        "{:?}: nobody waited for the hung source",
+        sealed.elapsed()
+    );
+    // After the seal, no refresh is started.
+    assert!(matches!(
+        secrets.refresh_now("k").await,
+        Err(Error::DroppedForSnapshot { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_that_ignores_its_deadline_ends_the_reload_within_the_restore_budget() {
+    let src = Scripted::new(ms(20));
+    let secrets = builder()
+        .load_timeout(secs(30))
+        .add(src.declare("k", "/k"))
+        .load()
+        .await
+        .unwrap();
+    let hooks = secrets.snapstart();
+    hooks.before_snapshot().await.unwrap();
+    src.set_mode(Mode::Hang); // never answers, whatever its call context says
+    let started = Instant::now();
+    let err = hooks.after_restore().await.unwrap_err().to_string();
+    assert!(err.contains("key `k`") && err.contains("did not answer"), "{err}");
+    // Lambda fails a restore whose hooks run 10 s.
+    let took = started.elapsed();
+    assert!(took <= Duration::from_millis(9_500), "{took:?}");
+    assert!(matches!(secrets.get("k"), Err(Error::DroppedForSnapshot { .. })));
+}
