@@ -449,8 +449,16 @@ mod tests {
         assert!(err.contains("key `api` (memory `/api`): not found"), "{err}");
         assert!(matches!(secrets.get("db"), Err(Error::DroppedForSnapshot { .. })));
 
-        mem.set("/db", "db-2");
+        // One key missing: the other, loaded, is not served either (nothing half-loaded).
         mem.set("/api", "api-2");
+        let err = hooks.after_restore().await.unwrap_err().to_string();
+        assert!(err.contains("key `db`") && !err.contains("key `api`"), "{err}");
+        assert!(matches!(
+            secrets.get("api"),
+            Err(Error::DroppedForSnapshot { .. })
+        ));
+
+        mem.set("/db", "db-2");
         hooks.after_restore().await.unwrap();
         assert_eq!(secrets.get("api").unwrap().expose_str(), Some("api-2"));
     }

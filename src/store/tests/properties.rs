@@ -1,11 +1,15 @@
 //! Property tests of the refresh engine over random sequences of invocations, fetch results (ok,
-//! changed, error, panic, hang), time passing, and freezes (the clock jumps while nothing runs),
-//! all in virtual time. After every step:
+//! changed, error, panic, hang), time passing, freezes (the clock jumps while nothing runs) and
+//! SnapStart snapshots (values dropped, a long wait, a restore), all in virtual time. After every
+//! step:
 //!
 //! - at most one refresh of an item is in flight;
 //! - a refresh that failed or was lost is not followed by another before its backoff (or the
 //!   value's maximum staleness, whichever comes first);
 //! - an invocation waits only if some value was past its maximum staleness;
+//! - between the seal and the restore nothing is readable and nothing is fetched; after a restore
+//!   every value is the source's current one (a restore that failed is followed by another, as
+//!   Lambda restores another environment);
 //!
 //! and at the end, once the source is healthy again, a changed value is served within the bound.
 
@@ -32,6 +36,10 @@ enum Event {
     Answer(Mode),
     /// The values change.
     Change,
+    /// A SnapStart snapshot: `before_snapshot`, a wait of this many ms (longer than a refresh's
+    /// budget: a refresh under way at the seal ends within it, as one on a connection that died
+    /// with the snapshot would), the values changed or not, then `after_restore`.
+    Snapshot { wait: u64, change: bool },
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -48,6 +56,7 @@ fn event() -> impl Strategy<Value = Event> {
         ]
         .prop_map(Event::Answer),
         2 => Just(Event::Change),
+        1 => (5_000u64..600_000, any::<bool>()).prop_map(|(wait, change)| Event::Snapshot { wait, change }),
     ]
 }
 
@@ -94,6 +103,46 @@ impl Run {
             waited.is_zero() || stale,
             "an invocation waited {waited:?} with no value past its maximum staleness"
         );
+        Ok(())
+    }
+
+    async fn snapshot(&mut self, wait: Duration, change: bool) -> Result<(), TestCaseError> {
+        let hooks = self.secrets.snapstart();
+        let sealed = Instant::now();
+        hooks.before_snapshot().await.unwrap();
+        prop_assert!(
+            self.secrets.snapshot().is_empty(),
+            "a value readable after the seal"
+        );
+        tokio::time::sleep(wait).await;
+        if change {
+            self.source.change();
+        }
+        let restored = Instant::now();
+        prop_assert!(
+            self.source
+                .log()
+                .iter()
+                .all(|e| e.start <= sealed || e.start >= restored),
+            "a fetch started between the seal and the restore"
+        );
+        while let Err(e) = hooks.after_restore().await {
+            // The source is failing: this environment fails its restore, and Lambda restores
+            // another one later.
+            prop_assert!(self.secrets.snapshot().is_empty(), "half-loaded after {e}");
+            tokio::time::sleep(secs(1)).await;
+            self.source.set_mode(Mode::Ok);
+        }
+        let want = format!("v{}", self.source.version());
+        let snap = self.secrets.snapshot();
+        for key in ["a", "b", "c"] {
+            prop_assert_eq!(
+                snap.expose_str(key).ok(),
+                Some(want.as_str()),
+                "key {} after the restore",
+                key
+            );
+        }
         Ok(())
     }
 
@@ -173,6 +222,7 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
             Event::Change => {
                 run.source.change();
             }
+            Event::Snapshot { wait, change } => run.snapshot(ms(wait), change).await?,
         }
         run.check_log()?;
     }

@@ -101,6 +101,11 @@ impl Scripted {
         s.version
     }
 
+    /// The version every value is at (values read `v{version}`).
+    pub(crate) fn version(&self) -> u64 {
+        self.state().version
+    }
+
     pub(crate) fn log(&self) -> Vec<FetchLog> {
         self.state().log.clone()
     }
