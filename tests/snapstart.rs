@@ -195,6 +195,13 @@ struct Parameters {
     config: String,
 }
 
+impl Parameters {
+    /// The `lambda_runtime_handler` example reading these parameters through `proxy`.
+    async fn function(&self, tag: &str, init: Init, proxy: &FaultProxy) -> Function {
+        Function::start(tag, init, &proxy.endpoint(), &self.api_key, &self.config).await
+    }
+}
+
 async fn parameters(tag: &str, api_key_value: &str) -> Parameters {
     let seed = ssm_client(&moto().endpoint).await;
     let prefix = unique_prefix(tag);
@@ -241,26 +248,12 @@ async fn a_restore_serves_the_value_changed_while_the_snapshot_waited_and_the_sn
 
     // Without the hooks, the snapshot is the memory at the end of INIT: measured on an ordinary
     // cold start where it asks for its first invocation.
-    let plain = Function::start(
-        "plain",
-        Init::OnDemand,
-        &proxy.endpoint(),
-        &params.api_key,
-        &params.config,
-    )
-    .await;
+    let plain = params.function("plain", Init::OnDemand, &proxy).await;
     plain.reached("invocation/next").await;
     let without_hooks = plain.copies_of(&before);
     drop(plain);
 
-    let function = Function::start(
-        "snap",
-        Init::SnapStart,
-        &proxy.endpoint(),
-        &params.api_key,
-        &params.config,
-    )
-    .await;
+    let function = params.function("snap", Init::SnapStart, &proxy).await;
     function.reached("restore/next").await;
     // The snapshot point: INIT is done, `before_snapshot` has run.
     let with_hooks = function.copies_of(&before);
@@ -322,14 +315,9 @@ async fn restored_environments_draw_their_own_refresh_phases() {
     let params = parameters("snapstart-phases", &distinctive_value("v")).await;
     let mut phases = Vec::new();
     for n in 0..3 {
-        let function = Function::start(
-            &format!("phase-{n}"),
-            Init::SnapStart,
-            &proxy.endpoint(),
-            &params.api_key,
-            &params.config,
-        )
-        .await;
+        let function = params
+            .function(&format!("phase-{n}"), Init::SnapStart, &proxy)
+            .await;
         function.reached("restore/next").await;
         function.api.release_restore();
         let answer = function.invoke(serde_json::json!({})).await;
@@ -355,14 +343,7 @@ async fn a_value_deleted_while_the_snapshot_waited_fails_the_restore_naming_it()
     support::init_tracing();
     let proxy = FaultProxy::start(&moto().endpoint).await;
     let params = parameters("snapstart-deleted", &distinctive_value("v")).await;
-    let mut function = Function::start(
-        "deleted",
-        Init::SnapStart,
-        &proxy.endpoint(),
-        &params.api_key,
-        &params.config,
-    )
-    .await;
+    let mut function = params.function("deleted", Init::SnapStart, &proxy).await;
     function.reached("restore/next").await;
     params
         .seed

@@ -155,6 +155,27 @@ pub async fn eventually(
     false
 }
 
+/// Accepts connections on `listener` until the task running it is dropped or aborted, and serves
+/// each on a task of its own (`serve(stream)`); those tasks end with it. The test servers' loop
+/// (fault proxy, Runtime API).
+pub async fn accept_loop<F, Fut>(listener: tokio::net::TcpListener, mut serve: F)
+where
+    F: FnMut(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    connections.spawn(serve(stream));
+                }
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
 /// A `tracing` writer into a shared buffer: `tracing_subscriber::fmt().with_writer(move || c.clone())`.
 #[derive(Clone, Default)]
 pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

@@ -29,7 +29,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 const AWS_JSON: &str = "application/x-amz-json-1.1";
 const WINDOW: Duration = Duration::from_secs(1);
@@ -340,26 +340,21 @@ impl Shared {
     }
 }
 
+/// Serves the proxy's connections, numbered in the order they are accepted.
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                let number = shared.connections.fetch_add(1, Ordering::SeqCst);
-                conns.spawn(async move {
-                    let svc = service_fn(move |req| handle(shared.clone(), number, req));
-                    // Errors here are dropped connections or client hang-ups.
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+    super::accept_loop(listener, move |stream| {
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let number = shared.connections.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let svc = service_fn(move |req| handle(shared.clone(), number, req));
+            // Errors here are dropped connections or client hang-ups.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         }
-    }
+    })
+    .await
 }
 
 /// `(service prefix, operation)` from `X-Amz-Target`, e.g.
