@@ -39,6 +39,7 @@ async fn main() -> Result<(), Error> {
         .service(service_fn(handler));
     // `lambda_http::run(service)`, plus the SnapStart hooks.
     lambda_http::runtime(service)
+        .layer(lambda_http::lambda_runtime::layers::TracingLayer::new())
         .register_snapstart_resource(Arc::new(secrets.snapstart()))
         .run()
         .await

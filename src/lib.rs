@@ -96,9 +96,9 @@
 //! - after each restore, the random generator is reseeded from the OS (each restored environment
 //!   draws its own refresh phase: no lockstep across a restored fleet), the rate limits start
 //!   afresh, and every declared value is loaded again through the cold load's batched,
-//!   rate-limited path, within Lambda's 10-second restore budget (the load timeout, at most 9 s).
-//!   Each value's clock starts at the restore. A failure fails the restore, naming every missing
-//!   key, as a failed INIT does.
+//!   rate-limited path, within Lambda's 10-second restore budget (calls end by the load timeout or
+//!   9 s, the reload is cut at 9.5 s). Each value's clock starts at the restore. A failure fails
+//!   the restore, naming every missing key, as a failed INIT does.
 //!
 //! What the library cannot reach: copies of a value in buffers of the AWS SDK, hyper and TLS,
 //! freed without being zeroized (in the end-to-end test's runs, 0 or 1 such copy of a parameter's
@@ -106,8 +106,8 @@
 //! is held by the library), and
 //! values your code keeps past an invocation (a [`Snapshot`] or [`SecretValue`] held in a
 //! static: `before_snapshot` logs their keys). Connections pooled during INIT are dead after a
-//! restore; a call on one fails or times out (the per-attempt timeout) and is retried on a new
-//! connection within the reload's budget.
+//! restore; a call on one fails or times out (the first attempt after a restore, after 1 s) and is
+//! retried on a new connection within the reload's budget.
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

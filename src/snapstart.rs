@@ -20,11 +20,14 @@ use crate::store::Store;
 /// - [`after_restore`](Self::after_restore) reseeds the library's random generator from
 ///   `/dev/urandom` (unique per restored environment), starts the rate limits afresh, and loads every
 ///   declared value again through the cold load's path: every [`Secrets`] at once, batched,
-///   rate-limited, within the [load timeout](crate::SecretsBuilder::load_timeout) (8 s by default)
-///   and at most 9 s, inside the 10 s Lambda gives the after-restore hooks. Each value's clock
-///   starts at the restore, and each environment draws its own random first-refresh phase, so a
-///   restored fleet does not refresh in lockstep. On-demand names are fetched again on their first
-///   lookup.
+///   rate-limited: its calls end by the [load timeout](crate::SecretsBuilder::load_timeout) (8 s
+///   by default) or 9 s, whichever is sooner, and the reload is cut at 9.5 s whatever a source
+///   does, inside the 10 s Lambda gives the after-restore hooks. A call's first attempt is abandoned
+///   after 1 s (a connection pooled before the snapshot may never answer). Each value's clock
+///   starts at the restore, and each environment draws its own random first-refresh phase (one per
+///   `Secrets`, as at a cold load), so a restored fleet does not refresh in lockstep. On-demand
+///   names are fetched again on their first lookup. The calling thread's `fastrand` generator is
+///   reseeded too.
 ///
 /// If the reload fails, `after_restore` fails with [`Error::Load`] naming every key that could not
 /// be loaded, like a failed INIT: the runtime reports it to `/restore/error`, and Lambda does not
@@ -259,6 +262,8 @@ impl SnapStart {
         }
         #[cfg(feature = "on-demand")]
         for cache in &self.caches {
+            // Whatever the snapshot held goes (there is nothing to drop after `before_snapshot`).
+            cache.seal().await;
             cache.unseal();
         }
         match failures.is_empty() {
@@ -584,6 +589,37 @@ mod tests {
         assert!(!watch.is_held(), "the refresh task kept the value alive");
         tokio::time::sleep(secs(10)).await; // the refresh ends: nothing is cached again
         assert_eq!(tenants.cached().await, 0);
+    }
+
+    #[cfg(feature = "on-demand")]
+    #[tokio::test(start_paused = true)]
+    async fn an_on_demand_caches_first_batch_after_the_restore_abandons_a_slow_first_attempt_sooner() {
+        let mem = source();
+        mem.set("/tenants/7", "t7");
+        mem.set("/tenants/8", "t8");
+        let lookup = mem.clone();
+        let tenants = crate::OnDemand::builder()
+            .build(move |t| lookup.value(t, format!("/tenants/{t}")))
+            .unwrap();
+        let hooks = tenants.snapstart();
+        hooks.before_snapshot().await.unwrap();
+        hooks.after_restore().await.unwrap();
+        // Each attempt takes 2 s (as one on a dead connection would take its whole timeout).
+        mem.set_latency(secs(2));
+        let fetches = mem.fetches();
+        assert_eq!(tenants.get("7").await.unwrap().expose_str(), Some("t7"));
+        assert_eq!(
+            mem.fetches() - fetches,
+            2,
+            "the first attempt was abandoned after 1 s"
+        );
+        let fetches = mem.fetches();
+        assert_eq!(tenants.get("8").await.unwrap().expose_str(), Some("t8"));
+        assert_eq!(
+            mem.fetches() - fetches,
+            1,
+            "later batches wait the attempt timeout"
+        );
     }
 
     #[cfg(feature = "on-demand")]

@@ -58,6 +58,9 @@ pub(super) struct Fetching {
     pub(super) window: Duration,
     /// Names at which a batch is sent at once.
     pub(super) max_batch: usize,
+    /// Set by a SnapStart restore: the next batch abandons each call's first attempt sooner (its
+    /// pooled connection may be dead).
+    pub(super) restored: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Two coalescers: misses and refreshes are fetched differently.
@@ -70,6 +73,13 @@ pub(super) struct Batcher {
 impl Batcher {
     pub(super) fn limits(&self) -> &crate::RateLimits {
         &self.fetching.limits
+    }
+
+    /// After a SnapStart restore (see [`Fetching::restored`]).
+    pub(super) fn restored(&self) {
+        self.fetching
+            .restored
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     pub(super) fn new(fetching: Fetching) -> Self {
@@ -156,12 +166,15 @@ async fn send(batch: Vec<Waiting>, fetching: Fetching, refresh: bool) {
     // The batch lasts as long as its most patient lookup may wait; each lookup stops waiting at
     // its own budget.
     let budget = batch.iter().map(|w| w.budget).max().unwrap_or(fetching.timeout);
-    let ctx = CallContext::new(
+    let mut ctx = CallContext::new(
         fetching.stats.clone(),
         fetching.retry,
         Some(fetching.limits.clone()),
         after(Instant::now(), budget),
     );
+    if fetching.restored.swap(false, std::sync::atomic::Ordering::AcqRel) {
+        ctx = ctx.first_attempt_timeout(crate::store::FIRST_ATTEMPT_AFTER_RESTORE);
+    }
     let answers = fetch_all(&targets, &ctx, refresh).await;
     for (waiting, answer) in batch.into_iter().zip(answers) {
         let _ = waiting.answer.send(answer);

@@ -304,6 +304,12 @@ impl OnDemand {
                 ))
             }
         };
+        if self.inner.seals.load(Ordering::Acquire) != seals {
+            // A SnapStart snapshot was taken while this lookup ran (the cache may have taken the
+            // answer after the seal emptied it): what it found is from before the snapshot.
+            self.inner.replace(name, &entry, None).await;
+            return Err(Error::DroppedForSnapshot { key: name.to_owned() });
+        }
         entry_result(&entry)
     }
 
@@ -398,6 +404,7 @@ impl OnDemand {
     /// After a SnapStart restore: lookups work again, each name fetched on its first lookup (nothing
     /// from before the snapshot is kept).
     pub(crate) fn unseal(&self) {
+        self.inner.batcher.restored();
         self.inner.sealed.store(false, Ordering::Release);
     }
 
@@ -954,6 +961,7 @@ impl OnDemandBuilder {
             timeout: self.timeout,
             window: self.window,
             max_batch: self.max_batch,
+            restored: Default::default(),
         });
         Ok(OnDemand {
             inner: Arc::new(Inner {

@@ -33,6 +33,8 @@ pub(crate) use plan::Config;
 #[cfg(feature = "on-demand")]
 pub(crate) use refresh::{fetch_all, Answer};
 #[cfg(feature = "on-demand")]
+pub(crate) use restore::FIRST_ATTEMPT_AFTER_RESTORE;
+#[cfg(feature = "on-demand")]
 pub(crate) use unit::json_field;
 
 use crate::call::{CallContext, CallStats};
@@ -67,6 +69,8 @@ pub(crate) struct Store {
     warned: Mutex<Vec<String>>,
     /// Held through a reload after a SnapStart restore: two reloads do not interleave.
     restoring: tokio::sync::Mutex<()>,
+    /// Bumped each time the values are dropped for a SnapStart snapshot: refreshes under way stop.
+    seals: watch::Sender<u64>,
     /// The multi-thread runtime `load()` ran on, if it did: refreshes started where no runtime is
     /// current run there.
     runtime: Option<tokio::runtime::Handle>,
@@ -122,6 +126,7 @@ impl Store {
             completed: watch::Sender::new(0),
             warned: Mutex::new(Vec::new()),
             restoring: tokio::sync::Mutex::new(()),
+            seals: watch::Sender::new(0),
             // A current-thread runtime runs tasks only while someone drives it: not a fallback.
             runtime: tokio::runtime::Handle::try_current()
                 .ok()

@@ -134,8 +134,15 @@ impl Store {
     }
 
     async fn run(self: Arc<Self>, mut guard: RefreshGuard, window: Duration, urgency: Arc<Urgency>) {
+        // Values dropped for a SnapStart snapshot end the refresh where it is: its calls would only
+        // bring into memory answers the snapshot would hold (the restore loads everything again).
+        // Its guard ends it, which changes nothing in sealed units.
+        let mut sealed = self.seals.subscribe();
         let targets: Vec<_> = {
             let units = self.lock();
+            if units.sealed {
+                return;
+            }
             guard
                 .batch
                 .iter()
@@ -153,7 +160,11 @@ impl Store {
             after(Instant::now(), window + self.config.refresh_timeout),
         )
         .spread(window, urgency);
-        let results = fetch_all(&targets, &ctx, true).await;
+        let fetch = std::pin::pin!(fetch_all(&targets, &ctx, true));
+        let results = match select(fetch, std::pin::pin!(sealed.changed())).await {
+            Either::Left((results, _)) => results,
+            Either::Right(_) => return,
+        };
         let now = Instant::now();
         // One draw for the whole refresh (jitter of the next refresh, or backoff): values
         // refreshed together stay due together, in one batched refresh, instead of scattering.

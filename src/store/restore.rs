@@ -62,6 +62,8 @@ impl Store {
         units.sealed = true;
         self.publish(&units, Instant::now());
         drop(units);
+        // Stops the refreshes under way (their calls, and what they would bring into memory).
+        self.seals.send_modify(|n| *n += 1);
         // Wakes invocations waiting for a refresh: they now read the sealed snapshot.
         self.completed.send_modify(|n| *n += 1);
         let mut held: Vec<String> = watched

@@ -474,12 +474,66 @@ pub(crate) fn json_field(value: &SecretValue, field: &str) -> Result<SecretValue
         .ok_or_else(|| ItemError::Invalid(format!("the JSON object has no field `{field}`")))?
         .get();
     if raw.starts_with('"') {
-        let text: String = serde_json::from_str(raw)
-            .map_err(|_| ItemError::Invalid(format!("field `{field}` is not a valid JSON string")))?;
-        Ok(text.into())
+        let text = json_string(raw)
+            .ok_or_else(|| ItemError::Invalid(format!("field `{field}` is not a valid JSON string")))?;
+        Ok(SecretValue::new(text))
     } else {
         Ok(raw.into())
     }
+}
+
+/// The text of the JSON string literal `raw` (quotes included), unescaped into one buffer that
+/// never grows (an escape is never shorter than what it stands for), so that no copy of the text is
+/// left behind: serde_json unescapes through a scratch buffer it frees without zeroizing. `None`
+/// when `raw` is not a valid JSON string (as serde_json judges it).
+fn json_string(raw: &str) -> Option<Vec<u8>> {
+    fn push(out: &mut Vec<u8>, c: char) {
+        let mut utf8 = [0u8; 4];
+        out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+    }
+    fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
+        (0..4).try_fold(0u32, |code, _| Some(code * 16 + chars.next()?.to_digit(16)?))
+    }
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = Vec::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                '"' => out.push(b'"'),
+                '\\' => out.push(b'\\'),
+                '/' => out.push(b'/'),
+                'b' => out.push(0x08),
+                'f' => out.push(0x0c),
+                'n' => out.push(b'\n'),
+                'r' => out.push(b'\r'),
+                't' => out.push(b'\t'),
+                'u' => {
+                    let high = hex4(&mut chars)?;
+                    let code = match high {
+                        0xD800..=0xDBFF => {
+                            if (chars.next()?, chars.next()?) != ('\\', 'u') {
+                                return None;
+                            }
+                            let low = hex4(&mut chars)?;
+                            if !(0xDC00..=0xDFFF).contains(&low) {
+                                return None;
+                            }
+                            0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+                        }
+                        0xDC00..=0xDFFF => return None,
+                        _ => high,
+                    };
+                    push(&mut out, char::from_u32(code)?);
+                }
+                _ => return None,
+            },
+            '"' => return None,
+            c if u32::from(c) < 0x20 => return None,
+            c => push(&mut out, c),
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -498,6 +552,20 @@ mod tests {
         );
         u.state = State::Fresh { due: now };
         u
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn json_strings_unescape_as_serde_json_does(text in "\\PC*", noise in "[\"\\\\u0-9a-fA-FdD/bnrtx]{0,12}") {
+            // Any text, escaped by serde_json, comes back whole.
+            let raw = serde_json::to_string(&text).unwrap();
+            proptest::prop_assert_eq!(json_string(&raw), Some(text.clone().into_bytes()));
+            // Escapes, valid or not (lone surrogates, short \u, stray quotes): the same verdict
+            // and text as serde_json's.
+            let raw = format!("\"{text}{noise}\"");
+            let theirs = serde_json::from_str::<String>(&raw).ok().map(String::into_bytes);
+            proptest::prop_assert_eq!(json_string(&raw), theirs, "{}", raw);
+        }
     }
 
     #[test]

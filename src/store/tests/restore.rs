@@ -75,3 +75,24 @@ async fn a_source_that_ignores_its_deadline_ends_the_reload_within_the_restore_b
     assert!(took <= Duration::from_millis(9_500), "{took:?}");
     assert!(matches!(secrets.get("k"), Err(Error::DroppedForSnapshot { .. })));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_waiting_in_its_spread_window_at_the_seal_makes_no_call() {
+    crate::random::set_seed(3);
+    let src = Scripted::new(ms(20));
+    let secrets = builder()
+        .add(src.declare("k", "/k").ttl(secs(100)))
+        .max_staleness(secs(600))
+        .load()
+        .await
+        .unwrap();
+    let calls = || secrets.stats().calls.get("GetParameters").copied().unwrap_or(0);
+    let loaded = calls();
+    tokio::time::advance(secs(101)).await;
+    let _ = secrets.snapshot(); // starts the refresh: its call waits for a point of a 10 s window
+    tokio::task::yield_now().await;
+    assert_eq!(calls(), loaded, "the call is waiting in its window");
+    secrets.snapstart().before_snapshot().await.unwrap();
+    tokio::time::sleep(secs(30)).await;
+    assert_eq!(calls(), loaded, "a call after the seal");
+}
