@@ -260,15 +260,17 @@ async fn a_thousand_concurrent_readers_of_a_stale_key_make_one_fetch() {
     let e = env("flight").await;
     let name = format!("{}/k", e.prefix);
     put_param(&e.seed, &name, "old", "String").await;
+    // The refreshed value stays fresh for 2 s: long enough for every reader to have asked, however
+    // busy the machine (with 100 ms, a reader scheduled late found it stale again: a second fetch).
     let secrets = Secrets::builder()
-        .add(e.ssm.parameter("k", &name).ttl(Duration::from_millis(100)))
-        .max_staleness(Duration::from_millis(100))
+        .add(e.ssm.parameter("k", &name).ttl(Duration::from_secs(2)))
+        .max_staleness(Duration::from_secs(2))
         .load()
         .await
         .unwrap();
     put_param(&e.seed, &name, "new", "String").await;
     e.proxy.set_latency(Duration::from_millis(200));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
     let readers: Vec<_> = (0..1000)
         .map(|_| {
             let secrets = secrets.clone();
