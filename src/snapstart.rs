@@ -256,8 +256,7 @@ impl SnapStart {
                     first_refresh_in_ms = reloaded.first_refresh_in.as_millis() as u64,
                     "lambda-secrets: values loaded again after the SnapStart restore"
                 ),
-                Err(Error::Load { failures: f }) => failures.extend(f),
-                Err(other) => return Err(other),
+                Err(f) => failures.extend(f),
             }
         }
         #[cfg(feature = "on-demand")]

@@ -83,17 +83,8 @@ impl Store {
         let started = Instant::now();
         let mut units = plan::plan(&config, decls, started)?;
         let calls = Arc::new(CallStats::default());
-        let ctx = CallContext::new(
-            calls.clone(),
-            config.retry,
-            Some(config.limits.clone()),
-            after(started, config.load_timeout),
-        );
-        let targets: Vec<_> = units
-            .iter()
-            .map(|u| (u.source.clone(), u.item.clone(), None))
-            .collect();
-        let results = refresh::fetch_all(&targets, &ctx, false).await;
+        let ctx = cold_context(&calls, &config, after(started, config.load_timeout));
+        let results = refresh::fetch_all(&cold_targets(&units), &ctx, false).await;
         let now = Instant::now();
         let failures = loaded(&mut units, results, started, now, &config);
         if !failures.is_empty() {
@@ -340,6 +331,19 @@ impl Store {
         let data = publish::retime(&self.current.load(), units, now);
         self.current.store(Arc::new(data));
     }
+}
+
+/// What a cold load (`load`, or the reload after a SnapStart restore) fetches: every unit's item.
+fn cold_targets(units: &[Unit]) -> Vec<refresh::Target> {
+    units
+        .iter()
+        .map(|u| (u.source.clone(), u.item.clone(), None))
+        .collect()
+}
+
+/// The calls of a cold load: counted, retried, rate-limited, until `deadline`.
+fn cold_context(calls: &Arc<CallStats>, config: &Config, deadline: Instant) -> CallContext {
+    CallContext::new(calls.clone(), config.retry, Some(config.limits.clone()), deadline)
 }
 
 /// Lands the answers of a cold load (`load`, or the reload after a SnapStart restore) in the units:

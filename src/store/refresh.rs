@@ -286,6 +286,9 @@ impl Drop for RefreshGuard {
     }
 }
 
+/// A source, one of its items, and the version held (for a refresh).
+pub(crate) type Target = (Arc<dyn DynSource>, AnyItem, Option<String>);
+
 /// What a source answered for one item, or why it gave no answer (it panicked, or it was still
 /// running at the end of its budget).
 pub(crate) type Answer = Result<RefreshResult, &'static str>;
@@ -293,11 +296,7 @@ pub(crate) type Answer = Result<RefreshResult, &'static str>;
 /// Fetches (or, with `refresh`, refreshes) every target, grouping items by source: one call of
 /// the source per group, all groups concurrently. Each group has the budget of `ctx` (and a
 /// grace) and its own panic boundary, so a source that hangs or panics costs only its own items.
-pub(crate) async fn fetch_all(
-    targets: &[(Arc<dyn DynSource>, AnyItem, Option<String>)],
-    ctx: &CallContext,
-    refresh: bool,
-) -> Vec<Answer> {
+pub(crate) async fn fetch_all(targets: &[Target], ctx: &CallContext, refresh: bool) -> Vec<Answer> {
     let mut groups: Vec<(Arc<dyn DynSource>, Vec<usize>)> = Vec::new();
     for (i, (source, _, _)) in targets.iter().enumerate() {
         match groups.iter_mut().find(|(s, _)| Arc::ptr_eq(s, source)) {

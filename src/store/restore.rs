@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{loaded, refresh, Store};
-use crate::call::CallContext;
-use crate::error::Error;
+use super::{cold_context, cold_targets, loaded, refresh, Store};
+use crate::error::Failure;
 use crate::freeze::after;
 
 /// How long Lambda lets the after-restore hooks run before it fails the restore
@@ -79,24 +78,15 @@ impl Store {
     /// and started the rate limits afresh): drops whatever the snapshot held, and loads every value
     /// again through the cold load's path (all sources concurrently, batched, rate-limited, within
     /// the load timeout and the [`RESTORE_BUDGET`]). Every unit gets a fresh random first-refresh
-    /// phase. On failure the values stay dropped and the error names every key that could not be
+    /// phase. On failure the values stay dropped, and the failures name every key that could not be
     /// loaded.
-    pub(crate) async fn reload(self: &Arc<Self>, started: Instant) -> Result<Reloaded, Error> {
+    pub(crate) async fn reload(self: &Arc<Self>, started: Instant) -> Result<Reloaded, Vec<Failure>> {
         let _one_at_a_time = self.restoring.lock().await;
         let _ = self.seal();
-        let targets: Vec<_> = self
-            .lock()
-            .list
-            .iter()
-            .map(|u| (u.source.clone(), u.item.clone(), None))
-            .collect();
-        let ctx = CallContext::new(
-            self.calls.clone(),
-            self.config.retry,
-            Some(self.config.limits.clone()),
-            after(started, self.config.load_timeout.min(RESTORE_BUDGET)),
-        )
-        .first_attempt_timeout(FIRST_ATTEMPT_AFTER_RESTORE);
+        let targets = cold_targets(&self.lock().list);
+        let deadline = after(started, self.config.load_timeout.min(RESTORE_BUDGET));
+        let ctx = cold_context(&self.calls, &self.config, deadline)
+            .first_attempt_timeout(FIRST_ATTEMPT_AFTER_RESTORE);
         let cut_at = after(started, RESTORE_BUDGET + RESTORE_GRACE);
         let results = match tokio::time::timeout_at(cut_at, refresh::fetch_all(&targets, &ctx, false)).await {
             Ok(results) => results,
@@ -111,7 +101,7 @@ impl Store {
                 unit.seal();
             }
             drop(units);
-            return Err(Error::Load { failures });
+            return Err(failures);
         }
         units.sealed = false;
         self.publish(&units, now);
