@@ -114,7 +114,7 @@
 
 mod call;
 mod error;
-mod freeze;
+mod iam;
 mod layer;
 mod limiter;
 #[cfg(feature = "on-demand")]
@@ -126,19 +126,22 @@ mod secrets;
 mod snapshot;
 mod snapstart;
 mod source;
+mod stats;
 mod store;
 #[cfg(test)]
 mod test_support;
+mod time;
 mod value;
 
-pub use call::{CallContext, CallError, CallErrorKind, Operation, RetryPolicy};
-pub use error::{Error, Failure, ItemError};
+pub use call::{CallContext, Operation, RetryPolicy};
+pub use error::{CallError, CallErrorKind, Error, Failure, ItemError};
+pub use iam::{Conditions, Permission, PolicyScope};
 pub use layer::{ResponseFuture, SecretsLayer, SecretsService};
 pub use limiter::{Quota, QuotaClass, RateLimits};
 #[cfg(feature = "on-demand")]
 pub use on_demand::{OnDemand, OnDemandBuilder};
-pub use policy::{Conditions, Permission, Policy, PolicyBuilder, PolicyScope, PolicyStatement};
-pub use secrets::{Secrets, SecretsBuilder, Stats};
+pub use policy::{Policy, PolicyBuilder, PolicyStatement};
+pub use secrets::{Secrets, SecretsBuilder};
 pub use snapshot::{Snapshot, ValueInfo};
 pub use snapstart::SnapStart;
 #[cfg(feature = "kms")]
@@ -148,4 +151,5 @@ pub use source::secrets_manager::SecretsManagerSource;
 #[cfg(feature = "ssm")]
 pub use source::ssm::SsmSource;
 pub use source::{Declaration, Fetched, ItemResult, MemorySource, RefreshResult, Refreshed, Source};
+pub use stats::Stats;
 pub use value::SecretValue;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::freeze::Deadline;
+use crate::time::Deadline;
 
 /// An AWS quota that calls are counted against.
 ///
@@ -272,7 +272,7 @@ impl TokenBucket {
                 return Err(wait);
             }
             // A freeze while waiting for a token is no reason to give up the call.
-            let lost = crate::freeze::sleep_until(now + wait).await;
+            let lost = crate::time::freeze::sleep_until(now + wait).await;
             deadline.give_back(seen, lost);
         }
     }

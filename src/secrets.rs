@@ -1,6 +1,5 @@
 //! [`Secrets`]: the handle to loaded values, and [`SecretsBuilder`], which declares them.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +7,6 @@ use serde::de::DeserializeOwned;
 
 use crate::call::RetryPolicy;
 use crate::error::Error;
-use crate::layer::SecretsLayer;
 use crate::snapshot::Snapshot;
 use crate::source::Declaration;
 use crate::store::{Config, Store};
@@ -155,70 +153,9 @@ impl Secrets {
     /// assert_eq!((stats.calls["MemoryFetch"], stats.throttled), (1, 0));
     /// # });
     /// ```
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> crate::stats::Stats {
         self.store.stats()
     }
-
-    /// A tower `Layer` handing these values to every invocation.
-    ///
-    /// ```
-    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// let mem = lambda_secrets::MemorySource::new();
-    /// mem.set("/db", "pw");
-    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
-    /// let service = tower::ServiceBuilder::new().layer(secrets.layer()).service(tower::service_fn(
-    ///     |req: http::Request<()>| async move { Ok::<_, std::convert::Infallible>(req.extensions().get::<lambda_secrets::Snapshot>().is_some()) },
-    /// ));
-    /// use tower::ServiceExt;
-    /// assert!(service.oneshot(http::Request::new(())).await.unwrap());
-    /// # });
-    /// ```
-    pub fn layer(&self) -> SecretsLayer {
-        SecretsLayer::new(self.clone())
-    }
-}
-
-/// Counters of a [`Secrets`] (all clones together), for metrics and alarms.
-///
-/// ```
-/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let mem = lambda_secrets::MemorySource::new();
-/// mem.set("/a", "1");
-/// mem.set("/b", "2");
-/// let secrets = lambda_secrets::Secrets::builder()
-///     .add(mem.value("a", "/a"))
-///     .add(mem.value("b", "/b"))
-///     .load().await.unwrap();
-/// assert_eq!(secrets.stats().calls["MemoryFetch"], 1);
-/// # });
-/// ```
-///
-/// It serializes (with `serde`) as one object, for a metrics line:
-///
-/// ```
-/// let stats = lambda_secrets::Stats::default();
-/// let line = serde_json::to_string(&stats).unwrap();
-/// assert!(line.starts_with(r#"{"calls":{},"throttled":0,"#), "{line}");
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
-pub struct Stats {
-    /// API calls per operation (`GetParameters`, ...), every attempt counted.
-    pub calls: BTreeMap<String, u64>,
-    /// Calls answered with throttling.
-    pub throttled: u64,
-    /// Attempts that were retries.
-    pub retries: u64,
-    /// Successful refreshes of a source item (after the initial load).
-    pub refreshes: u64,
-    /// Failed refreshes (the last good value kept being served).
-    pub refresh_failures: u64,
-    /// Cache misses: reads that found a value due for refresh (it was served while the refresh
-    /// ran, or, past the maximum staleness, after waiting). Hits are every other read; they are
-    /// not counted, so that the warm path writes nothing shared.
-    pub misses: u64,
-    /// Reads that waited for values past their maximum staleness.
-    pub waits: u64,
 }
 
 impl Extend<Declaration> for SecretsBuilder {
@@ -419,7 +356,7 @@ impl SecretsBuilder {
     /// let builder = lambda_secrets::Secrets::builder().rate_limits(container);
     /// # let _ = builder;
     /// ```
-    pub fn rate_limits(mut self, limits: crate::RateLimits) -> Self {
+    pub fn rate_limits(mut self, limits: crate::limiter::RateLimits) -> Self {
         self.config.limits = limits;
         self
     }

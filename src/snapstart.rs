@@ -67,7 +67,7 @@ use crate::store::Store;
 pub struct SnapStart {
     stores: Vec<Arc<Store>>,
     #[cfg(feature = "on-demand")]
-    caches: Vec<crate::OnDemand>,
+    caches: Vec<crate::on_demand::OnDemand>,
 }
 
 impl std::fmt::Debug for SnapStart {
@@ -104,7 +104,7 @@ impl Secrets {
 
 #[cfg(feature = "on-demand")]
 #[cfg_attr(docsrs, doc(cfg(feature = "on-demand")))]
-impl crate::OnDemand {
+impl crate::on_demand::OnDemand {
     /// The SnapStart hooks for this cache, for a function without declared values (add more with
     /// [`SnapStart::secrets`] and [`SnapStart::on_demand`]).
     ///
@@ -173,7 +173,7 @@ impl SnapStart {
     /// ```
     #[cfg(feature = "on-demand")]
     #[cfg_attr(docsrs, doc(cfg(feature = "on-demand")))]
-    pub fn on_demand(mut self, cache: &crate::OnDemand) -> Self {
+    pub fn on_demand(mut self, cache: &crate::on_demand::OnDemand) -> Self {
         self.caches.push(cache.clone());
         self
     }
@@ -235,7 +235,7 @@ impl SnapStart {
         }
         // Every instant the rate limits hold is from before the snapshot: each set starts afresh,
         // once (stores and caches may share one).
-        let mut limits: Vec<&crate::RateLimits> = Vec::new();
+        let mut limits: Vec<&crate::limiter::RateLimits> = Vec::new();
         let stores = self.stores.iter().map(|s| &s.config().limits);
         #[cfg(feature = "on-demand")]
         let stores = stores.chain(self.caches.iter().map(|c| c.rate_limits()));
@@ -543,7 +543,7 @@ mod tests {
         mem.set("/tenants/7", "t7-init");
         let secrets = load(&mem).await;
         let lookup = mem.clone();
-        let tenants = crate::OnDemand::builder()
+        let tenants = crate::on_demand::OnDemand::builder()
             .fetch_timeout(secs(10))
             .build(move |t| lookup.value(t, format!("/tenants/{t}")))
             .unwrap();
@@ -572,7 +572,7 @@ mod tests {
         let mem = source();
         mem.set("/tenants/7", "t7-init");
         let lookup = mem.clone();
-        let tenants = crate::OnDemand::builder()
+        let tenants = crate::on_demand::OnDemand::builder()
             .ttl(secs(10))
             .max_staleness(secs(600))
             .build(move |t| lookup.value(t, format!("/tenants/{t}")))
@@ -597,7 +597,7 @@ mod tests {
         mem.set("/tenants/7", "t7");
         mem.set("/tenants/8", "t8");
         let lookup = mem.clone();
-        let tenants = crate::OnDemand::builder()
+        let tenants = crate::on_demand::OnDemand::builder()
             .build(move |t| lookup.value(t, format!("/tenants/{t}")))
             .unwrap();
         let hooks = tenants.snapstart();
@@ -628,7 +628,7 @@ mod tests {
         mem.set("/tenants/7", "t7-init");
         let secrets = load(&mem).await;
         let lookup = mem.clone();
-        let tenants = crate::OnDemand::builder()
+        let tenants = crate::on_demand::OnDemand::builder()
             .build(move |t| lookup.value(t, format!("/tenants/{t}")))
             .unwrap();
         let watch = tenants.get("7").await.unwrap().watch();

@@ -3,11 +3,9 @@
 //! refresh in progress, gives back time lost to freezes, and spreads background calls to scarce
 //! quotas.
 
-mod error;
 mod operation;
 mod retry;
 
-pub use error::{CallError, CallErrorKind};
 pub use operation::Operation;
 pub use retry::RetryPolicy;
 
@@ -19,8 +17,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::freeze::{after, Deadline};
+use crate::error::{CallError, CallErrorKind};
 use crate::limiter::{QuotaClass, RateLimits};
+use crate::time::{later, Deadline};
 
 /// Distinct final failures logged as warnings per [`Secrets`](crate::Secrets); later ones are
 /// logged at debug level.
@@ -94,7 +93,7 @@ impl Urgency {
         if self.is_urgent() {
             return Duration::ZERO;
         }
-        let sleep = std::pin::pin!(crate::freeze::sleep_until(until));
+        let sleep = std::pin::pin!(crate::time::freeze::sleep_until(until));
         match futures_util::future::select(sleep, notified).await {
             futures_util::future::Either::Left((lost, _)) => lost,
             futures_util::future::Either::Right(_) => Duration::ZERO,
@@ -256,7 +255,7 @@ impl CallContext {
             .filter(|_| class.is_some_and(QuotaClass::is_scarce))
         {
             let index = spread.calls.fetch_add(1, Ordering::Relaxed);
-            let slot = after(
+            let slot = later(
                 spread.start,
                 crate::schedule::call_slot(spread.window, spread.offset, index),
             );
@@ -302,7 +301,7 @@ impl CallContext {
             // between invocations), even if it then succeeded (the answer was waiting at the
             // thaw): the time says nothing of the service and costs the budget nothing, so the
             // next call of this refresh still has its budget.
-            let lost = crate::freeze::frozen_for(began, after(began, timeout), Instant::now());
+            let lost = crate::time::freeze::frozen_for(began, later(began, timeout), Instant::now());
             self.deadline.give_back(seen, lost);
             let err = match result {
                 Ok(v) => return Ok(v),
@@ -337,7 +336,7 @@ impl CallContext {
             }
             retry += 1;
             let delay = self.policy.backoff(retry - 1);
-            let out_of_time = after(Instant::now(), delay) >= self.deadline.get();
+            let out_of_time = later(Instant::now(), delay) >= self.deadline.get();
             if failures >= self.policy.max_attempts || out_of_time {
                 let why = if out_of_time {
                     "the deadline came"
@@ -356,7 +355,7 @@ impl CallContext {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(operation, retry, ?delay, error = %err, "retrying AWS call");
             let seen = self.deadline.get();
-            let lost = crate::freeze::sleep_until(after(Instant::now(), delay)).await;
+            let lost = crate::time::freeze::sleep_until(later(Instant::now(), delay)).await;
             self.deadline.give_back(seen, lost);
         }
     }

@@ -11,9 +11,9 @@ use tokio::time::Instant;
 
 use crate::call::{CallContext, CallStats};
 use crate::error::ItemError;
-use crate::freeze::after;
 use crate::source::{AnyItem, DynSource, RefreshResult};
 use crate::store::{fetch_all, Answer};
+use crate::time::later;
 
 /// One name waiting in a batch: what to fetch, the version it has (refreshes), and where the
 /// answer goes.
@@ -50,8 +50,8 @@ impl Default for Open {
 #[derive(Clone)]
 pub(super) struct Fetching {
     pub(super) stats: Arc<CallStats>,
-    pub(super) retry: crate::RetryPolicy,
-    pub(super) limits: crate::RateLimits,
+    pub(super) retry: crate::call::RetryPolicy,
+    pub(super) limits: crate::limiter::RateLimits,
     /// Budget of one batch, retries included.
     pub(super) timeout: Duration,
     /// How long the first miss of a batch waits for others.
@@ -71,7 +71,7 @@ pub(super) struct Batcher {
 }
 
 impl Batcher {
-    pub(super) fn limits(&self) -> &crate::RateLimits {
+    pub(super) fn limits(&self) -> &crate::limiter::RateLimits {
         &self.fetching.limits
     }
 
@@ -126,7 +126,7 @@ impl Batcher {
         // ends, the first to see it sends the batch, unless it was sent already. A lone miss waits
         // the window (a few ms) and one round trip. The batch runs on its own task, so a waiter that
         // gives up does not stop it.
-        let window = std::pin::pin!(tokio::time::sleep_until(after(opened, self.fetching.window)));
+        let window = std::pin::pin!(tokio::time::sleep_until(later(opened, self.fetching.window)));
         let rx = match futures_util::future::select(rx, window).await {
             Either::Left((answer, _)) => return answer.unwrap_or(Err(LOST)),
             Either::Right((_, rx)) => rx,
@@ -170,7 +170,7 @@ async fn send(batch: Vec<Waiting>, fetching: Fetching, refresh: bool) {
         fetching.stats.clone(),
         fetching.retry,
         Some(fetching.limits.clone()),
-        after(Instant::now(), budget),
+        later(Instant::now(), budget),
     );
     if fetching.restored.swap(false, std::sync::atomic::Ordering::AcqRel) {
         ctx = ctx.first_attempt_timeout(crate::store::FIRST_ATTEMPT_AFTER_RESTORE);

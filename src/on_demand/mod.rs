@@ -13,11 +13,12 @@ use tokio::time::Instant;
 use self::batch::{lost, Batcher, Fetching};
 use crate::call::{CallStats, RetryPolicy};
 use crate::error::{Error, Failure, ItemError};
-use crate::freeze::after;
+use crate::limiter::RateLimits;
 use crate::snapshot::ValueInfo;
 use crate::source::{AnyItem, Declaration, DynSource, Fetched, Refreshed};
+use crate::stats::Stats;
+use crate::time::later;
 use crate::value::SecretValue;
-use crate::{RateLimits, Stats};
 
 /// Values looked up by name at invocation time, cached with the same refresh semantics as declared
 /// values: past its TTL a value is served while one background refresh runs (`DescribeSecret` first
@@ -136,7 +137,7 @@ impl Entry {
 
 impl EntryData {
     fn due(&self) -> Instant {
-        after(
+        later(
             self.fetched_at,
             Duration::from_nanos(self.due_after.load(Ordering::Acquire)),
         )
@@ -144,7 +145,7 @@ impl EntryData {
 
     /// A refresh that could not be made or failed: the next is due `delay` after `now`.
     fn retry_after(&self, now: Instant, delay: Duration) {
-        let due = after(now, delay).saturating_duration_since(self.fetched_at);
+        let due = later(now, delay).saturating_duration_since(self.fetched_at);
         self.due_after.store(
             u64::try_from(due.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Release,
@@ -591,16 +592,16 @@ impl Inner {
                 let (ttl, staleness) = (f.target.ttl, f.target.staleness);
                 let delay =
                     crate::schedule::next_refresh(ttl, self.settings.jitter, false, crate::random::f64());
-                let mut due = after(now, delay.min(staleness.mul_f64(0.9)));
+                let mut due = later(now, delay.min(staleness.mul_f64(0.9)));
                 if let Some(by) = f.info.refresh_by {
                     let wait = by
                         .duration_since(std::time::SystemTime::now())
                         .unwrap_or_default();
-                    due = due.min(after(now, wait.max(Duration::from_secs(1))));
+                    due = due.min(later(now, wait.max(Duration::from_secs(1))));
                 }
                 due
             }
-            Err(_) => after(now, self.settings.negative_ttl),
+            Err(_) => later(now, self.settings.negative_ttl),
         };
         let due_after = due.saturating_duration_since(now).as_nanos();
         Entry(Arc::new(EntryData {
@@ -884,40 +885,39 @@ impl OnDemandBuilder {
         self,
         declare: impl Fn(&str) -> Declaration + Send + Sync + 'static,
     ) -> Result<OnDemand, Error> {
-        use crate::store::invalid;
         if !crate::store::ttl_in_range(self.ttl) {
-            return Err(invalid(
+            return Err(Error::invalid_input(
                 "TTL",
                 format!("{:?}", self.ttl),
                 "must be between 1 ms and 7 days",
             ));
         }
         if let Some(max_staleness) = self.max_staleness.filter(|s| *s < self.ttl) {
-            return Err(invalid(
+            return Err(Error::invalid_input(
                 "max staleness",
                 format!("{max_staleness:?}"),
                 "must be at least the TTL",
             ));
         }
         if self.max_entries == 0 {
-            return Err(invalid("max entries", "0", "must be at least 1"));
+            return Err(Error::invalid_input("max entries", "0", "must be at least 1"));
         }
         if self.max_bytes < self.max_entries {
-            return Err(invalid(
+            return Err(Error::invalid_input(
                 "max bytes",
                 self.max_bytes.to_string(),
                 "must be at least max entries (each name weighs at least a byte)",
             ));
         }
         if self.max_bytes / self.max_entries > u64::from(u32::MAX / 2) {
-            return Err(invalid(
+            return Err(Error::invalid_input(
                 "max bytes",
                 self.max_bytes.to_string(),
                 "max bytes / max entries must be below 2 GiB (a name's weight is 32 bits)",
             ));
         }
         if self.max_batch == 0 {
-            return Err(invalid("max batch", "0", "must be at least 1"));
+            return Err(Error::invalid_input("max batch", "0", "must be at least 1"));
         }
         for (what, value) in [
             ("negative TTL", self.negative_ttl),
@@ -925,7 +925,7 @@ impl OnDemandBuilder {
             ("fetch timeout", self.timeout),
         ] {
             if value > Duration::from_secs(3600) || (what != "coalesce window" && value.is_zero()) {
-                return Err(invalid(
+                return Err(Error::invalid_input(
                     what,
                     format!("{value:?}"),
                     "must be above zero and at most an hour",
@@ -933,7 +933,11 @@ impl OnDemandBuilder {
             }
         }
         if let Some((class, quota, why)) = self.limits.invalid() {
-            return Err(invalid("rate limit", format!("{class:?}: {quota:?}"), &why));
+            return Err(Error::invalid_input(
+                "rate limit",
+                format!("{class:?}: {quota:?}"),
+                &why,
+            ));
         }
         let settings = Settings {
             ttl: self.ttl,

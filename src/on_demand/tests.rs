@@ -125,7 +125,7 @@ async fn a_failed_fetch_is_not_remembered() {
     mem.set_failing(true);
     let od = tenants_with(
         &mem,
-        OnDemand::builder().retry_policy(crate::RetryPolicy {
+        OnDemand::builder().retry_policy(crate::call::RetryPolicy {
             max_attempts: 1,
             ..Default::default()
         }),
@@ -255,7 +255,7 @@ async fn a_failed_refresh_keeps_the_value_and_backs_off() {
         OnDemand::builder()
             .ttl(Duration::from_secs(10))
             .max_staleness(Duration::from_secs(3600))
-            .retry_policy(crate::RetryPolicy {
+            .retry_policy(crate::call::RetryPolicy {
                 max_attempts: 1,
                 ..Default::default()
             }),

@@ -7,8 +7,8 @@
 //!
 //! Then grants with equal resources and conditions become one statement with several actions.
 
-use super::permission::{Conditions, Permission};
 use super::PolicyStatement;
+use crate::iam::{Conditions, Permission};
 
 /// Operators whose values are alternatives, so that uniting the values of two grants allows
 /// what either allowed and nothing else. Negated and `ForAllValues` operators are not.

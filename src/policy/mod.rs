@@ -34,15 +34,13 @@ use serde::{Serialize, Serializer};
 use crate::error::Error;
 use crate::secrets::SecretsBuilder;
 use crate::source::Declaration;
-use crate::store::invalid;
 
 mod merge;
-mod permission;
 mod sam;
 #[cfg(test)]
 mod tests;
 
-pub use permission::{Conditions, Permission, PolicyScope};
+use crate::iam::{Conditions, PolicyScope};
 
 /// An IAM policy document: exactly the actions and resources some declarations need. Its
 /// `Display` (and `serde` form) is the JSON document; [`Policy::to_sam_yaml`] the SAM form.
@@ -287,7 +285,7 @@ impl PolicyBuilder {
     /// ```
     #[cfg(feature = "on-demand")]
     #[cfg_attr(docsrs, doc(cfg(feature = "on-demand")))]
-    pub fn on_demand<I>(mut self, cache: &crate::OnDemand, patterns: I) -> Self
+    pub fn on_demand<I>(mut self, cache: &crate::on_demand::OnDemand, patterns: I) -> Self
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
@@ -359,17 +357,19 @@ impl PolicyBuilder {
         let mut scope = PolicyScope::placeholders();
         if let Some(region) = self.region {
             let (partition, url_suffix) =
-                permission::partition_of(&region).map_err(|r| invalid("Region", &region, r))?;
+                crate::iam::partition_of(&region).map_err(|r| Error::invalid_input("Region", &region, r))?;
             scope.partition = partition.into();
             scope.url_suffix = url_suffix.into();
             scope.region = region;
         }
         if let Some(account) = self.account {
-            permission::check_account(&account).map_err(|r| invalid("account id", &account, r))?;
+            crate::iam::check_account(&account)
+                .map_err(|r| Error::invalid_input("account id", &account, r))?;
             scope.account = account;
         }
         for (service, key) in &self.kms_keys {
-            let arn = permission::key_arn(&scope, key).map_err(|r| invalid("KMS key", key, r))?;
+            let arn =
+                crate::iam::key_arn(&scope, key).map_err(|r| Error::invalid_input("KMS key", key, r))?;
             let keys = scope.kms_keys.entry((*service).to_owned()).or_default();
             if !keys.contains(&arn) {
                 keys.push(arn);
@@ -379,13 +379,13 @@ impl PolicyBuilder {
         for decl in &self.declarations {
             if let Some((what, input, reason)) = &decl.invalid {
                 if !decl.pattern {
-                    return Err(invalid(what, input, reason));
+                    return Err(Error::invalid_input(what, input, reason));
                 }
             }
             match decl.source.permissions(&decl.item, &scope) {
                 Some(needed) => permissions.extend(needed),
                 None => {
-                    return Err(invalid(
+                    return Err(Error::invalid_input(
                         "declaration",
                         decl.key.clone(),
                         format!(

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::iam::Permission;
 use crate::{CallContext, ItemResult, Source};
 
 fn config() -> aws_types::SdkConfig {

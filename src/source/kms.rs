@@ -10,10 +10,10 @@ use aws_sdk_kms::Client;
 use futures_util::future::join_all;
 
 use super::{Declaration, Fetched, ItemResult, RefreshResult, Refreshed, Source};
-use crate::call::{CallContext, CallError, CallErrorKind, Operation};
-use crate::error::ItemError;
+use crate::call::{CallContext, Operation};
+use crate::error::{CallError, CallErrorKind, ItemError};
+use crate::iam::{Permission, PolicyScope};
 use crate::limiter::QuotaClass;
-use crate::policy::{Permission, PolicyScope};
 use crate::value::SecretValue;
 
 /// The encryption context key the Lambda console's encryption helper uses.
@@ -302,7 +302,7 @@ impl KmsInner {
                     .set_encryption_context((!context.is_empty()).then(|| context.clone()))
                     .set_key_id(item.key_id.clone())
                     .send();
-                async move { send.await.map_err(|e| CallError::from_sdk(DECRYPT.name(), e)) }
+                async move { send.await.map_err(|e| super::aws::from_sdk(DECRYPT.name(), e)) }
             })
             .await
             .map_err(|e| {

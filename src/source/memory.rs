@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::{Declaration, Fetched, ItemResult, Source};
-use crate::call::{CallContext, CallError, CallErrorKind, Operation};
-use crate::error::ItemError;
+use crate::call::{CallContext, Operation};
+use crate::error::{CallError, CallErrorKind, ItemError};
 use crate::value::SecretValue;
 
 /// Values kept in memory, changeable at run time: stands in for a real store in tests and local
@@ -203,7 +203,11 @@ impl Source for MemoryInner {
     }
 
     /// None: values in memory need no IAM permission.
-    fn permissions(&self, _item: &MemoryItem, _scope: &crate::PolicyScope) -> Option<Vec<crate::Permission>> {
+    fn permissions(
+        &self,
+        _item: &MemoryItem,
+        _scope: &crate::iam::PolicyScope,
+    ) -> Option<Vec<crate::iam::Permission>> {
         Some(Vec::new())
     }
 

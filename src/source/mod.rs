@@ -17,32 +17,12 @@ use futures_util::future::BoxFuture;
 
 use crate::call::CallContext;
 use crate::error::ItemError;
-use crate::policy::{Permission, PolicyScope};
+use crate::iam::{Permission, PolicyScope};
 use crate::value::SecretValue;
 
-/// A client of AWS SDK crate `$sdk` made from an `SdkConfig` (`config`) or from a client
-/// (`client`), with the SDK's own retries off: retries are owned by [`CallContext`], so that
-/// attempts are never multiplied.
 #[cfg(feature = "aws")]
-macro_rules! client_without_retries {
-    ($sdk:ident, config $config:expr) => {
-        $sdk::Client::from_conf(
-            $sdk::config::Builder::from($config)
-                .retry_config($sdk::config::retry::RetryConfig::disabled())
-                .build(),
-        )
-    };
-    ($sdk:ident, client $client:expr) => {
-        $sdk::Client::from_conf(
-            $client
-                .config()
-                .to_builder()
-                .retry_config($sdk::config::retry::RetryConfig::disabled())
-                .build(),
-        )
-    };
-}
-
+#[macro_use]
+mod aws;
 mod declaration;
 #[cfg(feature = "kms")]
 pub(crate) mod kms;

@@ -16,10 +16,10 @@ use aws_sdk_secretsmanager::Client;
 use futures_util::future::join_all;
 
 use super::{Declaration, Fetched, ItemResult, RefreshResult, Refreshed, Source};
-use crate::call::{CallContext, CallError, CallErrorKind, Operation};
-use crate::error::ItemError;
+use crate::call::{CallContext, Operation};
+use crate::error::{CallError, CallErrorKind, ItemError};
+use crate::iam::{Permission, PolicyScope};
 use crate::limiter::QuotaClass;
-use crate::policy::{Permission, PolicyScope};
 use crate::value::SecretValue;
 
 /// Ids per `BatchGetSecretValue` call (the API's limit).
@@ -382,7 +382,7 @@ impl Source for SmInner {
                 let described = calls
                     .call(DESCRIBE_SECRET, || {
                         let send = self.client.describe_secret().secret_id(id).send();
-                        async move { send.await.map_err(|e| CallError::from_sdk("DescribeSecret", e)) }
+                        async move { send.await.map_err(|e| super::aws::from_sdk("DescribeSecret", e)) }
                     })
                     .await
                     ;
@@ -465,7 +465,7 @@ impl SmInner {
                         .send();
                     async move {
                         send.await
-                            .map_err(|e| CallError::from_sdk("BatchGetSecretValue", e))
+                            .map_err(|e| super::aws::from_sdk("BatchGetSecretValue", e))
                     }
                 })
                 .await;
@@ -541,7 +541,7 @@ impl SmInner {
                     Selector::VersionId(version) => request.version_id(version),
                 };
                 let send = request.send();
-                async move { send.await.map_err(|e| CallError::from_sdk("GetSecretValue", e)) }
+                async move { send.await.map_err(|e| super::aws::from_sdk("GetSecretValue", e)) }
             })
             .await
             .map_err(|e| call_item_error(e, GET_ACTION))?;

@@ -8,10 +8,10 @@ use aws_sdk_ssm::Client;
 use futures_util::future::join_all;
 
 use super::{Declaration, Fetched, ItemResult, Source};
-use crate::call::{CallContext, CallError, CallErrorKind, Operation};
-use crate::error::ItemError;
+use crate::call::{CallContext, Operation};
+use crate::error::{CallError, CallErrorKind, ItemError};
+use crate::iam::{Permission, PolicyScope};
 use crate::limiter::QuotaClass;
-use crate::policy::{Permission, PolicyScope};
 use crate::value::SecretValue;
 
 /// Names per `GetParameters` call (the API's limit).
@@ -420,7 +420,7 @@ impl SsmInner {
                     .set_names(Some(names.clone()))
                     .with_decryption(self.decrypt)
                     .send();
-                async move { send.await.map_err(|e| CallError::from_sdk("GetParameters", e)) }
+                async move { send.await.map_err(|e| super::aws::from_sdk("GetParameters", e)) }
             })
             .await?;
         let invalid = out.invalid_parameters.unwrap_or_default();
@@ -469,7 +469,7 @@ impl SsmInner {
                         .send();
                     async move {
                         send.await
-                            .map_err(|e| CallError::from_sdk("GetParametersByPath", e))
+                            .map_err(|e| super::aws::from_sdk("GetParametersByPath", e))
                     }
                 })
                 .await

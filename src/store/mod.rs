@@ -26,7 +26,6 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub(crate) use plan::invalid;
 #[cfg(feature = "on-demand")]
 pub(crate) use plan::ttl_in_range;
 pub(crate) use plan::Config;
@@ -39,9 +38,9 @@ pub(crate) use unit::json_field;
 
 use crate::call::{CallContext, CallStats};
 use crate::error::{Error, ItemError};
-use crate::freeze::after;
 use crate::snapshot::{Snapshot, SnapshotData};
 use crate::source::{Declaration, Refreshed};
+use crate::time::later;
 use unit::Unit;
 
 /// The units, and the last refresh generation handed out.
@@ -83,7 +82,7 @@ impl Store {
         let started = Instant::now();
         let mut units = plan::plan(&config, decls, started)?;
         let calls = Arc::new(CallStats::default());
-        let ctx = cold_context(&calls, &config, after(started, config.load_timeout));
+        let ctx = cold_context(&calls, &config, later(started, config.load_timeout));
         let results = refresh::fetch_all(&cold_targets(&units), &ctx, false).await;
         let now = Instant::now();
         let failures = loaded(&mut units, results, started, now, &config);
@@ -131,8 +130,8 @@ impl Store {
         &self.config
     }
 
-    pub(crate) fn stats(&self) -> crate::Stats {
-        crate::Stats {
+    pub(crate) fn stats(&self) -> crate::stats::Stats {
+        crate::stats::Stats {
             calls: self.calls.calls(),
             throttled: self.calls.throttled.load(Ordering::Relaxed),
             retries: self.calls.retries.load(Ordering::Relaxed),
@@ -204,7 +203,7 @@ impl Store {
         self.waits.fetch_add(1, Ordering::Relaxed);
         let mut done = self.completed.subscribe();
         let timed = tokio::runtime::Handle::try_current().is_ok();
-        let deadline = after(Instant::now(), max_wait);
+        let deadline = later(Instant::now(), max_wait);
         loop {
             let now = Instant::now();
             let (snap, wait) = match self.current.load_full() {

@@ -28,7 +28,7 @@ pub(crate) struct Config {
     pub(crate) failure_backoff: Duration,
     pub(crate) failure_backoff_max: Duration,
     pub(crate) refresh_now_interval: Duration,
-    pub(crate) limits: crate::RateLimits,
+    pub(crate) limits: crate::limiter::RateLimits,
     /// Fraction of the shortest TTL of a refresh over which its calls to scarce quotas spread.
     pub(crate) spread: f64,
 }
@@ -46,7 +46,7 @@ impl Default for Config {
             failure_backoff: Duration::from_secs(1),
             failure_backoff_max: Duration::from_secs(60),
             refresh_now_interval: Duration::from_secs(5),
-            limits: crate::RateLimits::process(),
+            limits: crate::limiter::RateLimits::process(),
             spread: schedule::DEFAULT_SPREAD,
         }
     }
@@ -60,14 +60,6 @@ const MAX_SETTING: Duration = Duration::from_secs(3600);
 /// Whether `ttl` is one the crate accepts (1 ms to 7 days).
 pub(crate) fn ttl_in_range(ttl: Duration) -> bool {
     (Duration::from_millis(1)..=MAX_TTL).contains(&ttl)
-}
-
-pub(crate) fn invalid(what: &'static str, input: impl Into<String>, reason: impl Into<String>) -> Error {
-    Error::InvalidInput {
-        what,
-        input: input.into(),
-        reason: reason.into(),
-    }
 }
 
 impl Config {
@@ -85,7 +77,7 @@ impl Config {
             ("retry delay", self.retry.max_delay),
         ] {
             if value > MAX_SETTING {
-                return Err(invalid(
+                return Err(Error::invalid_input(
                     what,
                     format!("{value:?}"),
                     format!("must be at most {MAX_SETTING:?}"),
@@ -107,11 +99,11 @@ impl Config {
             ),
         ] {
             if value.is_zero() {
-                return Err(invalid(what, "0s", why));
+                return Err(Error::invalid_input(what, "0s", why));
             }
         }
         if self.failure_backoff > self.failure_backoff_max {
-            return Err(invalid(
+            return Err(Error::invalid_input(
                 "failure backoff",
                 format!("{:?}", self.failure_backoff),
                 format!(
@@ -121,24 +113,24 @@ impl Config {
             ));
         }
         if self.retry.max_attempts == 0 {
-            return Err(invalid("retry attempts", "0", "must be at least 1"));
+            return Err(Error::invalid_input("retry attempts", "0", "must be at least 1"));
         }
         if let Some(s) = self.max_staleness.filter(|s| *s > MAX_TTL * 4) {
-            return Err(invalid(
+            return Err(Error::invalid_input(
                 "max staleness",
                 format!("{s:?}"),
                 "must be at most 28 days",
             ));
         }
         if !(0.0..=0.5).contains(&self.jitter) {
-            return Err(invalid(
+            return Err(Error::invalid_input(
                 "TTL jitter",
                 self.jitter.to_string(),
                 "must be between 0.0 and 0.5",
             ));
         }
         if !(0.0..=schedule::MAX_SPREAD).contains(&self.spread) {
-            return Err(invalid(
+            return Err(Error::invalid_input(
                 "refresh spread",
                 self.spread.to_string(),
                 format!(
@@ -148,7 +140,11 @@ impl Config {
             ));
         }
         if let Some((class, quota, why)) = self.limits.invalid() {
-            return Err(invalid("rate limit", format!("{class:?}: {quota:?}"), why));
+            return Err(Error::invalid_input(
+                "rate limit",
+                format!("{class:?}: {quota:?}"),
+                why,
+            ));
         }
         Ok(())
     }
@@ -167,7 +163,7 @@ pub(crate) fn plan(config: &Config, decls: Vec<Declaration>, now: Instant) -> Re
         }
         let ttl = decl.ttl.unwrap_or(config.default_ttl);
         if !ttl_in_range(ttl) {
-            return Err(invalid(
+            return Err(Error::invalid_input(
                 "TTL",
                 format!("{ttl:?}"),
                 format!("the TTL of key `{}` must be between 1 ms and 7 days", decl.key),
@@ -175,7 +171,7 @@ pub(crate) fn plan(config: &Config, decls: Vec<Declaration>, now: Instant) -> Re
         }
         let staleness = match config.max_staleness {
             Some(s) if s < ttl => {
-                return Err(invalid(
+                return Err(Error::invalid_input(
                     "max staleness",
                     format!("{s:?}"),
                     format!(
@@ -189,7 +185,7 @@ pub(crate) fn plan(config: &Config, decls: Vec<Declaration>, now: Instant) -> Re
         };
         if !decl.item.tree {
             if decl.key.is_empty() {
-                return Err(invalid(
+                return Err(Error::invalid_input(
                     "key",
                     "",
                     format!("the key for {} `{}` is empty", decl.source.kind(), decl.item),

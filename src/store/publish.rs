@@ -13,15 +13,15 @@ use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
 use super::unit::Unit;
-use crate::freeze::far_from;
 use crate::snapshot::{Slot, SnapshotData};
+use crate::time::never;
 
 /// A key produced by two units: (key, kept, ignored).
 pub(crate) type Duplicate = (String, String, String);
 
 /// The instants the warm path compares with.
 pub(crate) fn timing(units: &[Unit], now: Instant) -> (Instant, Instant) {
-    let far = far_from(now);
+    let far = never(now);
     let (mut next_due, mut stale_at) = (far, far);
     for unit in units.iter().filter(|u| !u.is_sealed()) {
         if let Some(due) = unit.due_at() {

@@ -16,9 +16,10 @@ use super::unit::{Finished, Outcome, Unit};
 use super::{Store, Units};
 use crate::call::{CallContext, Urgency};
 use crate::error::ItemError;
-use crate::freeze::{after, sleep_until, FROZEN_SLACK};
 use crate::schedule;
 use crate::source::{AnyItem, DynSource, RefreshResult, Refreshed};
+use crate::time::freeze::{sleep_until, FROZEN_SLACK};
+use crate::time::later;
 
 /// How long after its deadline a refresh is given up as lost (a source that does not go
 /// through [`CallContext`] and hangs; calls that do are cut at the deadline).
@@ -60,7 +61,7 @@ impl Store {
             // Refresh together every healthy value due within the jitter of the shortest due TTL,
             // so that a container's values keep being fetched in few batched calls instead of
             // drifting apart (a long-TTL value is not refreshed early because a short one is due).
-            let horizon = after(now, schedule::batch_window(shortest, self.config.jitter));
+            let horizon = later(now, schedule::batch_window(shortest, self.config.jitter));
             let batch: Vec<usize> = (0..units.list.len())
                 .filter(|&i| {
                     let u = &units.list[i];
@@ -157,7 +158,7 @@ impl Store {
             self.calls.clone(),
             self.config.retry,
             Some(self.config.limits.clone()),
-            after(Instant::now(), window + self.config.refresh_timeout),
+            later(Instant::now(), window + self.config.refresh_timeout),
         )
         .spread(window, urgency);
         let fetch = std::pin::pin!(fetch_all(&targets, &ctx, true));
@@ -239,12 +240,12 @@ async fn within_budget<T>(fetch: impl Future<Output = T>, ctx: &CallContext) -> 
     let mut fetch = std::pin::pin!(fetch);
     loop {
         let seen = ctx.deadline_handle().get();
-        let limit = after(seen, GRACE);
+        let limit = later(seen, GRACE);
         let now = Instant::now();
         if now >= limit {
             return None;
         }
-        let slice = limit.min(after(now, FROZEN_SLACK));
+        let slice = limit.min(later(now, FROZEN_SLACK));
         match select(fetch.as_mut(), std::pin::pin!(sleep_until(slice))).await {
             Either::Left((out, _)) => return Some(out),
             Either::Right((lost, _)) => ctx.deadline_handle().give_back(seen, lost),

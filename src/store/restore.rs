@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::{cold_context, cold_targets, loaded, refresh, Store};
 use crate::error::Failure;
-use crate::freeze::after;
+use crate::time::later;
 
 /// How long Lambda lets the after-restore hooks run before it fails the restore
 /// (`SnapStartTimeoutException`): 10 s, less a margin for the runtime's own work.
@@ -84,10 +84,10 @@ impl Store {
         let _one_at_a_time = self.restoring.lock().await;
         let _ = self.seal();
         let targets = cold_targets(&self.lock().list);
-        let deadline = after(started, self.config.load_timeout.min(RESTORE_BUDGET));
+        let deadline = later(started, self.config.load_timeout.min(RESTORE_BUDGET));
         let ctx = cold_context(&self.calls, &self.config, deadline)
             .first_attempt_timeout(FIRST_ATTEMPT_AFTER_RESTORE);
-        let cut_at = after(started, RESTORE_BUDGET + RESTORE_GRACE);
+        let cut_at = later(started, RESTORE_BUDGET + RESTORE_GRACE);
         let results = match tokio::time::timeout_at(cut_at, refresh::fetch_all(&targets, &ctx, false)).await {
             Ok(results) => results,
             Err(_) => vec![Err(refresh::LOST_TIMED_OUT); targets.len()],

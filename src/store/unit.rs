@@ -29,11 +29,11 @@ use tokio::time::Instant;
 use super::plan::Config;
 use crate::call::Urgency;
 use crate::error::{Failure, ItemError};
-use crate::freeze::after;
 use crate::schedule;
 use crate::snapshot::ValueInfo;
 use crate::source::{AnyItem, DynSource, Fetched};
-use crate::SecretValue;
+use crate::time::later;
+use crate::value::SecretValue;
 
 /// A value is refreshed at the latest at this fraction of its maximum staleness.
 const STALENESS_REFRESH: f64 = 0.9;
@@ -164,7 +164,7 @@ impl Unit {
 
     /// When the values pass their maximum staleness.
     pub(crate) fn stale_at(&self) -> Instant {
-        after(self.fetched_at, self.staleness)
+        later(self.fetched_at, self.staleness)
     }
 
     /// When a refresh should start, unless one is under way.
@@ -312,9 +312,9 @@ impl Unit {
         // Before the staleness limit, retry no later than it (so the value does not expire
         // just because the backoff was long).
         let retry_at = if expired {
-            after(now, backoff)
+            later(now, backoff)
         } else {
-            after(now, backoff).min(self.stale_at())
+            later(now, backoff).min(self.stale_at())
         };
         self.state = State::Failing {
             failures,
@@ -354,11 +354,11 @@ impl Unit {
         };
         // Start the refresh well before the value goes stale (a maximum staleness set close to
         // the TTL), so that no invocation waits while the source answers.
-        due = due.min(after(now, self.staleness.mul_f64(STALENESS_REFRESH)));
+        due = due.min(later(now, self.staleness.mul_f64(STALENESS_REFRESH)));
         // A source's refresh-by in the past (a rotation that failed) is no reason to hurry.
         self.due_by_source = false;
         if let Some(until) = refresh_by.and_then(|by| by.duration_since(SystemTime::now()).ok()) {
-            let by = after(now, until.max(MIN_REFRESH_GAP));
+            let by = later(now, until.max(MIN_REFRESH_GAP));
             if by < due {
                 due = by;
                 self.due_by_source = true;
@@ -384,7 +384,7 @@ impl Unit {
         factor: f64,
         config: &Config,
     ) {
-        self.first_phase = Some(after(since, self.ttl.mul_f64(factor)));
+        self.first_phase = Some(later(since, self.ttl.mul_f64(factor)));
         self.values = bound.values;
         self.version = bound.version;
         self.succeed(since, bound.refresh_by, now, config, true, factor);

@@ -372,7 +372,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::RateLimits;
+use crate::limiter::RateLimits;
 use scripted::{Mode, Scripted};
 
 fn ms(n: u64) -> Duration {

@@ -9,7 +9,8 @@ use tokio::time::Instant;
 
 use super::scripted::{Mode, Scripted};
 use super::{block_on, builder, load_k_on, ms, multi_thread_runtime, secs, Capture};
-use crate::call::{CallContext, CallError, Operation};
+use crate::call::{CallContext, Operation};
+use crate::error::CallError;
 use crate::source::{Declaration, Fetched, ItemResult, RefreshResult, Refreshed, Source};
 use crate::{Error, MemorySource, Secrets};
 
@@ -92,7 +93,7 @@ async fn a_freeze_during_a_call_that_succeeds_leaves_the_next_call_its_budget() 
     let source = src.clone();
     // Default settings: TTL 10 s, so the default max staleness is 30 s.
     let secrets = builder()
-        .retry_policy(crate::RetryPolicy::default())
+        .retry_policy(crate::call::RetryPolicy::default())
         .add(Declaration::new("k", source, "secret".to_owned()).ttl(secs(10)))
         .load()
         .await

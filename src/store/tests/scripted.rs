@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::call::{CallContext, CallError, CallErrorKind, Operation};
+use crate::call::{CallContext, Operation};
+use crate::error::{CallError, CallErrorKind};
 use crate::limiter::QuotaClass;
 use crate::source::{Declaration, Fetched, ItemResult, Source};
 

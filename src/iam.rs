@@ -1,5 +1,6 @@
-//! [`Permission`]: one IAM action on one resource, with its conditions; [`PolicyScope`]: the
-//! partition, Region, account and customer managed keys ARNs are written for.
+//! The IAM words sources answer in: [`Permission`], one IAM action on one resource with its
+//! conditions, and [`PolicyScope`], the partition, Region, account and customer managed keys ARNs
+//! are written for. A [`Policy`](crate::Policy) merges permissions into statements.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -86,19 +87,19 @@ impl Permission {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyScope {
-    pub(super) partition: String,
-    pub(super) region: String,
-    pub(super) account: String,
+    pub(crate) partition: String,
+    pub(crate) region: String,
+    pub(crate) account: String,
     /// The partition's domain (`amazonaws.com`, `amazonaws.com.cn`, `${AWS::URLSuffix}`).
-    pub(super) url_suffix: String,
+    pub(crate) url_suffix: String,
     /// Key ARNs per service (`ssm`, `secretsmanager`).
-    pub(super) kms_keys: BTreeMap<String, Vec<String>>,
+    pub(crate) kms_keys: BTreeMap<String, Vec<String>>,
 }
 
 /// The CloudFormation pseudo parameters used when no Region or account is given.
-pub(super) const PARTITION_PLACEHOLDER: &str = "${AWS::Partition}";
-pub(super) const REGION_PLACEHOLDER: &str = "${AWS::Region}";
-pub(super) const ACCOUNT_PLACEHOLDER: &str = "${AWS::AccountId}";
+pub(crate) const PARTITION_PLACEHOLDER: &str = "${AWS::Partition}";
+pub(crate) const REGION_PLACEHOLDER: &str = "${AWS::Region}";
+pub(crate) const ACCOUNT_PLACEHOLDER: &str = "${AWS::AccountId}";
 
 impl Default for PolicyScope {
     fn default() -> Self {
@@ -226,7 +227,7 @@ fn has_random_suffix(name: &str) -> bool {
 }
 
 /// Checks a Region (`us-east-1`) and returns its partition and the partition's domain.
-pub(super) fn partition_of(region: &str) -> Result<(&'static str, &'static str), String> {
+pub(crate) fn partition_of(region: &str) -> Result<(&'static str, &'static str), String> {
     let mut parts = region.split('-');
     let ok = region.len() <= 32
         && region.split('-').count() >= 3
@@ -258,7 +259,7 @@ pub(super) fn partition_of(region: &str) -> Result<(&'static str, &'static str),
 }
 
 /// Checks an account id: twelve digits, or `*` when a wildcard account is asked for.
-pub(super) fn check_account(account: &str) -> Result<(), String> {
+pub(crate) fn check_account(account: &str) -> Result<(), String> {
     if account == "*" || (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())) {
         Ok(())
     } else {
@@ -267,7 +268,7 @@ pub(super) fn check_account(account: &str) -> Result<(), String> {
 }
 
 /// A customer managed key as an ARN: a key ARN is kept, a key id is put in the scope's account.
-pub(super) fn key_arn(scope: &PolicyScope, key: &str) -> Result<String, String> {
+pub(crate) fn key_arn(scope: &PolicyScope, key: &str) -> Result<String, String> {
     if let Some(rest) = key.strip_prefix("arn:") {
         let parts: Vec<&str> = rest.splitn(5, ':').collect();
         if parts.len() == 5 && parts[1] == "kms" && parts[4].starts_with("key/") && parts[4].len() > 4 {

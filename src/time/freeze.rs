@@ -3,12 +3,11 @@
 //! Lambda freezes the process between invocations: no timer fires, and when the process thaws
 //! every timer that came due meanwhile fires at once, late. A wait that ends much later than it
 //! was due (more than [`FROZEN_SLACK`]) was frozen; the time lost says nothing of AWS, so the
-//! budget it ate is given back to the [`Deadline`] of the load or refresh in progress.
+//! budget it ate is given back to the [`Deadline`](super::Deadline) of the load or refresh in progress.
 //!
 //! Every clock here is `tokio::time::Instant`, which is `std::time::Instant` in a normal build and
 //! the runtime's virtual clock under `tokio::time::pause` (tests advance it to simulate freezes).
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -35,48 +34,10 @@ pub(crate) async fn sleep_until(until: Instant) -> Duration {
     frozen_for(began, until, Instant::now())
 }
 
-/// `now + d`, or a far-away instant where that does not fit (settings are validated, but no
-/// arithmetic on the request path may panic).
-pub(crate) fn after(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d).unwrap_or_else(|| far_from(now))
-}
-
-/// An instant so far ahead that nothing is ever due at it.
-pub(crate) fn far_from(now: Instant) -> Instant {
-    now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600))
-        .or_else(|| now.checked_add(Duration::from_secs(3600)))
-        .unwrap_or(now)
-}
-
-/// The deadline of a load or refresh, moved later by the time the process spends frozen.
-///
-/// Several calls of one refresh run concurrently and may all see the same freeze: each gives back
-/// the time lost *relative to the deadline it saw before waiting*, so one freeze is given back
-/// once.
-#[derive(Debug)]
-pub(crate) struct Deadline(Mutex<Instant>);
-
-impl Deadline {
-    pub(crate) fn new(at: Instant) -> Self {
-        Deadline(Mutex::new(at))
-    }
-
-    pub(crate) fn get(&self) -> Instant {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Gives back `lost` to a deadline that was `seen` before the wait.
-    pub(crate) fn give_back(&self, seen: Instant, lost: Duration) {
-        if lost > Duration::ZERO {
-            let mut at = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            *at = (*at).max(after(seen, lost));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::{later, Deadline};
 
     #[tokio::test(start_paused = true)]
     async fn a_wait_on_time_loses_nothing_and_a_frozen_one_is_given_back_once() {
@@ -106,6 +67,6 @@ mod tests {
     #[test]
     fn arithmetic_never_overflows() {
         let now = Instant::now();
-        assert!(after(now, Duration::MAX) > now);
+        assert!(later(now, Duration::MAX) > now);
     }
 }

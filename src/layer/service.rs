@@ -1,110 +1,14 @@
-//! [`SecretsLayer`]: hands each invocation one consistent [`Snapshot`] of the values.
-//!
-//! - `lambda_runtime` handlers (`Service<LambdaEvent<T>>`): `LambdaEvent` has no extensions, so
-//!   the wrapped service receives `(LambdaEvent<T>, Snapshot)`; write the handler as
-//!   `async fn handler((event, secrets): (LambdaEvent<T>, Snapshot))`.
-//! - `http::Request<B>` services (lambda_http, axum, hyper): the snapshot is put in the request
-//!   extensions; read it with `req.extensions().get::<Snapshot>()` or axum's
-//!   `Extension<Snapshot>`.
-//!
-//! The warm path is one atomic load and one clock comparison. When values are due for refresh
-//! the refresh is spawned and the invocation goes on with the current values; only when a value
-//! is past its maximum staleness does the invocation wait for it (bounded by `max_wait` and,
-//! for Lambda events, by the invocation's deadline). Readiness is the inner service's:
-//! an AWS error never makes `poll_ready` fail (that would end the Lambda runtime).
+//! [`SecretsService`]: hands each call the snapshot, waiting first only for values past their
+//! maximum staleness.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-use pin_project_lite::pin_project;
-use tower_layer::Layer;
 use tower_service::Service;
 
+use super::future::ResponseFuture;
 use crate::secrets::Secrets;
 use crate::snapshot::Snapshot;
-
-/// A tower `Layer` wrapping a handler in a [`SecretsService`].
-///
-/// With `lambda_runtime`:
-///
-/// ```no_run
-/// use lambda_runtime::{service_fn, Error, LambdaEvent};
-/// use lambda_secrets::{Secrets, Snapshot, SsmSource};
-/// use serde_json::{json, Value};
-/// use tower::ServiceBuilder;
-///
-/// async fn handler((event, secrets): (LambdaEvent<Value>, Snapshot)) -> Result<Value, Error> {
-///     let key = secrets.expose_str("api_key")?;
-///     Ok(json!({ "key_length": key.len(), "request": event.context.request_id }))
-/// }
-///
-/// #[tokio::main]
-/// async fn main() -> Result<(), Error> {
-///     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-///     let ssm = SsmSource::new(&config);
-///     let secrets = Secrets::builder().add(ssm.parameter("api_key", "/prod/api-key")).load().await?;
-///     let service = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(handler));
-///     lambda_runtime::run(service).await
-/// }
-/// ```
-///
-/// With an `http::Request` service (here a plain `service_fn`; axum routers work the same way):
-///
-/// ```
-/// use std::convert::Infallible;
-/// use lambda_secrets::{MemorySource, Secrets, Snapshot};
-/// use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-///
-/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let mem = MemorySource::new();
-/// mem.set("/token", "abc");
-/// let secrets = Secrets::builder().add(mem.value("token", "/token")).load().await.unwrap();
-///
-/// let mut service = ServiceBuilder::new().layer(secrets.layer()).service(service_fn(
-///     |req: http::Request<String>| async move {
-///         let secrets = req.extensions().get::<Snapshot>().expect("layer installed");
-///         Ok::<_, Infallible>(secrets.get("token").map(|v| v.len()).unwrap_or(0))
-///     },
-/// ));
-/// let len = service.ready().await.unwrap().call(http::Request::new(String::new())).await.unwrap();
-/// assert_eq!(len, 3);
-/// # });
-/// ```
-#[derive(Clone, Debug)]
-pub struct SecretsLayer {
-    secrets: Secrets,
-}
-
-impl SecretsLayer {
-    /// A layer handing `secrets` to every invocation.
-    ///
-    /// ```
-    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// let mem = lambda_secrets::MemorySource::new();
-    /// mem.set("/db", "pw");
-    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
-    /// let layer = lambda_secrets::SecretsLayer::new(secrets.clone()); // the same as `secrets.layer()`
-    /// # let _ = layer;
-    /// # });
-    /// ```
-    pub fn new(secrets: Secrets) -> Self {
-        SecretsLayer { secrets }
-    }
-}
-
-impl<S> Layer<S> for SecretsLayer {
-    type Service = SecretsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        SecretsService {
-            inner,
-            secrets: self.secrets.clone(),
-        }
-    }
-}
 
 /// The service made by [`SecretsLayer`]. `Clone + Send + 'static` when the inner service is, so
 /// it works with `lambda_runtime::run` and `run_concurrent`.
@@ -157,6 +61,37 @@ impl<S> SecretsService<S> {
     /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let mem = lambda_secrets::MemorySource::new();
+    /// # mem.set("/db", "pw");
+    /// # let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// let mut service = lambda_secrets::SecretsService::new(41_u32, secrets);
+    /// *service.get_mut() += 1;
+    /// assert_eq!(service.into_inner(), 42);
+    /// # });
+    /// ```
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, taken out of this one.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let mem = lambda_secrets::MemorySource::new();
+    /// # mem.set("/db", "pw");
+    /// # let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// let service = lambda_secrets::SecretsService::new("inner", secrets);
+    /// assert_eq!(service.into_inner(), "inner");
+    /// # });
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 
     /// Calls the inner service with the snapshot, waiting first only if values are past their
@@ -266,67 +201,6 @@ fn http_deadline<B>(request: &http::Request<B>) -> Option<u64> {
     }
 }
 
-pin_project! {
-    /// Response future of [`SecretsService`]: the inner service's future on the warm path; on
-    /// the rare path where values are past their maximum staleness, a wait for their refresh and
-    /// then the inner call.
-    ///
-    /// ```
-    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// let mem = lambda_secrets::MemorySource::new();
-    /// mem.set("/db", "pw");
-    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
-    /// use tower::{Layer, Service, ServiceExt};
-    /// let mut service = secrets.layer().layer(tower::service_fn(|_req: http::Request<()>| async { Ok::<_, std::convert::Infallible>("ok") }));
-    /// let future: lambda_secrets::ResponseFuture<_> = service.ready().await.unwrap().call(http::Request::new(()));
-    /// assert_eq!(future.await.unwrap(), "ok");
-    /// # });
-    /// ```
-    pub struct ResponseFuture<F: Future> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-impl<F: Future> ResponseFuture<F> {
-    fn ready(future: F) -> Self {
-        ResponseFuture {
-            kind: Kind::Ready { future },
-        }
-    }
-
-    fn waiting(future: BoxFuture<'static, F::Output>) -> Self {
-        ResponseFuture {
-            kind: Kind::Waiting { future },
-        }
-    }
-}
-
-impl<F: Future> std::fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F: Future> {
-        Ready { #[pin] future: F },
-        Waiting { future: BoxFuture<'static, F::Output> },
-    }
-}
-
-impl<F: Future> Future for ResponseFuture<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Ready { future } => future.poll(cx),
-            KindProj::Waiting { future } => future.as_mut().poll(cx),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
@@ -334,7 +208,9 @@ mod tests {
 
     use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 
-    use crate::{MemorySource, Secrets, Snapshot};
+    use crate::secrets::Secrets;
+    use crate::snapshot::Snapshot;
+    use crate::source::MemorySource;
 
     async fn secrets(mem: &MemorySource) -> Secrets {
         mem.set("/token", "abc");
