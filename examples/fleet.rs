@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 // The crate's own scheduling functions (a private module of pure functions), compiled in here so
 // that the simulation schedules exactly as the library does.
 #[allow(dead_code)]
-#[path = "../src/schedule.rs"]
+#[path = "../src/time/schedule.rs"]
 mod schedule;
 use lambda_secrets::{RateLimits, Secrets, SsmSource};
 use schedule::{call_slot, next_refresh, spread_window, DEFAULT_SPREAD};

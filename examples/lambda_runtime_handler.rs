@@ -7,7 +7,7 @@
 //!
 //! SnapStart-ready: it registers the library's SnapStart hooks, so with
 //! `AWS_LAMBDA_INITIALIZATION_TYPE=snap-start` no value is in the snapshot and every restore loads
-//! the values again (`tests/snapstart.rs` runs it through the whole lifecycle). Without SnapStart
+//! the values again (`tests/snapstart_lifecycle.rs` runs it through the whole lifecycle). Without SnapStart
 //! the hooks never run.
 //!
 //! Run it locally with cargo-lambda against an emulator:

@@ -197,11 +197,13 @@ impl PolicyScope {
     }
 
     #[cfg_attr(not(feature = "aws"), allow(dead_code))]
-    /// The resource of Secrets Manager secret `id` (a name, a partial ARN or a full ARN, or a
+    /// The resources of Secrets Manager secret `id` (a name, a partial ARN or a full ARN, or a
     /// pattern with `*`/`?`). IAM matches a secret's full ARN, whose name ends with `-` and six
     /// random characters: a name gets `-??????` (exactly six, so `prod/db` does not match
-    /// `prod/db2`); a full ARN is kept.
-    pub(crate) fn secret_arn(&self, id: &str) -> String {
+    /// `prod/db2`); a full ARN is kept. An ARN whose name merely looks like it ends with the suffix
+    /// (`app/db-master` is a partial ARN whose name ends in `-master`) is both: the ARN as given
+    /// and with `-??????`, since the text cannot tell the two apart.
+    pub(crate) fn secret_arns(&self, id: &str) -> Vec<String> {
         let (arn, name) = match id.strip_prefix("arn:") {
             Some(_) => {
                 let name = id.splitn(7, ':').nth(6).unwrap_or_default();
@@ -209,10 +211,13 @@ impl PolicyScope {
             }
             None => (self.arn("secretsmanager", &format!("secret:{id}")), id),
         };
-        if name.ends_with('*') || (id.starts_with("arn:") && has_random_suffix(name)) {
-            arn
+        if name.ends_with('*') {
+            vec![arn]
+        } else if id.starts_with("arn:") && has_random_suffix(name) {
+            let partial = format!("{arn}-??????");
+            vec![arn, partial]
         } else {
-            format!("{arn}-??????")
+            vec![format!("{arn}-??????")]
         }
     }
 }

@@ -110,10 +110,13 @@
 //! retried on a new connection within the reload's budget.
 
 #![warn(missing_docs)]
+// The unit tests' allocator (test_support.rs) is the only unsafe code.
+#![cfg_attr(not(test), forbid(unsafe_code))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod call;
 mod error;
+mod freshness;
 mod iam;
 mod layer;
 mod limiter;
@@ -121,7 +124,6 @@ mod limiter;
 mod on_demand;
 mod policy;
 mod random;
-mod schedule;
 mod secrets;
 mod snapshot;
 mod snapstart;

@@ -103,6 +103,7 @@ impl QuotaClass {
 /// assert_eq!((q.rate, q.burst), (20.0, 10));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct Quota {
     /// Calls a second, sustained; also the most calls any 1-second window sees.
     pub rate: f64,

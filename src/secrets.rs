@@ -68,7 +68,7 @@ impl Secrets {
     /// ```
     #[inline]
     pub fn snapshot(&self) -> Snapshot {
-        self.store.snapshot().0
+        self.store.read().snapshot
     }
 
     /// The current values; if some are past their maximum staleness, first waits (at most the
@@ -124,9 +124,17 @@ impl Secrets {
     /// be under way (that refresh may have read the value before the rotation). Guarded against
     /// hot loops: a key is force-refreshed at most once per
     /// [`refresh_now_interval`](SecretsBuilder::refresh_now_interval) (5 s by default); calls
-    /// within that interval join the forced refresh while it runs, and afterwards return the
-    /// current snapshot without an API call. It needs no timer of its own, so it can be awaited
-    /// from any executor once [`load`](SecretsBuilder::load) ran on a tokio runtime.
+    /// within that interval join the forced refresh while it runs, and afterwards make no API
+    /// call: they return the current snapshot if that refresh succeeded, and its error if it
+    /// failed. It needs no timer of its own, so it can be awaited from any executor once
+    /// [`load`](SecretsBuilder::load) ran on a tokio runtime. To bound the wait by the
+    /// invocation's remaining time, use [`refresh_now_within`](Self::refresh_now_within).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingKey`] for a key that was not loaded, [`Error::Load`] naming the key when
+    /// the fetch failed (the last good value is still served), [`Error::DroppedForSnapshot`]
+    /// between a SnapStart snapshot and the restore.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -140,6 +148,35 @@ impl Secrets {
     /// ```
     pub async fn refresh_now(&self, key: &str) -> Result<Snapshot, Error> {
         self.store.refresh_now(key).await
+    }
+
+    /// [`refresh_now`](Self::refresh_now), waiting at most `budget`: pass the invocation's
+    /// remaining time less what the handler needs after. When the budget runs out first, the
+    /// refresh goes on in the background (a later read or `refresh_now` sees its value).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`refresh_now`](Self::refresh_now), and [`Error::Load`] naming the key when no
+    /// answer came within `budget`.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the budget needs its timer).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// mem.set_latency(Duration::from_secs(2)); // the store is slow today
+    /// mem.set("/db", "rotated");
+    /// let err = secrets.refresh_now_within("db", Duration::from_millis(100)).await.unwrap_err();
+    /// assert!(err.to_string().contains("no answer within its budget"), "{err}");
+    /// # });
+    /// ```
+    pub async fn refresh_now_within(&self, key: &str, budget: Duration) -> Result<Snapshot, Error> {
+        self.store.refresh_now_within(key, budget).await
     }
 
     /// Counters: API calls per operation, throttles, retries, refreshes.
@@ -238,7 +275,7 @@ impl SecretsBuilder {
     /// # let _ = builder;
     /// ```
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
-        self.config.default_ttl = ttl;
+        self.config.freshness.default_ttl = ttl;
         self
     }
 
@@ -250,7 +287,7 @@ impl SecretsBuilder {
     /// # let _ = builder;
     /// ```
     pub fn ttl_jitter(mut self, fraction: f64) -> Self {
-        self.config.jitter = fraction;
+        self.config.freshness.jitter = fraction;
         self
     }
 
@@ -270,7 +307,7 @@ impl SecretsBuilder {
     /// # let _ = builder;
     /// ```
     pub fn max_staleness(mut self, staleness: Duration) -> Self {
-        self.config.max_staleness = Some(staleness);
+        self.config.freshness.max_staleness = Some(staleness);
         self
     }
 
@@ -289,12 +326,12 @@ impl SecretsBuilder {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let policy = lambda_secrets::RetryPolicy { max_attempts: 3, attempt_timeout: Duration::from_secs(1), ..Default::default() };
+    /// let policy = lambda_secrets::RetryPolicy::default().max_attempts(3).attempt_timeout(Duration::from_secs(1));
     /// let builder = lambda_secrets::Secrets::builder().retry_policy(policy);
     /// # let _ = builder;
     /// ```
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.config.retry = policy;
+        self.config.freshness.retry = policy;
         self
     }
 
@@ -317,7 +354,7 @@ impl SecretsBuilder {
     /// # let _ = builder;
     /// ```
     pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
-        self.config.refresh_timeout = timeout;
+        self.config.freshness.timeout = timeout;
         self
     }
 
@@ -329,8 +366,8 @@ impl SecretsBuilder {
     /// # let _ = builder;
     /// ```
     pub fn failure_backoff(mut self, first: Duration, max: Duration) -> Self {
-        self.config.failure_backoff = first;
-        self.config.failure_backoff_max = max;
+        self.config.freshness.failure_backoff = first;
+        self.config.freshness.failure_backoff_max = max;
         self
     }
 
@@ -357,7 +394,7 @@ impl SecretsBuilder {
     /// # let _ = builder;
     /// ```
     pub fn rate_limits(mut self, limits: crate::limiter::RateLimits) -> Self {
-        self.config.limits = limits;
+        self.config.freshness.limits = limits;
         self
     }
 

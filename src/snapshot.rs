@@ -34,25 +34,74 @@ pub struct ValueInfo {
     /// When the source asked for the next refresh at the latest (Secrets Manager: the
     /// secret's next scheduled rotation); the TTL is capped at it.
     pub refresh_by: Option<std::time::SystemTime>,
+    /// When the source last gave or confirmed it (see [`age`](Self::age)).
+    fetched_at: Instant,
 }
 
+impl ValueInfo {
+    pub(crate) fn new(
+        source: &'static str,
+        name: String,
+        version: Option<String>,
+        refresh_by: Option<std::time::SystemTime>,
+        fetched_at: Instant,
+    ) -> Self {
+        ValueInfo {
+            source,
+            name,
+            version,
+            refresh_by,
+            fetched_at,
+        }
+    }
+
+    /// The same value, confirmed by the source `at`, with its new "refresh me by".
+    pub(crate) fn confirmed(&self, refresh_by: Option<std::time::SystemTime>, at: Instant) -> Self {
+        ValueInfo {
+            refresh_by,
+            fetched_at: at,
+            ..self.clone()
+        }
+    }
+
+    /// How long ago the source last gave or confirmed this value: what counts against the maximum
+    /// staleness (see [the crate docs](crate#freshness)).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mem = lambda_secrets::MemorySource::new();
+    /// mem.set("/db", "pw");
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
+    /// assert!(secrets.snapshot().info("db").unwrap().age() < std::time::Duration::from_secs(60));
+    /// # });
+    /// ```
+    pub fn age(&self) -> std::time::Duration {
+        Instant::now().saturating_duration_since(self.fetched_at)
+    }
+}
+
+/// A value as a snapshot holds it.
 #[derive(Clone)]
-pub(crate) struct Slot {
+pub(crate) struct Published {
     pub(crate) value: SecretValue,
     pub(crate) info: Arc<ValueInfo>,
-    /// Index of the unit (source item) that produced it.
-    pub(crate) unit: usize,
-    /// Set when the value is past its maximum staleness and refreshing it failed.
+    /// Index of the store's entry (source item) that produced it.
+    pub(crate) entry: usize,
+    /// Set when the value may not be served: it is as old as its maximum staleness and no refresh
+    /// replaced it (the refresh failed, or had not answered yet).
     pub(crate) expired: Option<Arc<ItemError>>,
 }
 
 pub(crate) struct SnapshotData {
     /// Shared by snapshots that differ only in timing.
-    pub(crate) values: Arc<FxHashMap<Box<str>, Slot>>,
+    pub(crate) values: Arc<FxHashMap<Box<str>, Published>>,
     /// The earliest instant at which something is due (a refresh, or a staleness limit).
     pub(crate) check_at: Instant,
-    /// The earliest instant at which a value passes its maximum staleness.
+    /// The earliest instant at which a value served passes its maximum staleness (readers then
+    /// wait for its refresh).
     pub(crate) stale_at: Instant,
+    /// How many entries' values were unserved when it was built.
+    pub(crate) unserved: usize,
     /// The values were dropped for a SnapStart snapshot: every read says so.
     pub(crate) sealed: bool,
 }
@@ -91,7 +140,7 @@ pub struct Snapshot(pub(crate) Arc<SnapshotData>);
 
 impl Snapshot {
     #[inline]
-    fn slot(&self, key: &str) -> Result<&Slot, Error> {
+    fn slot(&self, key: &str) -> Result<&Published, Error> {
         match self.0.values.get(key) {
             Some(slot) => match &slot.expired {
                 None => Ok(slot),
@@ -188,8 +237,7 @@ impl Snapshot {
     /// # });
     /// ```
     pub fn expose_json<T: DeserializeOwned>(&self, key: &str) -> Result<T, Error> {
-        let value = self.get(key)?;
-        serde_json::from_slice(value.expose_bytes()).map_err(|e| Error::json::<T>(key, &e))
+        crate::value::json::decode(self.get(key)?, key)
     }
 
     /// Where the value of `key` came from.

@@ -194,7 +194,7 @@ impl SnapStart {
     pub async fn before_snapshot(&self) -> Result<(), Error> {
         let mut held = Vec::new();
         for store in &self.stores {
-            held.extend(store.seal());
+            held.extend(store.seal().await);
         }
         #[cfg(feature = "on-demand")]
         for cache in &self.caches {
@@ -236,7 +236,7 @@ impl SnapStart {
         // Every instant the rate limits hold is from before the snapshot: each set starts afresh,
         // once (stores and caches may share one).
         let mut limits: Vec<&crate::limiter::RateLimits> = Vec::new();
-        let stores = self.stores.iter().map(|s| &s.config().limits);
+        let stores = self.stores.iter().map(|s| &s.config().freshness.limits);
         #[cfg(feature = "on-demand")]
         let stores = stores.chain(self.caches.iter().map(|c| c.rate_limits()));
         for set in stores {
@@ -498,7 +498,7 @@ mod tests {
         mem.set("/db", "db-rotated");
         mem.set("/api", "api-rotated");
         let kept: SecretValue = secrets.get("api").unwrap();
-        assert_eq!(secrets.store.seal(), ["api"]);
+        assert_eq!(secrets.store.seal().await, ["api"]);
         drop(kept);
     }
 

@@ -18,15 +18,73 @@ impl std::io::Write for Capture {
 
 impl Capture {
     pub(crate) fn start(&self) -> tracing::subscriber::DefaultGuard {
+        // With one subscriber alive, tracing computes a callsite's interest from the default of
+        // the thread that first hits it: another test's thread, with no subscriber, would make it
+        // "never" for this one too. A second, idle subscriber kept alive makes tracing ask every
+        // live one.
+        static IDLE: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        IDLE.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
         let writer = self.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .finish();
-        tracing::subscriber::set_default(subscriber)
+        let guard = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
+        guard
     }
 
     pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
+}
+
+/// The unit tests' allocator: the system's, which can also count the blocks freed on the calling
+/// thread that still hold a canary (plaintext freed without being zeroized).
+pub(crate) struct Scanning;
+
+#[global_allocator]
+static ALLOCATOR: Scanning = Scanning;
+
+thread_local! {
+    /// The canary looked for in blocks freed on this thread, and the blocks found holding it.
+    static SCAN: std::cell::Cell<(Option<&'static [u8]>, usize)> = const { std::cell::Cell::new((None, 0)) };
+}
+
+// SAFETY: every call is forwarded to the system allocator; `dealloc` only reads the block it is
+// given (which is still allocated) before freeing it. `realloc` is the trait's default, which
+// frees through `dealloc`, so a block moved by a reallocation is scanned too.
+unsafe impl std::alloc::GlobalAlloc for Scanning {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        let _ = SCAN.try_with(|scan| {
+            if let (Some(canary), hits) = scan.get() {
+                // SAFETY: `ptr` is a live block of `layout.size()` bytes until freed below.
+                let block = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
+                if block.windows(canary.len()).any(|w| w == canary) {
+                    scan.set((Some(canary), hits + 1));
+                }
+            }
+        });
+        // SAFETY: forwarded as is.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+/// Runs `f` and returns how many blocks freed on this thread meanwhile held `canary` (each a copy
+/// of plaintext left in freed memory). Only this thread's frees are seen: run single-threaded code.
+pub(crate) fn freed_holding<T>(canary: &'static [u8], f: impl FnOnce() -> T) -> (T, usize) {
+    SCAN.with(|scan| scan.set((Some(canary), 0)));
+    let out = f();
+    let hits = SCAN.with(|scan| scan.replace((None, 0)).1);
+    (out, hits)
 }

@@ -51,6 +51,16 @@ impl CallStats {
         warned.len() < WARNED_CAUSES && warned.insert(hasher.finish())
     }
 
+    /// The call counters as [`Stats`](crate::Stats) (the cache fills in its own).
+    pub(crate) fn stats(&self) -> crate::stats::Stats {
+        crate::stats::Stats {
+            calls: self.calls(),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            ..Default::default()
+        }
+    }
+
     fn count(&self, operation: &'static str) {
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         *calls.entry(operation).or_default() += 1;
@@ -128,7 +138,7 @@ pub struct CallContext {
     stats: Arc<CallStats>,
     policy: RetryPolicy,
     limits: Option<RateLimits>,
-    deadline: Deadline,
+    deadline: Arc<Deadline>,
     /// For background refreshes: calls to scarce quotas start at random points of a window.
     spread: Option<Spread>,
     /// A shorter timeout for the first attempt of each call (after a SnapStart restore, where a
@@ -143,11 +153,21 @@ impl CallContext {
         limits: Option<RateLimits>,
         deadline: Instant,
     ) -> Self {
+        Self::with_deadline(stats, policy, limits, Arc::new(Deadline::new(deadline)))
+    }
+
+    /// A context whose deadline is shared (a refresh's, which its values' state watches).
+    pub(crate) fn with_deadline(
+        stats: Arc<CallStats>,
+        policy: RetryPolicy,
+        limits: Option<RateLimits>,
+        deadline: Arc<Deadline>,
+    ) -> Self {
         CallContext {
             stats,
             policy,
             limits,
-            deadline: Deadline::new(deadline),
+            deadline,
             spread: None,
             first_attempt_timeout: None,
         }
@@ -174,6 +194,21 @@ impl CallContext {
             });
         }
         self
+    }
+
+    /// A context for calls that may take at most `fraction` of the time left (a fan-out after a
+    /// denied batch): the same counts, policy and rate limits, its own deadline, no spreading.
+    pub(crate) fn share(&self, fraction: f64) -> CallContext {
+        let now = Instant::now();
+        let left = self.deadline.get().saturating_duration_since(now);
+        CallContext {
+            stats: self.stats.clone(),
+            policy: self.policy,
+            limits: self.limits.clone(),
+            deadline: Arc::new(Deadline::new(later(now, left.mul_f64(fraction.clamp(0.0, 1.0))))),
+            spread: None,
+            first_attempt_timeout: self.first_attempt_timeout,
+        }
     }
 
     /// A context of its own (for testing a [`Source`](crate::Source)): retries by `policy` until `deadline`,
@@ -257,21 +292,25 @@ impl CallContext {
             let index = spread.calls.fetch_add(1, Ordering::Relaxed);
             let slot = later(
                 spread.start,
-                crate::schedule::call_slot(spread.window, spread.offset, index),
+                crate::time::schedule::call_slot(spread.window, spread.offset, index),
             );
             let seen = self.deadline.get();
             let lost = spread.urgency.sleep_until(slot).await;
             self.deadline.give_back(seen, lost);
         }
+        // The last answer the service gave: what a call that then runs out of time reports.
+        let mut last: Option<CallError> = None;
+        let out_of_time = |last: Option<CallError>, retry: u32, why: String| match last {
+            Some(err) => err.noted(format_args!("gave up after {retry} attempt(s): {why}")),
+            None => CallError::new(CallErrorKind::Throttled, format!("{operation}: {why}")).not_sent(),
+        };
         loop {
             if let Some(bucket) = bucket {
                 if let Err(wait) = bucket.acquire(&self.deadline).await {
-                    return Err(CallError::new(
-                        CallErrorKind::Throttled,
-                        format!(
-                            "{operation}: the deadline came before the rate limit allowed another call \
-                             (next slot in {wait:?}; {retry} retries so far)"
-                        ),
+                    return Err(out_of_time(
+                        last,
+                        retry,
+                        format!("the deadline came before the rate limit allowed another call (next slot in {wait:?})"),
                     ));
                 }
             }
@@ -279,9 +318,10 @@ impl CallContext {
             let seen = self.deadline.get();
             let left = seen.saturating_duration_since(began);
             if left.is_zero() {
-                return Err(CallError::new(
-                    CallErrorKind::Transient,
-                    format!("{operation}: the deadline came before an attempt could start ({retry} retries so far)"),
+                return Err(out_of_time(
+                    last,
+                    retry,
+                    "the deadline came before an attempt could start".to_owned(),
                 ));
             }
             self.stats.count(operation);
@@ -312,6 +352,7 @@ impl CallContext {
                 thaws += 1;
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(operation, ?lost, "AWS call interrupted by a freeze; retrying");
+                last = Some(err);
                 continue;
             }
             if err.kind() == CallErrorKind::Throttled {
@@ -336,9 +377,9 @@ impl CallContext {
             }
             retry += 1;
             let delay = self.policy.backoff(retry - 1);
-            let out_of_time = later(Instant::now(), delay) >= self.deadline.get();
-            if failures >= self.policy.max_attempts || out_of_time {
-                let why = if out_of_time {
+            let no_time = later(Instant::now(), delay) >= self.deadline.get();
+            if failures >= self.policy.max_attempts || no_time {
+                let why = if no_time {
                     "the deadline came"
                 } else {
                     "attempts ran out"
@@ -354,6 +395,7 @@ impl CallContext {
             }
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(operation, retry, ?delay, error = %err, "retrying AWS call");
+            last = Some(err);
             let seen = self.deadline.get();
             let lost = crate::time::freeze::sleep_until(later(Instant::now(), delay)).await;
             self.deadline.give_back(seen, lost);

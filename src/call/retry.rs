@@ -2,16 +2,18 @@
 
 use std::time::Duration;
 
-/// How API calls are retried: full-jitter exponential backoff, within a deadline.
+/// How API calls are retried: full-jitter exponential backoff, within a deadline. Made from the
+/// default and changed with its setters (fields may be added).
 ///
 /// ```
 /// use std::time::Duration;
 /// use lambda_secrets::RetryPolicy;
-/// let policy = RetryPolicy::default();
-/// assert_eq!(policy.max_attempts, 6);
-/// assert!(policy.attempt_timeout <= Duration::from_secs(3));
+/// let policy = RetryPolicy::default().max_attempts(3).attempt_timeout(Duration::from_secs(1));
+/// assert_eq!((policy.max_attempts, policy.attempt_timeout), (3, Duration::from_secs(1)));
+/// assert_eq!(RetryPolicy::default().max_attempts, 6);
 /// ```
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts per call, including the first.
     pub max_attempts: u32,
@@ -36,6 +38,30 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// With `attempts` attempts per call, the first included (default 6).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// With `delay` before the second attempt, doubling each attempt (default 100 ms).
+    pub fn base_delay(mut self, delay: Duration) -> Self {
+        self.base_delay = delay;
+        self
+    }
+
+    /// With at most `delay` for one backoff (default 1 s).
+    pub fn max_delay(mut self, delay: Duration) -> Self {
+        self.max_delay = delay;
+        self
+    }
+
+    /// With `timeout` for one HTTP attempt before it is abandoned and retried (default 3 s).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
     /// Full jitter: uniform in `[0, min(max_delay, base * 2^retry))`.
     pub(crate) fn backoff(&self, retry: u32) -> Duration {
         let exp = self.base_delay.saturating_mul(1u32 << retry.min(20));

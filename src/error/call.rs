@@ -45,6 +45,8 @@ pub struct CallError {
     kind: CallErrorKind,
     message: String,
     aws_message: Option<String>,
+    /// No request was sent: the rate limit or the deadline allowed none.
+    not_sent: bool,
 }
 
 impl CallError {
@@ -60,6 +62,7 @@ impl CallError {
             kind,
             message: message.into(),
             aws_message: None,
+            not_sent: false,
         }
     }
 
@@ -134,6 +137,18 @@ impl CallError {
         self
     }
 
+    /// The same error, marked as made before any request was sent (the rate limit or the
+    /// deadline allowed none).
+    pub(crate) fn not_sent(mut self) -> Self {
+        self.not_sent = true;
+        self
+    }
+
+    /// Whether no request was sent: the call says nothing of the service.
+    pub(crate) fn was_not_sent(&self) -> bool {
+        self.not_sent
+    }
+
     /// An error with what the service said (kept out of `Display` and `Debug`).
     #[cfg(feature = "aws")]
     pub(crate) fn with_aws_message(
@@ -145,6 +160,7 @@ impl CallError {
             kind,
             message: message.into(),
             aws_message,
+            not_sent: false,
         }
     }
 }

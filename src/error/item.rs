@@ -29,6 +29,23 @@ pub struct Failure {
     pub error: ItemError,
 }
 
+impl Failure {
+    /// `key` (the source's `id` of `source`) failed with `error`.
+    pub(crate) fn new(
+        key: impl Into<String>,
+        source: &'static str,
+        id: impl Into<String>,
+        error: ItemError,
+    ) -> Self {
+        Failure {
+            key: key.into(),
+            source,
+            id: id.into(),
+            error,
+        }
+    }
+}
+
 /// Why one item could not be fetched. Produced by [`Source`](crate::Source) implementations.
 ///
 /// Its `Display` names the IAM action to grant or the operation and error code that failed, never

@@ -77,12 +77,14 @@ pub enum Error {
         /// Where and why decoding failed, without any part of the value.
         detail: String,
     },
-    /// A value is older than the maximum staleness and refreshing it failed.
+    /// A value is as old as its maximum staleness and no refresh replaced it: the refresh failed,
+    /// or had not answered when the read gave up waiting (see [the crate docs](crate#freshness)).
+    /// A value past its maximum staleness is never served.
     #[error("the value of key `{key}` is past its maximum staleness and could not be refreshed: {cause}")]
     Expired {
         /// The key.
         key: String,
-        /// Why the last refresh failed (in the message; not also a `source`, which would print it
+        /// Why no refresh replaced it (in the message; not also a `source`, which would print it
         /// twice in error chains).
         cause: ItemError,
     },
@@ -115,19 +117,53 @@ impl Error {
 /// (`invalid type: string "hunter2"`), so only messages known to name fields pass through.
 fn redacted_json_detail(err: &serde_json::Error) -> String {
     use serde_json::error::Category;
-    let msg = err.to_string();
-    // Field names from the user's type only (an "unknown field" would name a key of the secret).
-    let safe = ["missing field", "duplicate field"];
     let what = match err.classify() {
-        Category::Data if safe.iter().any(|p| msg.starts_with(p)) => {
-            msg.split(" at line").next().unwrap_or("").to_owned()
+        // Field names from the user's type only (an "unknown field" would name a key of the
+        // secret).
+        Category::Data => {
+            let mut message = FieldMessage::default();
+            let _ = fmt::Write::write_fmt(&mut message, format_args!("{err}"));
+            match message.safe {
+                Some(true) => message.text.split(" at line").next().unwrap_or("").to_owned(),
+                _ => "a value has the wrong type or is out of range".to_owned(),
+            }
         }
-        Category::Data => "a value has the wrong type or is out of range".to_owned(),
         Category::Syntax => "it is not valid JSON".to_owned(),
         Category::Eof => "the JSON ends early".to_owned(),
         Category::Io => "read error".to_owned(),
     };
     format!("{what} (line {}, column {})", err.line(), err.column())
+}
+
+/// A serde_json message, kept only if it starts with a prefix that names a field of the user's
+/// type: no other message is ever written into memory (a type error's would quote the value).
+#[derive(Default)]
+struct FieldMessage {
+    text: String,
+    /// `None` while the text so far could still start a safe message.
+    safe: Option<bool>,
+}
+
+impl fmt::Write for FieldMessage {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        const SAFE: [&str; 2] = ["missing field", "duplicate field"];
+        for c in s.chars() {
+            match self.safe {
+                Some(false) => return Ok(()),
+                Some(true) => self.text.push(c),
+                None => {
+                    self.text.push(c);
+                    if SAFE.contains(&self.text.as_str()) {
+                        self.safe = Some(true);
+                    } else if !SAFE.iter().any(|p| p.starts_with(self.text.as_str())) {
+                        self.safe = Some(false);
+                        self.text.clear();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 struct LoadReport<'a>(&'a [Failure]);

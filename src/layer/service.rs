@@ -110,9 +110,9 @@ impl<S> SecretsService<S> {
         R: Send + 'static,
         Req: 'static,
     {
-        let (snapshot, must_wait) = self.secrets.store.snapshot();
-        if !must_wait {
-            return ResponseFuture::ready(self.inner.call(wrap(request, snapshot)));
+        let read = self.secrets.store.read();
+        if !read.must_wait {
+            return ResponseFuture::ready(self.inner.call(wrap(request, read.snapshot)));
         }
         // The inner service was made ready by `poll_ready`: take it, leave a clone.
         let clone = self.inner.clone();
@@ -120,7 +120,7 @@ impl<S> SecretsService<S> {
         let store = self.secrets.store.clone();
         let max_wait = wait_budget(store.config().max_wait, deadline_ms(&request));
         ResponseFuture::waiting(Box::pin(async move {
-            // The miss was counted by `snapshot()` above: only the wait is counted now.
+            // The miss was counted by `read()` above: only the wait is counted now.
             let snapshot = store.wait_for_fresh(max_wait).await;
             inner.call(wrap(request, snapshot)).await
         }))

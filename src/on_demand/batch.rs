@@ -1,7 +1,9 @@
 //! Coalescing: misses (or refreshes) of different names that arrive within a short window go to
 //! their source together, so that the source batches them (10 names per `GetParameters`, 20 ids per
-//! `BatchGetSecretValue`) instead of one call per name.
+//! `BatchGetSecretValue`) instead of one call per name. Names that stand for one item (two names
+//! mapped to one secret) are fetched once, and every one of them gets the answer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,179 +11,196 @@ use futures_util::future::Either;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::call::{CallContext, CallStats};
-use crate::error::ItemError;
-use crate::source::{AnyItem, DynSource, RefreshResult};
-use crate::store::{fetch_all, Answer};
+use crate::call::{CallContext, CallStats, RetryPolicy};
+use crate::freshness::fetch::{fetch_all, Answer, FetchTarget, Mode};
+use crate::freshness::seal::{sealed, Seal, FIRST_ATTEMPT_AFTER_RESTORE};
+use crate::freshness::spawn::Spawner;
+use crate::limiter::RateLimits;
 use crate::time::later;
 
-/// One name waiting in a batch: what to fetch, the version it has (refreshes), and where the
-/// answer goes.
-struct Waiting {
-    /// How long this lookup may take (its invocation's remaining time, at most the fetch timeout).
-    budget: Duration,
-    source: Arc<dyn DynSource>,
-    item: AnyItem,
-    version: Option<String>,
+/// One name waiting in a batch: what to fetch and where the answer goes.
+struct Waiter {
+    target: FetchTarget,
     answer: oneshot::Sender<Answer>,
+    /// The seal epoch when it joined: a waiter from before a seal is not fetched after it.
+    epoch: u64,
 }
 
-/// The batch being filled, and whether it is one of refreshes (`DescribeSecret`-first for secrets)
-/// or of misses (batched fetches).
-struct Open {
-    waiting: Vec<Waiting>,
+/// The batch being filled.
+struct FillingBatch {
+    waiters: Vec<Waiter>,
     /// When the first name of this batch arrived.
     opened: Instant,
     /// Counts batches, so that a waiter of a batch sent already does not send the next one early.
     generation: u64,
 }
 
-impl Default for Open {
+impl Default for FillingBatch {
     fn default() -> Self {
-        Open {
-            waiting: Vec::new(),
+        FillingBatch {
+            waiters: Vec::new(),
             opened: Instant::now(),
             generation: 0,
         }
     }
 }
 
-/// How a batch is fetched.
+/// How batches are fetched.
 #[derive(Clone)]
-pub(super) struct Fetching {
+pub(super) struct BatchSettings {
     pub(super) stats: Arc<CallStats>,
-    pub(super) retry: crate::call::RetryPolicy,
-    pub(super) limits: crate::limiter::RateLimits,
-    /// Budget of one batch, retries included.
+    pub(super) retry: RetryPolicy,
+    pub(super) limits: RateLimits,
+    /// Budget of one batch, retries included (the fetch timeout).
     pub(super) timeout: Duration,
     /// How long the first miss of a batch waits for others.
     pub(super) window: Duration,
     /// Names at which a batch is sent at once.
     pub(super) max_batch: usize,
+    /// Values dropped for a SnapStart snapshot: a batch under way stops.
+    pub(super) seal: Arc<Seal>,
+    pub(super) spawner: Spawner,
     /// Set by a SnapStart restore: the next batch abandons each call's first attempt sooner (its
     /// pooled connection may be dead).
-    pub(super) restored: Arc<std::sync::atomic::AtomicBool>,
+    pub(super) restored: Arc<AtomicBool>,
 }
 
 /// Two coalescers: misses and refreshes are fetched differently.
 pub(super) struct Batcher {
-    fetching: Fetching,
-    misses: Arc<Mutex<Open>>,
-    refreshes: Arc<Mutex<Open>>,
+    settings: BatchSettings,
+    misses: Arc<Mutex<FillingBatch>>,
+    refreshes: Arc<Mutex<FillingBatch>>,
 }
 
+/// A batch that was never answered: its task was dropped (its runtime shut down, or a SnapStart
+/// seal stopped it).
+pub(super) const LOST: &str = "the batch holding it was dropped (its runtime shut down, or the values were dropped for a SnapStart snapshot)";
+
 impl Batcher {
-    pub(super) fn limits(&self) -> &crate::limiter::RateLimits {
-        &self.fetching.limits
-    }
-
-    /// After a SnapStart restore (see [`Fetching::restored`]).
-    pub(super) fn restored(&self) {
-        self.fetching
-            .restored
-            .store(true, std::sync::atomic::Ordering::Release);
-    }
-
-    pub(super) fn new(fetching: Fetching) -> Self {
+    pub(super) fn new(settings: BatchSettings) -> Self {
         Batcher {
-            fetching,
+            settings,
             misses: Arc::default(),
             refreshes: Arc::default(),
         }
     }
 
-    /// Fetches `item` (`refresh`: checks it against `version`) in the next batch.
-    pub(super) async fn fetch(
-        &self,
-        source: Arc<dyn DynSource>,
-        item: AnyItem,
-        version: Option<String>,
-        refresh: bool,
-        budget: Duration,
-    ) -> Answer {
+    pub(super) fn limits(&self) -> &RateLimits {
+        &self.settings.limits
+    }
+
+    /// After a SnapStart restore (see [`BatchSettings::restored`]).
+    pub(super) fn restored(&self) {
+        self.settings.restored.store(true, Ordering::Release);
+    }
+
+    /// Fetches `target` (`Mode::Refresh`: checks it against its version) in the next batch.
+    pub(super) async fn fetch(&self, target: FetchTarget, mode: Mode) -> Answer {
         let (tx, rx) = oneshot::channel();
-        let open = if refresh { &self.refreshes } else { &self.misses };
-        let waiting = Waiting {
-            budget: budget.min(self.fetching.timeout),
-            source,
-            item,
-            version,
+        let filling = match mode {
+            Mode::Load => &self.misses,
+            Mode::Refresh => &self.refreshes,
+        };
+        let waiter = Waiter {
+            target,
             answer: tx,
+            epoch: self.settings.seal.epoch(),
         };
         let (generation, opened, full) = {
-            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
-            if open.waiting.is_empty() {
+            let mut open = filling.lock().unwrap_or_else(|e| e.into_inner());
+            if open.waiters.is_empty() {
                 open.opened = Instant::now();
             }
-            open.waiting.push(waiting);
+            open.waiters.push(waiter);
             let (generation, opened) = (open.generation, open.opened);
-            let full = (open.waiting.len() >= self.fetching.max_batch).then(|| take(&mut open));
+            let full = (open.waiters.len() >= self.settings.max_batch).then(|| take(&mut open));
             (generation, opened, full)
         };
         if let Some(batch) = full {
             // Full: sent now.
-            spawn(send(batch, self.fetching.clone(), refresh));
+            self.send(batch, mode);
         }
         // Every waiter watches the window of its batch (no timer task that could be lost): when it
         // ends, the first to see it sends the batch, unless it was sent already. A lone miss waits
         // the window (a few ms) and one round trip. The batch runs on its own task, so a waiter that
         // gives up does not stop it.
-        let window = std::pin::pin!(tokio::time::sleep_until(later(opened, self.fetching.window)));
+        let window = std::pin::pin!(tokio::time::sleep_until(later(opened, self.settings.window)));
         let rx = match futures_util::future::select(rx, window).await {
-            Either::Left((answer, _)) => return answer.unwrap_or(Err(LOST)),
+            Either::Left((answer, _)) => return answer.unwrap_or(Answer::Lost(LOST)),
             Either::Right((_, rx)) => rx,
         };
         let batch = {
-            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            let mut open = filling.lock().unwrap_or_else(|e| e.into_inner());
             (open.generation == generation).then(|| take(&mut open))
         };
         if let Some(batch) = batch {
-            spawn(send(batch, self.fetching.clone(), refresh));
+            self.send(batch, mode);
         }
-        rx.await.unwrap_or(Err(LOST))
+        rx.await.unwrap_or(Answer::Lost(LOST))
+    }
+
+    /// Sends `batch` on a task of its own (dropped where no runtime can run it: its waiters are then
+    /// answered [`LOST`]).
+    fn send(&self, batch: Vec<Waiter>, mode: Mode) {
+        let settings = self.settings.clone();
+        let task = settings.seal.task();
+        let epoch = settings.seal.subscribe();
+        let spawner = settings.spawner.clone();
+        spawner.spawn(async move {
+            let _task = task;
+            send(batch, settings, mode, epoch).await;
+        });
     }
 }
 
-const LOST: &str = "the batch holding it was dropped (its runtime shut down)";
-
-fn take(open: &mut Open) -> Vec<Waiting> {
+fn take(open: &mut FillingBatch) -> Vec<Waiter> {
     open.generation += 1;
-    std::mem::take(&mut open.waiting)
+    std::mem::take(&mut open.waiters)
 }
 
-/// Runs `task` on the current tokio runtime. `get` checks that it runs in one; were it not, the
-/// dropped task would answer every waiter of the batch with `LOST`.
-fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        drop(runtime.spawn(task));
+/// Fetches one batch (grouped by source inside `fetch_all`) and answers every waiter; stops where
+/// it is if the values are dropped for a SnapStart snapshot (its waiters are answered [`LOST`]).
+async fn send(
+    batch: Vec<Waiter>,
+    settings: BatchSettings,
+    mode: Mode,
+    mut epoch: tokio::sync::watch::Receiver<u64>,
+) {
+    let now = *epoch.borrow_and_update();
+    let batch: Vec<Waiter> = batch.into_iter().filter(|w| w.epoch == now).collect();
+    if batch.is_empty() {
+        return;
     }
-}
-
-/// Fetches one batch (grouped by source inside `fetch_all`) and answers every waiter.
-async fn send(batch: Vec<Waiting>, fetching: Fetching, refresh: bool) {
-    let targets: Vec<_> = batch
-        .iter()
-        .map(|w| (w.source.clone(), w.item.clone(), w.version.clone()))
-        .collect();
-    // The batch lasts as long as its most patient lookup may wait; each lookup stops waiting at
-    // its own budget.
-    let budget = batch.iter().map(|w| w.budget).max().unwrap_or(fetching.timeout);
+    // One fetch per distinct item (and version): `Source::fetch` is given distinct items.
+    let mut targets: Vec<FetchTarget> = Vec::new();
+    let mut of_waiter: Vec<usize> = Vec::with_capacity(batch.len());
+    for waiter in &batch {
+        let t = &waiter.target;
+        let same =
+            |u: &FetchTarget| Arc::ptr_eq(&u.source, &t.source) && u.item == t.item && u.version == t.version;
+        match targets.iter().position(same) {
+            Some(i) => of_waiter.push(i),
+            None => {
+                of_waiter.push(targets.len());
+                targets.push(t.clone());
+            }
+        }
+    }
     let mut ctx = CallContext::new(
-        fetching.stats.clone(),
-        fetching.retry,
-        Some(fetching.limits.clone()),
-        later(Instant::now(), budget),
+        settings.stats.clone(),
+        settings.retry,
+        Some(settings.limits.clone()),
+        later(Instant::now(), settings.timeout),
     );
-    if fetching.restored.swap(false, std::sync::atomic::Ordering::AcqRel) {
-        ctx = ctx.first_attempt_timeout(crate::store::FIRST_ATTEMPT_AFTER_RESTORE);
+    if settings.restored.swap(false, Ordering::AcqRel) {
+        ctx = ctx.first_attempt_timeout(FIRST_ATTEMPT_AFTER_RESTORE);
     }
-    let answers = fetch_all(&targets, &ctx, refresh).await;
-    for (waiting, answer) in batch.into_iter().zip(answers) {
-        let _ = waiting.answer.send(answer);
+    let fetch = std::pin::pin!(fetch_all(&targets, &ctx, mode));
+    let answers = match futures_util::future::select(fetch, std::pin::pin!(sealed(&mut epoch))).await {
+        Either::Left((answers, _)) => answers,
+        Either::Right(_) => return,
+    };
+    for (waiter, i) in batch.into_iter().zip(of_waiter) {
+        let _ = waiter.answer.send(answers[i].clone());
     }
-}
-
-/// A lost answer (a panic, a budget run out, a dropped batch) as the item's error.
-pub(super) fn lost(why: &'static str) -> RefreshResult {
-    Err(ItemError::Source(why.to_owned()))
 }

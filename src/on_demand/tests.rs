@@ -288,6 +288,8 @@ async fn a_failed_refresh_keeps_the_value_and_backs_off() {
 struct ReadThenWait {
     values: std::sync::Mutex<std::collections::HashMap<String, String>>,
     next_delay: std::sync::Mutex<Duration>,
+    /// Fetches that answered.
+    answered: std::sync::atomic::AtomicU64,
 }
 
 impl crate::Source for ReadThenWait {
@@ -308,6 +310,7 @@ impl crate::Source for ReadThenWait {
         };
         let delay = std::mem::take(&mut *self.next_delay.lock().unwrap());
         tokio::time::sleep(delay).await;
+        self.answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         read
     }
 }
@@ -338,7 +341,11 @@ async fn a_refresh_never_replaces_a_newer_answer() {
         "past the maximum staleness: fetched again, gone"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(od.stats().refreshes, 1, "the slow refresh answered");
+    let answered = source.answered.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        answered, 3,
+        "the first fetch, the slow refresh and the fetch again all answered"
+    );
     assert!(
         od.get("k").await.is_err(),
         "the refresh did not bring the old value back"
@@ -371,12 +378,255 @@ async fn the_fetch_of_a_lookup_that_began_before_a_snapstart_seal_caches_nothing
     let mem = MemorySource::new();
     seed(&mem, 1);
     let od = tenants(&mem);
-    let began = od.inner.seals.load(std::sync::atomic::Ordering::Acquire);
+    let began = od.inner.seal.epoch();
     od.seal().await;
     od.unseal();
-    let fetched = od.inner.fetch("t0", Duration::from_secs(5), began).await;
+    let fetched = od.inner.fetch("t0", began).await;
     assert!(matches!(fetched, Err(Error::DroppedForSnapshot { .. })));
     // A lookup that begins now fetches and caches.
     assert_eq!(od.get("t0").await.unwrap().expose_str(), Some("key-0"));
     assert_eq!(od.cached().await, 1);
+}
+
+/// A Secrets-Manager-like source: a fetch asks for a refresh a second later (to learn the
+/// rotation date), a refresh confirms the version without a date. Counts refreshes.
+#[derive(Default)]
+struct RotationDate {
+    refreshes: std::sync::atomic::AtomicU64,
+}
+
+impl crate::Source for RotationDate {
+    type Item = String;
+    fn kind(&self) -> &'static str {
+        "rotation-date"
+    }
+    async fn fetch(&self, items: &[String], _: &crate::CallContext) -> Vec<crate::ItemResult> {
+        let soon = std::time::SystemTime::now() + Duration::from_secs(1);
+        items
+            .iter()
+            .map(|id| {
+                Ok(vec![crate::Fetched::new(id.as_str(), "v")
+                    .with_version("1")
+                    .with_refresh_by(Some(soon))])
+            })
+            .collect()
+    }
+    async fn refresh(
+        &self,
+        items: &[String],
+        _: &[Option<String>],
+        _: &crate::CallContext,
+    ) -> Vec<crate::RefreshResult> {
+        self.refreshes
+            .fetch_add(items.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        items
+            .iter()
+            .map(|_| Ok(crate::Refreshed::Unchanged { refresh_by: None }))
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_confirmed_value_is_refreshed_by_its_ttl_not_by_its_first_answers_refresh_by() {
+    // The first answer asks for a refresh a second later; the refresh confirms the value and asks
+    // for nothing: the next is due one TTL (5 min) later, not a second after the first answer.
+    let source = std::sync::Arc::new(RotationDate::default());
+    let od = OnDemand::builder()
+        .ttl(Duration::from_secs(300))
+        .build({
+            let source = source.clone();
+            move |name| crate::Declaration::new(name, source.clone(), name.to_owned())
+        })
+        .unwrap();
+    for _ in 0..8 {
+        for name in ["a", "b", "c"] {
+            od.get(name).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+    }
+    let refreshes = source.refreshes.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        refreshes <= 3,
+        "{refreshes} refreshes of 3 names in 10 s with a TTL of 5 min"
+    );
+}
+
+/// A source whose calls draw on the SSM quota class (so a rate limit applies to them).
+#[derive(Default)]
+struct Limited {
+    fetched: std::sync::Mutex<Vec<String>>,
+    duplicates: std::sync::atomic::AtomicBool,
+}
+
+const LIMITED_GET: crate::Operation =
+    crate::Operation::new("LimitedGet").with_quota(crate::QuotaClass::SsmGet);
+
+impl crate::Source for Limited {
+    type Item = String;
+    fn kind(&self) -> &'static str {
+        "limited"
+    }
+    async fn fetch(&self, items: &[String], calls: &crate::CallContext) -> Vec<crate::ItemResult> {
+        let distinct: std::collections::HashSet<&String> = items.iter().collect();
+        if distinct.len() != items.len() {
+            self.duplicates.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.fetched.lock().unwrap().extend(items.iter().cloned());
+        match calls
+            .call(LIMITED_GET, || async { Ok::<_, crate::CallError>(()) })
+            .await
+        {
+            Ok(()) => items
+                .iter()
+                .map(|id| Ok(vec![crate::Fetched::new(id.as_str(), format!("value of {id}"))]))
+                .collect(),
+            Err(e) => items.iter().map(|_| Err(ItemError::Call(e.clone()))).collect(),
+        }
+    }
+}
+
+fn limited(source: &std::sync::Arc<Limited>, limits: crate::RateLimits) -> OnDemand {
+    OnDemand::builder()
+        .rate_limits(limits)
+        .build({
+            let source = source.clone();
+            // Names are case-insensitive: `A` and `a` stand for one item.
+            move |name| crate::Declaration::new(name, source.clone(), name.to_lowercase())
+        })
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lookup_with_little_time_left_never_fails_a_patient_one_for_the_same_name() {
+    // The rate limit allows one call a second, and a first lookup just took it: the next call
+    // waits about a second. A lookup with 300 ms left gives up; one with the whole fetch timeout
+    // waiting for the same name must not inherit its budget (nor its error).
+    let limits = crate::RateLimits::new();
+    limits.set(crate::QuotaClass::SsmGet, crate::Quota::new(1.0, 1));
+    let source = std::sync::Arc::new(Limited::default());
+    let od = limited(&source, limits);
+    od.get("warm").await.unwrap();
+    let hurried = od.get_within("t0", Duration::from_millis(300));
+    let patient = od.get("t0");
+    let (hurried, patient) = tokio::join!(hurried, patient);
+    assert!(hurried.is_err());
+    assert_eq!(patient.unwrap().expose_str(), Some("value of t0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn names_that_stand_for_one_item_are_fetched_once_and_all_answered() {
+    let source = std::sync::Arc::new(Limited::default());
+    let od = limited(&source, crate::RateLimits::new());
+    let (upper, lower) = tokio::join!(od.get("A"), od.get("a"));
+    assert_eq!(upper.unwrap().expose_str(), Some("value of a"));
+    assert_eq!(lower.unwrap().expose_str(), Some("value of a"));
+    assert!(
+        !source.duplicates.load(std::sync::atomic::Ordering::SeqCst),
+        "the source was given one item twice: {:?}",
+        source.fetched.lock().unwrap()
+    );
+}
+
+#[test]
+fn the_builder_validates_what_declared_values_validate() {
+    let mem = MemorySource::new();
+    let cases: Vec<(super::OnDemandBuilder, &str)> = vec![
+        (
+            OnDemand::builder()
+                .retry_policy(crate::call::RetryPolicy::default().attempt_timeout(Duration::ZERO)),
+            "retry attempt timeout",
+        ),
+        (
+            OnDemand::builder().retry_policy(crate::call::RetryPolicy::default().max_attempts(0)),
+            "retry attempts",
+        ),
+        (OnDemand::builder().ttl_jitter(0.9), "TTL jitter"),
+        (
+            OnDemand::builder().failure_backoff(Duration::from_secs(10), Duration::from_secs(1)),
+            "failure backoff",
+        ),
+        (OnDemand::builder().fetch_timeout(Duration::ZERO), "fetch timeout"),
+        (OnDemand::builder().negative_ttl(Duration::ZERO), "negative TTL"),
+    ];
+    for (builder, what) in cases {
+        let mem = mem.clone();
+        let err = builder.build(move |n| mem.value(n, n)).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput { what: w, .. } if *w == what),
+            "{what}: {err}"
+        );
+    }
+}
+
+/// A source whose fetch makes a value and then hangs holding it (a batch under way), telling the
+/// test what watches the value.
+#[derive(Default)]
+struct Holding {
+    watches: std::sync::Mutex<Vec<crate::value::ValueWatch>>,
+}
+
+impl crate::Source for Holding {
+    type Item = String;
+    fn kind(&self) -> &'static str {
+        "holding"
+    }
+    async fn fetch(&self, items: &[String], _: &crate::CallContext) -> Vec<crate::ItemResult> {
+        let value = crate::SecretValue::from("plaintext in flight");
+        self.watches.lock().unwrap().push(value.watch());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        items
+            .iter()
+            .map(|id| Ok(vec![crate::Fetched::new(id.as_str(), value.clone())]))
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn before_snapshot_returns_once_no_batch_holds_a_value() {
+    let source = std::sync::Arc::new(Holding::default());
+    let od = OnDemand::builder()
+        .build({
+            let source = source.clone();
+            move |name| crate::Declaration::new(name, source.clone(), name.to_owned())
+        })
+        .unwrap();
+    let lookup = tokio::spawn({
+        let od = od.clone();
+        async move { od.get("t").await }
+    });
+    while source.watches.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    od.snapstart().before_snapshot().await.unwrap();
+    assert!(
+        source.watches.lock().unwrap().iter().all(|w| !w.is_held()),
+        "a batch still held a value when the snapshot could be taken"
+    );
+    assert!(lookup.await.unwrap().is_err());
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    #[test]
+    fn both_bounds_hold_whenever_a_lookup_returns(
+        max_entries in 1u64..12,
+        share in 1u64..400,
+        lookups in proptest::collection::vec((0usize..40, 0usize..600), 1..80),
+    ) {
+        let max_bytes = max_entries * share;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let mem = MemorySource::new();
+            let od = tenants_with(&mem, OnDemand::builder().max_entries(max_entries).max_bytes(max_bytes));
+            for (name, size) in lookups {
+                mem.set(format!("/tenants/t{name}"), "x".repeat(size));
+                let _ = od.get(&format!("t{name}")).await;
+                let (entries, bytes) = od.held();
+                proptest::prop_assert!(entries <= max_entries, "{} entries held, bound {}", entries, max_entries);
+                proptest::prop_assert!(bytes <= max_bytes, "{} bytes held, bound {}", bytes, max_bytes);
+            }
+            Ok(())
+        })?;
+    }
 }

@@ -199,6 +199,8 @@ fn secrets_match_their_random_suffix_and_batch_on_star() {
         [
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-??????",
             full,
+            // A full ARN reads like a partial one whose name ends in `-AbC123`: both are allowed.
+            &format!("{full}-??????"),
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/partial-??????",
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:tenants/*",
         ]
@@ -208,6 +210,17 @@ fn secrets_match_their_random_suffix_and_batch_on_star() {
         ["*"]
     );
     assert_eq!(policy.statements().len(), 2, "{policy}");
+
+    // A partial ARN whose name ends in `-` and six letters (`db-master`) is not taken for a full
+    // one: the secret's real ARN is `...app/db-master-XXXXXX`.
+    let partial = "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/db-master";
+    let policy = explicit().declaration(&sm.secret("m", partial)).build().unwrap();
+    let read = statement(&policy, "SecretsManagerGetSecretValueDescribeSecret");
+    assert!(
+        read.resources.contains(&format!("{partial}-??????")),
+        "{:?}",
+        read.resources
+    );
 
     // A fixed version is never refreshed and never batched; another stage is not batched.
     let policy = explicit()

@@ -115,7 +115,7 @@ impl MemorySource {
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let mem = lambda_secrets::MemorySource::new();
     /// mem.set("/db", "pw");
-    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).retry_policy(lambda_secrets::RetryPolicy { max_attempts: 1, ..Default::default() }).load().await.unwrap();
+    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).retry_policy(lambda_secrets::RetryPolicy::default().max_attempts(1)).load().await.unwrap();
     /// mem.set_failing(true);
     /// assert!(secrets.refresh_now("db").await.is_err());
     /// # });

@@ -311,15 +311,17 @@ impl Source for SmInner {
     /// accepts for it) for `AWSCURRENT`, which is loaded in batches; with customer managed keys,
     /// `kms:Decrypt` through Secrets Manager for the secret's encryption context.
     fn permissions(&self, item: &SecretItem, scope: &PolicyScope) -> Option<Vec<Permission>> {
-        let arn = scope.secret_arn(&item.id);
-        let mut needed = vec![Permission::new(GET_ACTION, arn.clone())];
-        if let Selector::Stage(stage) = &item.selector {
-            needed.push(Permission::new("secretsmanager:DescribeSecret", arn.clone()));
-            if stage == AWSCURRENT {
-                needed.push(Permission::new("secretsmanager:BatchGetSecretValue", "*"));
+        let mut needed = Vec::new();
+        for arn in scope.secret_arns(&item.id) {
+            needed.push(Permission::new(GET_ACTION, arn.clone()));
+            if matches!(item.selector, Selector::Stage(_)) {
+                needed.push(Permission::new("secretsmanager:DescribeSecret", arn.clone()));
             }
+            needed.extend(scope.decrypt_via("secretsmanager", "SecretARN", &arn));
         }
-        needed.extend(scope.decrypt_via("secretsmanager", "SecretARN", &arn));
+        if item.selector == Selector::Stage(AWSCURRENT.into()) {
+            needed.push(Permission::new("secretsmanager:BatchGetSecretValue", "*"));
+        }
         Some(needed)
     }
 
@@ -440,6 +442,33 @@ impl Source for SmInner {
     }
 }
 
+/// Puts each value of a `BatchGetSecretValue` page in the result of the id it answers; a value
+/// that answers no id still waiting (an odd answer) is zeroized as it goes.
+fn land_values(
+    ids: &[&str],
+    results: &mut [Option<ItemResult>],
+    entries: Vec<aws_sdk_secretsmanager::types::SecretValueEntry>,
+) {
+    for mut entry in entries {
+        let Some(i) =
+            (0..ids.len()).find(|&i| results[i].is_none() && same_secret(ids[i], entry.name(), entry.arn()))
+        else {
+            drop(entry.secret_string.take().map(zeroize::Zeroizing::new));
+            drop(
+                entry
+                    .secret_binary
+                    .take()
+                    .map(|b| zeroize::Zeroizing::new(b.into_inner())),
+            );
+            continue;
+        };
+        let name = entry.name.clone().unwrap_or_else(|| ids[i].to_owned());
+        let mut fetched = Fetched::new(name, value_of(entry.secret_string, entry.secret_binary));
+        fetched.version = entry.version_id;
+        results[i] = Some(Ok(vec![fetched]));
+    }
+}
+
 /// A version is `AWSPENDING` without being `AWSCURRENT`: a rotation has started.
 fn rotation_in_progress(stages: &HashMap<String, Vec<String>>) -> bool {
     stages
@@ -491,17 +520,7 @@ impl SmInner {
                         .collect()
                 }
             };
-            for entry in page.secret_values.unwrap_or_default() {
-                let Some(i) = (0..ids.len())
-                    .find(|&i| results[i].is_none() && same_secret(ids[i], entry.name(), entry.arn()))
-                else {
-                    continue;
-                };
-                let name = entry.name.clone().unwrap_or_else(|| ids[i].to_owned());
-                let mut fetched = Fetched::new(name, value_of(entry.secret_string, entry.secret_binary));
-                fetched.version = entry.version_id;
-                results[i] = Some(Ok(vec![fetched]));
-            }
+            land_values(ids, &mut results, page.secret_values.unwrap_or_default());
             for error in page.errors.unwrap_or_default() {
                 let requested = error.secret_id().unwrap_or_default();
                 if let Some(i) = (0..ids.len()).find(|&i| {
@@ -603,6 +622,29 @@ mod tests {
             Some(arn)
         ));
         assert!(!same_secret("prod/dbx", Some("prod/db"), Some(arn)));
+    }
+
+    #[test]
+    fn a_value_that_answers_no_request_leaves_no_copy_of_itself() {
+        use aws_sdk_secretsmanager::types::SecretValueEntry;
+        let odd = SecretValueEntry::builder()
+            .name("not/asked")
+            .secret_string("CANARY-sm-leftover")
+            .build();
+        let twice = SecretValueEntry::builder()
+            .name("asked")
+            .secret_binary(aws_smithy_types::Blob::new(b"CANARY-sm-leftover".to_vec()))
+            .build();
+        let asked = SecretValueEntry::builder()
+            .name("asked")
+            .secret_string("v")
+            .build();
+        let mut results = vec![None];
+        let ((), freed) = crate::test_support::freed_holding(b"CANARY-sm-leftover", || {
+            land_values(&["asked"], &mut results, vec![odd, asked, twice])
+        });
+        assert!(matches!(&results[0], Some(Ok(v)) if v[0].value.expose_str() == Some("v")));
+        assert_eq!(freed, 0, "an unmatched value was freed without being zeroized");
     }
 
     #[test]

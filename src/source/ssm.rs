@@ -14,6 +14,102 @@ use crate::iam::{Permission, PolicyScope};
 use crate::limiter::QuotaClass;
 use crate::value::SecretValue;
 
+/// `GetParameters` calls of single names that one fetch makes at most after denied batches (two
+/// batches' worth); the other names of denied batches get the batch's error.
+const MAX_FANOUT_CALLS: usize = 2 * MAX_NAMES_PER_CALL;
+/// How long a name denied alone is remembered (then tried alone again).
+const DENIED_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+/// Names remembered as denied, at most.
+const DENIED_MAX: usize = 4096;
+
+/// Names whose own `GetParameters` call was denied lately (or presumed so: every name tried alone
+/// in the same fetch was denied).
+#[derive(Default)]
+struct Denied(std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>);
+
+impl Denied {
+    fn contains(&self, id: &str) -> bool {
+        let denied = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        denied.get(id).is_some_and(|at| at.elapsed() < DENIED_FOR)
+    }
+
+    fn remember(&self, ids: impl IntoIterator<Item = String>) {
+        let mut denied = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        denied.retain(|_, at| now.saturating_duration_since(*at) < DENIED_FOR);
+        for id in ids {
+            if denied.len() >= DENIED_MAX {
+                break;
+            }
+            denied.insert(id, now);
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        let mut denied = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !denied.is_empty() {
+            denied.remove(id);
+        }
+    }
+}
+
+/// The single-name calls one fetch may still make after denied batches, and what they found.
+struct Fanout {
+    left: std::sync::atomic::AtomicUsize,
+    found: std::sync::Mutex<FanoutFound>,
+}
+
+#[derive(Default)]
+struct FanoutFound {
+    succeeded: bool,
+    denied: Vec<String>,
+    unprobed: Vec<String>,
+}
+
+impl Fanout {
+    fn new(calls: usize) -> Self {
+        Fanout {
+            left: std::sync::atomic::AtomicUsize::new(calls),
+            found: Default::default(),
+        }
+    }
+
+    /// Takes one call, if any is left.
+    fn take(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    fn found(&self) -> std::sync::MutexGuard<'_, FanoutFound> {
+        self.found.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn succeeded(&self) {
+        self.found().succeeded = true;
+    }
+
+    fn denied(&self, id: &str) {
+        self.found().denied.push(id.to_owned());
+    }
+
+    fn unprobed(&self, id: &str) {
+        self.found().unprobed.push(id.to_owned());
+    }
+
+    /// Remembers the names denied alone; when no name tried alone could be read, the names of
+    /// denied batches not tried alone are presumed denied too (the role lost the permission).
+    fn learn(self, denied: &Denied) {
+        let found = self.found.into_inner().unwrap_or_else(|e| e.into_inner());
+        let presumed = !found.succeeded && !found.denied.is_empty();
+        denied.remember(found.denied);
+        if presumed {
+            denied.remember(found.unprobed);
+        }
+    }
+}
+
 /// Names per `GetParameters` call (the API's limit).
 pub(crate) const MAX_NAMES_PER_CALL: usize = 10;
 const PAGE_SIZE: i32 = 10;
@@ -73,6 +169,8 @@ pub struct SsmSource {
 struct SsmInner {
     client: Client,
     decrypt: bool,
+    /// Names whose own `GetParameters` was denied lately (or presumed so): not tried alone again.
+    denied: Denied,
 }
 
 impl std::fmt::Debug for SsmSource {
@@ -112,6 +210,7 @@ impl SsmSource {
             inner: Arc::new(SsmInner {
                 client,
                 decrypt: true,
+                denied: Denied::default(),
             }),
         }
     }
@@ -130,6 +229,7 @@ impl SsmSource {
             inner: Arc::new(SsmInner {
                 client: self.inner.client.clone(),
                 decrypt,
+                denied: Denied::default(),
             }),
         }
     }
@@ -331,12 +431,13 @@ impl Source for SsmInner {
         if let Some(secret) = reference {
             // Parameter Store reads the secret from Secrets Manager with the caller's rights,
             // and Secrets Manager decrypts it with its own key.
-            let secret_arn = scope.secret_arn(&secret);
-            needed.push(Permission::new(
-                "secretsmanager:GetSecretValue",
-                secret_arn.clone(),
-            ));
-            needed.extend(scope.decrypt_via("secretsmanager", "SecretARN", &secret_arn));
+            for secret_arn in scope.secret_arns(&secret) {
+                needed.push(Permission::new(
+                    "secretsmanager:GetSecretValue",
+                    secret_arn.clone(),
+                ));
+                needed.extend(scope.decrypt_via("secretsmanager", "SecretARN", &secret_arn));
+            }
             return Some(needed);
         }
         if self.decrypt {
@@ -353,10 +454,21 @@ impl Source for SsmInner {
             let paths: Vec<usize> = (0..items.len())
                 .filter(|&i| matches!(items[i], SsmItem::Path(_)))
                 .collect();
-            let chunks = batches(items, &names);
-            let by_name = join_all(chunks.iter().map(|chunk| {
+            // Names known to be denied are batched apart and never tried alone again (every
+            // refresh of a function whose role lost the permission would otherwise spend the
+            // account's quota on calls that cannot succeed); they are tried again as a batch.
+            let (known, unknown): (Vec<usize>, Vec<usize>) =
+                names.iter().partition(|&&i| self.denied.contains(items[i].id()));
+            let fanout = Fanout::new(MAX_FANOUT_CALLS);
+            let chunks: Vec<(Vec<usize>, bool)> = batches(items, &unknown)
+                .into_iter()
+                .map(|c| (c, true))
+                .chain(batches(items, &known).into_iter().map(|c| (c, false)))
+                .collect();
+            let by_name = join_all(chunks.iter().map(|(chunk, probe)| {
                 let ids: Vec<&str> = chunk.iter().map(|&i| items[i].id()).collect();
-                async move { (chunk, self.get_parameters(&ids, calls).await) }
+                let fanout = probe.then_some(&fanout);
+                async move { (chunk, self.get_parameters(&ids, calls, fanout).await) }
             }));
             let by_path = join_all(
                 paths
@@ -364,6 +476,7 @@ impl Source for SsmInner {
                     .map(|&i| async move { (i, self.get_by_path(items[i].id(), calls).await) }),
             );
             let (by_name, by_path) = futures_util::future::join(by_name, by_path).await;
+            fanout.learn(&self.denied);
 
             let mut out: Vec<Option<ItemResult>> = vec![None; items.len()];
             for (chunk, results) in by_name {
@@ -383,27 +496,66 @@ impl Source for SsmInner {
 
 impl SsmInner {
     /// One `GetParameters` call for up to 10 ids; one result per id. When the call is denied
-    /// for a batch, each id is tried alone so that the error names exactly the denied ones.
-    async fn get_parameters(&self, ids: &[&str], calls: &CallContext) -> Vec<ItemResult> {
-        match self.get_parameters_call(ids, calls).await {
+    /// for a batch (one name the role may not read denies them all), its ids are tried alone, as
+    /// `fanout` allows, so that the error names exactly the denied ones; an id not tried alone gets
+    /// the batch's error. Without `fanout`, the batch's error is every id's.
+    async fn get_parameters(
+        &self,
+        ids: &[&str],
+        calls: &CallContext,
+        fanout: Option<&Fanout>,
+    ) -> Vec<ItemResult> {
+        let err = match self.get_parameters_call(ids, calls).await {
+            Ok(results) => {
+                for id in ids {
+                    self.denied.forget(id);
+                }
+                return results;
+            }
+            Err(err) => err,
+        };
+        let batch_error = denied_action(err.clone(), "ssm:GetParameters");
+        let fanout = match fanout {
             // One bad name (denied, or rejected as invalid) must not fail the other nine.
-            Err(err)
+            Some(fanout)
                 if matches!(err.kind(), CallErrorKind::Denied | CallErrorKind::Fatal) && ids.len() > 1 =>
             {
-                let single = ids.iter().map(|id| async move {
-                    match self.get_parameters_call(&[id], calls).await {
-                        Ok(mut r) => r.pop().unwrap_or(Err(ItemError::NotFound)),
-                        Err(e) => Err(denied_action(e, "ssm:GetParameters")),
-                    }
-                });
-                join_all(single).await
+                fanout
             }
-            Err(err) => ids
-                .iter()
-                .map(|_| Err(denied_action(err.clone(), "ssm:GetParameters")))
-                .collect(),
-            Ok(results) => results,
-        }
+            _ => return ids.iter().map(|_| Err(batch_error.clone())).collect(),
+        };
+        // The singles have at most half the time left: the rest of the load or refresh keeps its
+        // budget.
+        let alone = calls.share(0.5);
+        let single = ids.iter().map(|id| {
+            let (alone, batch_error) = (&alone, &batch_error);
+            async move {
+                if !fanout.take() {
+                    fanout.unprobed(id);
+                    return Err(batch_error.clone());
+                }
+                match self.get_parameters_call(&[id], alone).await {
+                    Ok(mut r) => {
+                        fanout.succeeded();
+                        r.pop().unwrap_or(Err(ItemError::NotFound))
+                    }
+                    // No request was made (the rate limit or the budget allowed none): the
+                    // batch's answer is all that is known of it.
+                    Err(e) if e.was_not_sent() => {
+                        fanout.unprobed(id);
+                        Err(batch_error.clone())
+                    }
+                    Err(e) => {
+                        let error = denied_action(e, "ssm:GetParameters");
+                        if matches!(error, ItemError::Denied { .. }) {
+                            fanout.denied(id);
+                        }
+                        Err(error)
+                    }
+                }
+            }
+        });
+        join_all(single).await
     }
 
     async fn get_parameters_call(
@@ -423,27 +575,11 @@ impl SsmInner {
                 async move { send.await.map_err(|e| super::aws::from_sdk("GetParameters", e)) }
             })
             .await?;
-        let invalid = out.invalid_parameters.unwrap_or_default();
-        let mut results: Vec<ItemResult> = Vec::with_capacity(ids.len());
-        let mut params: Vec<Option<Parameter>> =
-            out.parameters.unwrap_or_default().into_iter().map(Some).collect();
-        for id in ids {
-            if invalid.iter().any(|n| n == id) {
-                results.push(Err(ItemError::NotFound));
-                continue;
-            }
-            let found = params
-                .iter_mut()
-                .find(|p| p.as_ref().is_some_and(|p| matches_id(p, id)))
-                .and_then(Option::take);
-            results.push(match found {
-                Some(p) => Ok(vec![fetched(p, None)]),
-                None => Err(ItemError::Source(
-                    "GetParameters returned no value and no error for it".into(),
-                )),
-            });
-        }
-        Ok(results)
+        Ok(match_parameters(
+            ids,
+            &out.invalid_parameters.unwrap_or_default(),
+            out.parameters.unwrap_or_default(),
+        ))
     }
 
     async fn get_by_path(&self, path: &str, calls: &CallContext) -> ItemResult {
@@ -490,6 +626,35 @@ impl SsmInner {
         }
         Ok(values)
     }
+}
+
+/// One result per requested id from a `GetParameters` answer: its parameter, not found (in
+/// `InvalidParameters`), or an error if the answer has neither. A parameter that answers no id (an
+/// odd answer) has its value zeroized as it goes.
+fn match_parameters(ids: &[&str], invalid: &[String], parameters: Vec<Parameter>) -> Vec<ItemResult> {
+    let mut params: Vec<Option<Parameter>> = parameters.into_iter().map(Some).collect();
+    let results = ids
+        .iter()
+        .map(|id| {
+            if invalid.iter().any(|n| n == id) {
+                return Err(ItemError::NotFound);
+            }
+            let found = params
+                .iter_mut()
+                .find(|p| p.as_ref().is_some_and(|p| matches_id(p, id)))
+                .and_then(Option::take);
+            match found {
+                Some(p) => Ok(vec![fetched(p, None)]),
+                None => Err(ItemError::Source(
+                    "GetParameters returned no value and no error for it".into(),
+                )),
+            }
+        })
+        .collect();
+    for mut unmatched in params.into_iter().flatten() {
+        drop(unmatched.value.take().map(zeroize::Zeroizing::new));
+    }
+    results
 }
 
 /// Groups names into `GetParameters` calls of at most 10, never putting two selectors of one
@@ -702,6 +867,25 @@ mod tests {
         assert!(!matches(&slash, "arn:aws:ssm:r:1:parameter/other"));
         let reference = Parameter::builder().name("prod/db").version(0).build();
         assert!(matches(&reference, "/aws/reference/secretsmanager/prod/db"));
+    }
+
+    #[test]
+    fn a_parameter_that_answers_no_request_leaves_no_copy_of_its_value() {
+        let odd = Parameter::builder()
+            .name("/not/asked")
+            .value("CANARY-ssm-leftover")
+            .version(1)
+            .build();
+        let asked = Parameter::builder().name("/asked").value("v").version(1).build();
+        let (results, freed) = crate::test_support::freed_holding(b"CANARY-ssm-leftover", || {
+            match_parameters(&["/asked"], &[], vec![odd, asked])
+        });
+        assert_eq!(results.len(), 1);
+        assert!(results[0].is_ok());
+        assert_eq!(
+            freed, 0,
+            "the unmatched parameter's value was freed without being zeroized"
+        );
     }
 
     #[test]

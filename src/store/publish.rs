@@ -1,10 +1,11 @@
-//! Snapshot publication: the immutable view invocations read, built from the units.
+//! Snapshot publication: the immutable view invocations read, built from the entries.
 //!
-//! A snapshot carries, besides the values, the two instants the warm path compares with:
-//! `check_at` (something is due: a refresh to start, or a staleness limit) and `stale_at` (some
-//! value passes its maximum staleness: invocations wait). A unit whose refresh is under way has
-//! no due instant: its refresh ends through one transition that publishes again, however it
-//! ends, so no invocation needs to look before then.
+//! A snapshot carries, besides the values, the instants the warm path compares with: `check_at`
+//! (something is due: a refresh to start, a refresh to watch, a value reaching its maximum
+//! staleness) and `stale_at` (some value served now passes its maximum staleness: invocations
+//! wait for its refresh). A value as old as its maximum staleness is published as unserved (its
+//! reads give `Error::Expired`); an entry whose refresh is under way has no due instant: its
+//! refresh ends through one transition that publishes again, however it ends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,81 +13,96 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
-use super::unit::Unit;
-use crate::snapshot::{Slot, SnapshotData};
+use super::entry::Entry;
+use crate::freshness::fetch::GRACE;
+use crate::snapshot::{Published, SnapshotData};
 use crate::time::never;
 
-/// A key produced by two units: (key, kept, ignored).
+/// A key produced by two entries: (key, kept, ignored).
 pub(crate) type Duplicate = (String, String, String);
 
-/// The instants the warm path compares with.
-pub(crate) fn timing(units: &[Unit], now: Instant) -> (Instant, Instant) {
+/// The instants the warm path compares with: (check_at, stale_at).
+fn timing(entries: &[Entry], now: Instant) -> (Instant, Instant) {
     let far = never(now);
-    let (mut next_due, mut stale_at) = (far, far);
-    for unit in units.iter().filter(|u| !u.is_sealed()) {
-        if let Some(due) = unit.due_at() {
-            next_due = next_due.min(due);
+    let (mut next_check, mut stale_at) = (far, far);
+    for freshness in entries.iter().map(|e| &e.freshness).filter(|f| !f.is_sealed()) {
+        if let Some(due) = freshness.due_at() {
+            next_check = next_check.min(due);
         }
-        if !unit.is_expired() {
-            stale_at = stale_at.min(unit.stale_at());
+        if let Some(watch) = freshness.watch_at(GRACE) {
+            next_check = next_check.min(watch);
+        }
+        if !freshness.is_expired() {
+            stale_at = stale_at.min(freshness.stale_at());
         }
     }
-    (next_due.min(stale_at), stale_at)
+    (next_check.min(stale_at), stale_at)
 }
 
-/// A new snapshot with new values.
-pub(crate) fn build(
-    units: &[Unit],
-    now: Instant,
-    sealed: bool,
-    duplicates: &mut Vec<Duplicate>,
-) -> SnapshotData {
-    let mut values: FxHashMap<Box<str>, Slot> = FxHashMap::default();
+/// How many entries are unserved at `now` (expired, or as old as their maximum staleness).
+fn unserved(entries: &[Entry], now: Instant) -> usize {
+    entries
+        .iter()
+        .filter(|e| e.freshness.unserved_cause(now).is_some())
+        .count()
+}
+
+/// A new snapshot of the entries' values as of `now`, and the keys produced twice. Explicitly
+/// declared keys win over keys found under a path (a parameter created under a path can never
+/// shadow a declared credential); between two paths, the first declared wins.
+pub(crate) fn build(entries: &[Entry], now: Instant, sealed: bool) -> (SnapshotData, Vec<Duplicate>) {
+    let mut values: FxHashMap<Box<str>, Published> = FxHashMap::default();
     let mut owner: HashMap<&str, usize> = HashMap::new();
-    // Explicitly declared keys win over keys found under a path: a parameter created under a
-    // path can never shadow a declared credential.
-    let explicit_first = units
+    let mut duplicates = Vec::new();
+    let explicit_first = entries
         .iter()
         .enumerate()
-        .filter(|(_, u)| !u.item.tree)
-        .chain(units.iter().enumerate().filter(|(_, u)| u.item.tree));
-    for (index, unit) in explicit_first {
-        let expired = unit.expired_cause();
-        for (key, (value, info)) in &unit.values {
-            if let Some(&first) = owner.get(&**key) {
+        .filter(|(_, e)| !e.item.tree)
+        .chain(entries.iter().enumerate().filter(|(_, e)| e.item.tree));
+    for (index, entry) in explicit_first {
+        let expired = entry.freshness.unserved_cause(now).map(Arc::new);
+        for keyed in &entry.values {
+            if let Some(&first) = owner.get(&*keyed.key) {
                 if first != index {
-                    duplicates.push((key.to_string(), units[first].describe(), unit.describe()));
+                    duplicates.push((keyed.key.to_string(), entries[first].label(), entry.label()));
                 }
                 continue;
             }
-            owner.insert(key, index);
+            owner.insert(&keyed.key, index);
             values.insert(
-                key.clone(),
-                Slot {
-                    value: value.clone(),
-                    info: info.clone(),
-                    unit: index,
+                keyed.key.clone(),
+                Published {
+                    value: keyed.value.clone(),
+                    info: keyed.info.clone(),
+                    entry: index,
                     expired: expired.clone(),
                 },
             );
         }
     }
-    let (check_at, stale_at) = timing(units, now);
-    SnapshotData {
+    let (check_at, stale_at) = timing(entries, now);
+    let data = SnapshotData {
         values: Arc::new(values),
         check_at,
         stale_at,
         sealed,
-    }
+        unserved: unserved(entries, now),
+    };
+    (data, duplicates)
 }
 
-/// The same values with new timing (a refresh started: nothing a reader sees changed).
-pub(crate) fn retime(current: &SnapshotData, units: &[Unit], now: Instant) -> SnapshotData {
-    let (check_at, stale_at) = timing(units, now);
-    SnapshotData {
+/// The same values with new timing, when nothing a reader sees changed (a refresh started);
+/// `None` when a value became unserved since `current` was built (it must be built anew).
+pub(crate) fn retime(current: &SnapshotData, entries: &[Entry], now: Instant) -> Option<SnapshotData> {
+    if unserved(entries, now) != current.unserved {
+        return None;
+    }
+    let (check_at, stale_at) = timing(entries, now);
+    Some(SnapshotData {
         values: current.values.clone(),
         check_at,
         stale_at,
         sealed: current.sealed,
-    }
+        unserved: current.unserved,
+    })
 }

@@ -1,341 +1,363 @@
 //! Refresh execution: choosing what to refresh together, running the refresh on a task within
-//! its budget, and ending it through the unit state machine however it ends.
+//! its budget, landing each source's answers as soon as they are in, and ending every entry
+//! through its state machine however the refresh ends.
 
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::panic::AssertUnwindSafe;
-
-use futures_util::future::{join_all, select, Either};
-use futures_util::FutureExt;
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
 use tokio::time::Instant;
 
-use super::unit::{Finished, Outcome, Unit};
-use super::{Store, Units};
+use super::{Entries, Store};
 use crate::call::{CallContext, Urgency};
 use crate::error::ItemError;
-use crate::schedule;
-use crate::source::{AnyItem, DynSource, RefreshResult, Refreshed};
-use crate::time::freeze::{sleep_until, FROZEN_SLACK};
+use crate::freshness::fetch::{fetch_groups, FetchTarget, Landed, Mode, GRACE};
+use crate::freshness::seal::{sealed, TaskGuard};
+use crate::freshness::spawn::Beating;
+use crate::freshness::state::{Outcome, Started, Transition, Watch};
 use crate::time::later;
-
-/// How long after its deadline a refresh is given up as lost (a source that does not go
-/// through [`CallContext`] and hangs; calls that do are cut at the deadline).
-const GRACE: Duration = Duration::from_secs(2);
+use crate::time::schedule;
 
 const LOST_EARLY: &str = "the refresh task ended early (it panicked or its runtime was dropped)";
-const LOST_PANICKED: &str = "the source panicked";
-pub(super) const LOST_TIMED_OUT: &str = "the source did not answer within its budget";
+const LOST_NEVER_RAN: &str = "the refresh task was never run (its runtime is no longer driven)";
+const LOST_NO_RUNTIME: &str = "no tokio runtime was running to run the refresh";
+
+/// Keys named in one log line, at most.
+const KEYS_LOGGED: usize = 10;
 
 impl Store {
     /// Starts the refresh of everything due at `now` (off the warm path: an invocation found
-    /// `check_at` passed), and hurries the refreshes that waiting invocations need.
+    /// `check_at` passed), hurries the refreshes that waiting invocations need, ends the refreshes
+    /// whose task will never run, and publishes values that became unserved.
     pub(super) fn start_due_refreshes(self: &Arc<Self>, now: Instant) {
-        let mut units = self.lock();
-        for unit in &units.list {
-            if let Some(r) = unit.refreshing() {
-                if !unit.is_expired() && unit.stale_at() <= now {
+        let mut entries = self.lock();
+        let mut ended = Vec::new();
+        for (i, entry) in entries.list.iter_mut().enumerate() {
+            if let Some(r) = entry.freshness.refreshing() {
+                if !entry.freshness.is_expired() && entry.freshness.stale_at() <= now {
                     r.urgency.hurry();
+                }
+                let generation = r.generation;
+                if entry.freshness.watch(now, GRACE) == Some(Watch::Lost) {
+                    let settings = &self.config.freshness;
+                    let random = crate::random::f64();
+                    if let Some(t) =
+                        entry.finish(generation, Outcome::Lost(LOST_NEVER_RAN), now, settings, random)
+                    {
+                        ended.push((i, t));
+                    }
                 }
             }
         }
-        let due: Vec<usize> = (0..units.list.len())
-            .filter(|&i| units.list[i].is_due(now))
+        if !ended.is_empty() {
+            self.record(&mut entries, ended);
+            self.publish(&entries, now);
+            self.completed.send_modify(|n| *n += 1);
+        }
+        let due: Vec<usize> = (0..entries.list.len())
+            .filter(|&i| entries.list[i].freshness.is_due(now))
             .collect();
         if due.is_empty() {
+            // Something was due to be checked: a value reaching its maximum staleness, a watchdog.
+            self.retime(&entries, now);
             return;
         }
         // Values that failed or are past their maximum staleness are fetched at once (someone may
         // be waiting; recovery after an outage is not spread), apart from the healthy ones, which
         // keep their spread.
-        let urgent_now = |u: &Unit| u.is_failing() || u.stale_at() <= now;
+        let urgent_now = |e: &super::Entry| e.freshness.is_failing() || e.freshness.stale_at() <= now;
         let (urgent, healthy): (Vec<usize>, Vec<usize>) =
-            due.into_iter().partition(|&i| urgent_now(&units.list[i]));
+            due.into_iter().partition(|&i| urgent_now(&entries.list[i]));
         let mut tasks = Vec::new();
         if !urgent.is_empty() {
-            tasks.push(self.begin(&mut units, urgent, now, Duration::ZERO, true).1);
+            tasks.push(self.begin(&mut entries, urgent, now, Duration::ZERO, true));
         }
-        if let Some(shortest) = healthy.iter().map(|&i| units.list[i].ttl).min() {
+        if let Some(shortest) = healthy.iter().map(|&i| entries.list[i].freshness.ttl()).min() {
             // Refresh together every healthy value due within the jitter of the shortest due TTL,
             // so that a container's values keep being fetched in few batched calls instead of
             // drifting apart (a long-TTL value is not refreshed early because a short one is due).
-            let horizon = later(now, schedule::batch_window(shortest, self.config.jitter));
-            let batch: Vec<usize> = (0..units.list.len())
+            let horizon = later(
+                now,
+                schedule::batch_window(shortest, self.config.freshness.jitter),
+            );
+            let batch: Vec<usize> = (0..entries.list.len())
                 .filter(|&i| {
-                    let u = &units.list[i];
+                    let e = &entries.list[i];
                     healthy.contains(&i)
-                        || (!u.is_failing() && !urgent_now(u) && u.due_at().is_some_and(|d| d <= horizon))
+                        || (!e.freshness.is_failing()
+                            && !urgent_now(e)
+                            && e.freshness.due_at().is_some_and(|d| d <= horizon))
                 })
                 .collect();
-            let shortest = batch.iter().map(|&i| units.list[i].ttl).min().unwrap_or(shortest);
+            let shortest = batch
+                .iter()
+                .map(|&i| entries.list[i].freshness.ttl())
+                .min()
+                .unwrap_or(shortest);
             // Never spread past half the time left before a value of the batch goes stale (a
             // maximum staleness set close to the TTL), so that nobody waits for a spread call.
             let room = batch
                 .iter()
-                .map(|&i| units.list[i].stale_at().saturating_duration_since(now))
+                .map(|&i| {
+                    entries.list[i]
+                        .freshness
+                        .stale_at()
+                        .saturating_duration_since(now)
+                })
                 .min()
                 .unwrap_or_default();
             let window = schedule::spread_window(shortest, self.config.spread).min(room / 2);
-            tasks.push(self.begin(&mut units, batch, now, window, false).1);
+            tasks.push(self.begin(&mut entries, batch, now, window, false));
         }
-        drop(units);
+        drop(entries);
         for task in tasks {
             self.spawn(task);
         }
     }
 
-    /// Moves `batch` to `Refreshing` under a new generation and returns the task that ends it.
-    /// The guard that ends the refresh if the task is lost exists before any unit moves.
+    /// Moves `batch` to `Refreshing` under a new generation and returns its refresh, ready to
+    /// spawn. The guard that ends the refresh if its task is lost exists before any entry moves.
     pub(super) fn begin(
         self: &Arc<Self>,
-        units: &mut Units,
+        entries: &mut Entries,
         batch: Vec<usize>,
         now: Instant,
         window: Duration,
         urgent: bool,
-    ) -> (u64, impl Future<Output = ()> + Send + 'static) {
-        units.generation += 1;
-        let generation = units.generation;
+    ) -> Refresh {
+        entries.generation += 1;
+        let generation = entries.generation;
         let urgency = Arc::new(if urgent {
             Urgency::urgent()
         } else {
             Urgency::default()
         });
+        // The budget starts after the spread window: every call gets a real attempt.
+        let deadline = later(now, window + self.config.freshness.timeout);
+        let started = Started::new(generation, now, deadline, urgency);
+        for &i in &batch {
+            entries.list[i].freshness.start(&started, now);
+        }
         let guard = RefreshGuard {
             store: self.clone(),
-            batch,
+            pending: batch.clone(),
             generation,
-            done: false,
+            _task: self.seal.task(),
         };
-        for &i in &guard.batch {
-            units.list[i].start(generation, now, urgency.clone());
-        }
-        self.retime(&units.list, now);
-        (generation, self.clone().run(guard, window, urgency))
-    }
-
-    /// Runs a refresh on the runtime of the caller, or else the one `load()` ran on. Without
-    /// either, the task is dropped, and its guard ends the refresh as lost (with a backoff).
-    pub(super) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        match tokio::runtime::Handle::try_current()
-            .ok()
-            .or_else(|| self.runtime.clone())
-        {
-            Some(runtime) => drop(runtime.spawn(task)),
-            None => {
-                static WARNED: AtomicBool = AtomicBool::new(false);
-                if !WARNED.swap(true, Ordering::Relaxed) {
-                    tracing::warn!("lambda-secrets: values are due for refresh but no tokio runtime is running here; they are not refreshed");
-                }
-                drop(task);
-            }
+        self.retime(entries, now);
+        Refresh {
+            store: self.clone(),
+            guard,
+            batch,
+            window,
+            started,
+            epoch: self.seal.subscribe(),
         }
     }
 
-    async fn run(self: Arc<Self>, mut guard: RefreshGuard, window: Duration, urgency: Arc<Urgency>) {
-        // Values dropped for a SnapStart snapshot end the refresh where it is: its calls would only
-        // bring into memory answers the snapshot would hold (the restore loads everything again).
-        // Its guard ends it, which changes nothing in sealed units.
-        let mut sealed = self.seals.subscribe();
-        let targets: Vec<_> = {
-            let units = self.lock();
-            if units.sealed {
-                return;
-            }
-            guard
-                .batch
-                .iter()
-                .map(|&i| {
-                    let u = &units.list[i];
-                    (u.source.clone(), u.item.clone(), u.version.clone())
-                })
-                .collect()
-        };
-        // The budget starts after the spread window: every call gets a real attempt.
-        let ctx = CallContext::new(
-            self.calls.clone(),
-            self.config.retry,
-            Some(self.config.limits.clone()),
-            later(Instant::now(), window + self.config.refresh_timeout),
-        )
-        .spread(window, urgency);
-        let fetch = std::pin::pin!(fetch_all(&targets, &ctx, true));
-        let results = match select(fetch, std::pin::pin!(sealed.changed())).await {
-            Either::Left((results, _)) => results,
-            Either::Right(_) => return,
-        };
-        let now = Instant::now();
-        // One draw for the whole refresh (jitter of the next refresh, or backoff): values
-        // refreshed together stay due together, in one batched refresh, instead of scattering.
-        let random = crate::random::f64();
-        let mut units = self.lock();
-        for (&i, result) in guard.batch.iter().zip(results) {
-            let unit = &mut units.list[i];
-            let outcome = match result {
-                Err(lost) => Outcome::Lost(lost),
-                Ok(Ok(Refreshed::Changed(fetched))) => match unit.bind(fetched) {
-                    Ok(bound) => Outcome::Fetched(bound),
-                    Err(failures) => Outcome::Failed(
-                        failures
-                            .into_iter()
-                            .next()
-                            .map(|f| f.error)
-                            .unwrap_or(ItemError::NotFound),
-                    ),
-                },
-                Ok(Ok(Refreshed::Unchanged { refresh_by })) => Outcome::Unchanged { refresh_by },
-                Ok(Err(error)) => Outcome::Failed(error),
-            };
-            let finished = unit.finish(guard.generation, outcome, now, &self.config, random);
-            self.record(unit, finished);
-        }
-        guard.done = true;
-        self.publish(&units, now);
-        drop(units);
-        self.completed.send_modify(|n| *n += 1);
-        self.emit_stats();
-    }
-
-    /// Counts and logs how a unit's refresh ended.
-    pub(super) fn record(&self, unit: &Unit, finished: Option<Finished>) {
-        match finished {
-            None => {}
-            Some(Finished::Refreshed) => {
-                self.refreshes.fetch_add(1, Ordering::Relaxed);
-            }
-            Some(Finished::Failed {
-                failures,
-                retry_in,
-                expired,
-                error,
-            }) => {
-                self.refresh_failures.fetch_add(1, Ordering::Relaxed);
-                let message = if expired {
-                    "lambda-secrets refresh failed; the value is past its maximum staleness and is no longer served (reads give Error::Expired)"
-                } else {
-                    "lambda-secrets refresh failed; serving the last good value"
-                };
+    /// Runs a refresh in the background (see `freshness/spawn.rs`). Without a runtime to run it,
+    /// it is dropped, and its guard ends it as lost, with a backoff.
+    pub(super) fn spawn(&self, refresh: Refresh) {
+        let heartbeat = refresh.started.heartbeat.clone();
+        if !self.spawner.spawn(Beating::new(refresh.run(), heartbeat)) {
+            static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
-                    keys = ?unit.key_list(),
-                    source = unit.source.kind(),
-                    id = %unit.item,
-                    %error,
-                    failures,
-                    retry_in_ms = retry_in.as_millis() as u64,
-                    past_max_staleness = expired,
-                    "{message}"
+                    "lambda-secrets: values are due for refresh but no tokio runtime is running here; they are not refreshed ({LOST_NO_RUNTIME})"
                 );
             }
         }
     }
-}
 
-/// Runs `fetch` until the context's deadline plus a grace; `None` when the limit came first.
-/// It watches in slices of at most [`FROZEN_SLACK`], so that a freeze gives back the time of the
-/// slice it interrupted (the time frozen, and at most a slice more), never the whole wait: a
-/// source that hangs still ends at its budget however often the process is frozen.
-async fn within_budget<T>(fetch: impl Future<Output = T>, ctx: &CallContext) -> Option<T> {
-    let mut fetch = std::pin::pin!(fetch);
-    loop {
-        let seen = ctx.deadline_handle().get();
-        let limit = later(seen, GRACE);
-        let now = Instant::now();
-        if now >= limit {
-            return None;
+    /// Counts and logs how entries' refreshes ended: one line per landing that failed (how many,
+    /// which keys, why), and one per key whose cause of failure changed.
+    pub(super) fn record(&self, entries: &mut Entries, ended: Vec<(usize, Transition<()>)>) {
+        let mut failed: Vec<(usize, ItemError, bool, Duration, u32)> = Vec::new();
+        for (i, transition) in ended {
+            let entry = &mut entries.list[i];
+            match transition {
+                Transition::Refreshed(_) => {
+                    self.refreshes.fetch_add(1, Ordering::Relaxed);
+                    entry.failing_with = None;
+                }
+                Transition::Failed {
+                    failures,
+                    retry_in,
+                    expired,
+                    error,
+                } => {
+                    self.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                    if let Some(before) = entry.failing_with.as_ref().filter(|before| **before != error) {
+                        tracing::warn!(
+                            keys = ?entry.key_list(),
+                            id = %entry.label(),
+                            before = %before,
+                            now = %error,
+                            "lambda-secrets refresh: the cause of the failures changed"
+                        );
+                    }
+                    entry.failing_with = Some(error.clone());
+                    failed.push((i, error, expired, retry_in, failures));
+                }
+            }
         }
-        let slice = limit.min(later(now, FROZEN_SLACK));
-        match select(fetch.as_mut(), std::pin::pin!(sleep_until(slice))).await {
-            Either::Left((out, _)) => return Some(out),
-            Either::Right((lost, _)) => ctx.deadline_handle().give_back(seen, lost),
+        if failed.is_empty() {
+            return;
         }
+        let mut causes: Vec<String> = Vec::new();
+        for (_, error, _, _, _) in &failed {
+            let cause = error.to_string();
+            if !causes.contains(&cause) {
+                causes.push(cause);
+            }
+        }
+        let keys: Vec<&str> = failed
+            .iter()
+            .flat_map(|(i, ..)| entries.list[*i].key_list())
+            .take(KEYS_LOGGED)
+            .collect();
+        let expired = failed.iter().filter(|f| f.2).count();
+        let retry_in = failed.iter().map(|f| f.3).min().unwrap_or_default();
+        let failures = failed.iter().map(|f| f.4).max().unwrap_or_default();
+        let message = if expired > 0 {
+            "lambda-secrets refresh failed; values past their maximum staleness are no longer served (reads give Error::Expired), the others keep their last good value"
+        } else {
+            "lambda-secrets refresh failed; serving the last good values"
+        };
+        tracing::warn!(
+            items = failed.len(),
+            ?keys,
+            causes = ?causes,
+            failures_in_a_row = failures,
+            retry_in_ms = retry_in.as_millis() as u64,
+            past_max_staleness = expired,
+            "{message}"
+        );
     }
 }
 
-/// Ends a refresh however its task ends: if the task is dropped before it finished (a panic,
-/// its runtime dropped, never spawned), its units end as lost, with a backoff.
+/// A refresh begun and not yet run: its entries, budget and guard.
+pub(super) struct Refresh {
+    store: Arc<Store>,
+    guard: RefreshGuard,
+    batch: Vec<usize>,
+    window: Duration,
+    started: Started,
+    /// The seal epoch, watched from before the entries were read.
+    epoch: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Refresh {
+    /// The refresh `generation`, when spawned by `refresh_now`.
+    pub(super) fn generation(&self) -> u64 {
+        self.started.generation
+    }
+
+    async fn run(mut self) {
+        let store = self.store.clone();
+        // Values dropped for a SnapStart snapshot end the refresh where it is: its calls would only
+        // bring into memory answers the snapshot would hold (the restore loads everything again).
+        // Its guard ends it, which changes nothing in sealed entries.
+        let targets: Vec<FetchTarget> = {
+            let entries = store.lock();
+            if entries.sealed {
+                return;
+            }
+            self.batch
+                .iter()
+                .map(|&i| {
+                    let e = &entries.list[i];
+                    FetchTarget {
+                        source: e.source.clone(),
+                        item: e.item.clone(),
+                        version: e.version.clone(),
+                    }
+                })
+                .collect()
+        };
+        let ctx = CallContext::with_deadline(
+            store.calls.clone(),
+            store.config.freshness.retry,
+            Some(store.config.freshness.limits.clone()),
+            self.started.deadline.clone(),
+        )
+        .spread(self.window, self.started.urgency.clone());
+        // One draw for the whole refresh (jitter of the next refresh, or backoff): values
+        // refreshed together stay due together, in one batched refresh, instead of scattering.
+        let random = crate::random::f64();
+        let mut groups = fetch_groups(&targets, &ctx, Mode::Refresh);
+        loop {
+            let landed: Landed = match select(groups.next(), std::pin::pin!(sealed(&mut self.epoch))).await {
+                Either::Left((Some(landed), _)) => landed,
+                Either::Left((None, _)) => break,
+                Either::Right(_) => return,
+            };
+            // Each source's values land as soon as its calls are done.
+            let now = Instant::now();
+            let mut entries = store.lock();
+            let mut ended = Vec::new();
+            for (t, answer) in landed {
+                let i = self.batch[t];
+                let entry = &mut entries.list[i];
+                let outcome = entry.outcome(answer, now);
+                if let Some(transition) = entry.finish(
+                    self.guard.generation,
+                    outcome,
+                    now,
+                    &store.config.freshness,
+                    random,
+                ) {
+                    ended.push((i, transition));
+                }
+                self.guard.pending.retain(|&p| p != i);
+            }
+            store.record(&mut entries, ended);
+            store.publish(&entries, now);
+            drop(entries);
+            store.completed.send_modify(|n| *n += 1);
+        }
+        store.emit_stats();
+    }
+}
+
+/// Ends a refresh however its task ends: if the task is dropped before every entry landed (a
+/// panic, its runtime dropped, never spawned), those entries end as lost, with a backoff. It also
+/// counts the task as live for the seal (it may hold plaintext).
 pub(super) struct RefreshGuard {
     store: Arc<Store>,
-    batch: Vec<usize>,
+    pending: Vec<usize>,
     generation: u64,
-    done: bool,
+    _task: TaskGuard,
 }
 
 impl Drop for RefreshGuard {
     fn drop(&mut self) {
-        if self.done {
+        if self.pending.is_empty() {
             return;
         }
         let now = Instant::now();
         let random = crate::random::f64();
-        let mut units = self.store.lock();
-        for &i in &self.batch {
-            let unit = &mut units.list[i];
-            let finished = unit.finish(
+        let mut entries = self.store.lock();
+        let mut ended = Vec::new();
+        for &i in &self.pending {
+            let outcome = Outcome::Lost(LOST_EARLY);
+            if let Some(t) = entries.list[i].finish(
                 self.generation,
-                Outcome::Lost(LOST_EARLY),
+                outcome,
                 now,
-                &self.store.config,
+                &self.store.config.freshness,
                 random,
-            );
-            self.store.record(unit, finished);
+            ) {
+                ended.push((i, t));
+            }
         }
-        self.store.publish(&units, now);
-        drop(units);
+        if !ended.is_empty() {
+            self.store.record(&mut entries, ended);
+            self.store.publish(&entries, now);
+        }
+        drop(entries);
         self.store.completed.send_modify(|n| *n += 1);
     }
-}
-
-/// A source, one of its items, and the version held (for a refresh).
-pub(crate) type Target = (Arc<dyn DynSource>, AnyItem, Option<String>);
-
-/// What a source answered for one item, or why it gave no answer (it panicked, or it was still
-/// running at the end of its budget).
-pub(crate) type Answer = Result<RefreshResult, &'static str>;
-
-/// Fetches (or, with `refresh`, refreshes) every target, grouping items by source: one call of
-/// the source per group, all groups concurrently. Each group has the budget of `ctx` (and a
-/// grace) and its own panic boundary, so a source that hangs or panics costs only its own items.
-pub(crate) async fn fetch_all(targets: &[Target], ctx: &CallContext, refresh: bool) -> Vec<Answer> {
-    let mut groups: Vec<(Arc<dyn DynSource>, Vec<usize>)> = Vec::new();
-    for (i, (source, _, _)) in targets.iter().enumerate() {
-        match groups.iter_mut().find(|(s, _)| Arc::ptr_eq(s, source)) {
-            Some((_, members)) => members.push(i),
-            None => groups.push((source.clone(), vec![i])),
-        }
-    }
-    let fetches = groups.iter().map(|(source, members)| async move {
-        let items: Vec<AnyItem> = members.iter().map(|&i| targets[i].1.clone()).collect();
-        let versions: Vec<Option<String>> = members.iter().map(|&i| targets[i].2.clone()).collect();
-        let work = async {
-            if refresh {
-                source.refresh(&items, &versions, ctx).await
-            } else {
-                let fetched = source.fetch(&items, ctx).await;
-                fetched.into_iter().map(|r| r.map(Refreshed::Changed)).collect()
-            }
-        };
-        let answers: Vec<Answer> = match within_budget(AssertUnwindSafe(work).catch_unwind(), ctx).await {
-            Some(Ok(results)) => results.into_iter().map(Ok).collect(),
-            Some(Err(_panic)) => vec![Err(LOST_PANICKED); members.len()],
-            None => vec![Err(LOST_TIMED_OUT); members.len()],
-        };
-        (members, answers)
-    });
-    let mut out: Vec<Option<Answer>> = vec![None; targets.len()];
-    for (members, answers) in join_all(fetches).await {
-        for (&i, answer) in members.iter().zip(answers) {
-            out[i] = Some(answer);
-        }
-    }
-    out.into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Ok(Err(ItemError::Source(
-                    "the source returned no result for it".into(),
-                )))
-            })
-        })
-        .collect()
 }

@@ -1,11 +1,13 @@
-//! Time: overflow-safe instants ([`later`], [`never`]), the [`Deadline`] of a load or refresh, and
-//! time lost to Lambda freezes ([`freeze`]).
+//! Time: overflow-safe instants ([`later`], [`never`]), the [`Deadline`] of a load or refresh,
+//! time lost to Lambda freezes ([`freeze`]), and when values are refreshed ([`schedule`], pure
+//! functions).
 //!
 //! Every clock here is `tokio::time::Instant`, which is `std::time::Instant` in a normal build and
 //! the runtime's virtual clock under `tokio::time::pause` (tests advance it to simulate freezes).
 
 mod deadline;
 pub(crate) mod freeze;
+pub(crate) mod schedule;
 
 use std::time::Duration;
 

@@ -183,13 +183,20 @@ pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 impl Captured {
     /// Captures this thread's `tracing` events up to `level` until the guard is dropped.
     pub fn install(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
+        // With one subscriber alive, tracing computes a callsite's interest from the default of
+        // the thread that first hits it (another test's, with none): a second, idle subscriber
+        // kept alive makes it ask every live one.
+        static IDLE: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        IDLE.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
         let captured = Captured::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(level)
             .with_writer(move || writer.clone())
             .finish();
-        (captured, tracing::subscriber::set_default(subscriber))
+        let guard = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
+        (captured, guard)
     }
 
     /// Everything written so far.

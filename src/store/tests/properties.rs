@@ -231,8 +231,12 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
     run.source.set_mode(Mode::Ok);
     let want = format!("v{}", run.source.change());
     let changed = Instant::now();
-    let bound =
-        BUDGET + secs(2) + BACKOFF.1 + crate::schedule::freshness_bound(LONG_TTL, 0.1) + LATENCY * 4 + ms(50);
+    let bound = BUDGET
+        + secs(2)
+        + BACKOFF.1
+        + crate::time::schedule::freshness_bound(LONG_TTL, 0.1)
+        + LATENCY * 4
+        + ms(50);
     loop {
         run.invoke().await?;
         let snap = run.secrets.snapshot();

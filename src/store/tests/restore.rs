@@ -96,3 +96,48 @@ async fn a_refresh_waiting_in_its_spread_window_at_the_seal_makes_no_call() {
     tokio::time::sleep(secs(30)).await;
     assert_eq!(calls(), loaded, "a call after the seal");
 }
+
+/// A source whose refreshes make a value and then hang holding it (a refresh under way), telling
+/// the test what watches the value.
+#[derive(Default)]
+struct Holding {
+    calls: std::sync::atomic::AtomicU64,
+    watches: std::sync::Mutex<Vec<crate::value::ValueWatch>>,
+}
+
+impl crate::Source for Holding {
+    type Item = String;
+    fn kind(&self) -> &'static str {
+        "holding"
+    }
+    async fn fetch(&self, items: &[String], _: &crate::CallContext) -> Vec<crate::ItemResult> {
+        let value = crate::SecretValue::from("plaintext in flight");
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+            self.watches.lock().unwrap().push(value.watch());
+            tokio::time::sleep(secs(3)).await;
+        }
+        items
+            .iter()
+            .map(|id| Ok(vec![crate::Fetched::new(id.as_str(), value.clone())]))
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn before_snapshot_returns_once_no_refresh_holds_a_value() {
+    let source = std::sync::Arc::new(Holding::default());
+    let secrets = builder()
+        .add(crate::Declaration::new("k", source.clone(), "/k".to_owned()).ttl(ms(100)))
+        .load()
+        .await
+        .unwrap();
+    while source.watches.lock().unwrap().is_empty() {
+        let _ = secrets.snapshot();
+        tokio::time::sleep(ms(10)).await;
+    }
+    secrets.snapstart().before_snapshot().await.unwrap();
+    assert!(
+        source.watches.lock().unwrap().iter().all(|w| !w.is_held()),
+        "a refresh still held a value when the snapshot could be taken"
+    );
+}

@@ -20,19 +20,12 @@
 //! - [`failure_backoff`]: a failed refresh is retried after an exponential, jittered backoff.
 //! - [`default_staleness`]: how old a value may get before an invocation waits for it.
 //!
-//! # The freshness bound
+//! - [`next_due`]: when the next refresh of values just read is due (the TTL less the jitter,
+//!   counted from the start of the refresh that read them; by 90 % of the maximum staleness at the
+//!   latest; at a source's "refresh me by" if that comes first).
 //!
-//! A value changed at time `t` is served by every invocation that starts after
-//! `t + TTL × (1 + spread) + d`, where `spread` is the refresh spread (0.1 by default, 0 for
-//! values with no scarce quota) and `d` is the refresh's own duration (a few round trips) plus the
-//! gap to the first invocation after the refresh is due (Lambda runs no timer between
-//! invocations). The next refresh is scheduled from the start of the one that read the value, and
-//! a call starts at most `TTL × spread` after that start. `d` also holds rate-limit waits,
-//! throttling and retries, and, for a function invoked less often than a refresh takes, up to a
-//! couple of gaps between invocations (a frozen process runs no timer: a spread call goes out at
-//! the first invocation after its slot, and its answer is read at the next thaw). A value is also
-//! refreshed by 90 % of its maximum staleness at the latest, and a slow refresh (over 80 % of the
-//! TTL) is followed by the next one a tenth of the TTL after it ends ([`next_refresh_at`]).
+//! What these give a changed value is stated once, in the crate docs' freshness section (the
+//! freshness bound).
 
 use std::time::Duration;
 
@@ -43,6 +36,14 @@ pub const DEFAULT_SPREAD: f64 = 0.1;
 pub const MAX_SPREAD: f64 = 0.1;
 /// The earliest first refresh, as a fraction of the TTL.
 const FIRST_MIN: f64 = 0.05;
+
+/// A value is refreshed at the latest at this fraction of its maximum staleness, so that a maximum
+/// staleness set close to the TTL does not make invocations wait while the source answers.
+pub const REFRESH_BY_STALENESS_FRACTION: f64 = 0.9;
+
+/// The least time between a refresh and the next one asked for by a source's "refresh me by"
+/// (a rotation date just passed, an expiring token): never a loop of refreshes.
+pub const MIN_REFRESH_GAP: Duration = Duration::from_secs(1);
 
 /// Delay before the next refresh of values fetched now. `random` is uniform in `[0, 1)`;
 /// `first` is true right after a cold load.
@@ -64,6 +65,29 @@ where
     I: Copy + Ord + std::ops::Add<Duration, Output = I>,
 {
     (started + delay).max(ended + ttl / 10)
+}
+
+/// How long after `now` the next refresh of values is due, for values read by a refresh that
+/// started `elapsed` before `now` (it ended now) with this TTL and maximum staleness: `delay`
+/// (from [`next_refresh`]) after that refresh's start ([`next_refresh_at`]), no later than
+/// [`REFRESH_BY_STALENESS_FRACTION`] of the staleness from now, and no later than `refresh_in`,
+/// the time until the source's "refresh me by" (never less than [`MIN_REFRESH_GAP`]; a
+/// "refresh me by" in the past is `None`: no reason to hurry). The `bool` tells whether
+/// `refresh_in` decided it.
+pub fn next_due(
+    elapsed: Duration,
+    ttl: Duration,
+    staleness: Duration,
+    delay: Duration,
+    refresh_in: Option<Duration>,
+) -> (Duration, bool) {
+    // Offsets from the refresh's start.
+    let by_ttl = next_refresh_at(Duration::ZERO, elapsed, ttl, delay).saturating_sub(elapsed);
+    let wait = by_ttl.min(staleness.mul_f64(REFRESH_BY_STALENESS_FRACTION));
+    match refresh_in.map(|until| until.max(MIN_REFRESH_GAP)) {
+        Some(by) if by < wait => (by, true),
+        _ => (wait, false),
+    }
 }
 
 /// How far ahead of `now` a healthy value may be due and still join a refresh starting now:
@@ -148,6 +172,26 @@ mod tests {
             let b = failure_backoff(first, max, failures, r);
             prop_assert!(b <= max);
             prop_assert!(b >= first.min(max) / 2 - Duration::from_nanos(1));
+        }
+
+        #[test]
+        fn the_next_refresh_is_never_later_than_the_ttl_the_staleness_or_the_source_asks(
+            elapsed_ms in 0u64..1_000_000, ttl_ms in 1u64..1_000_000, extra_ms in 0u64..1_000_000,
+            jitter in 0.0f64..0.5, r in 0.0f64..1.0, by_ms in proptest::option::of(0u64..2_000_000),
+        ) {
+            let (elapsed, ttl) = (Duration::from_millis(elapsed_ms), Duration::from_millis(ttl_ms));
+            let staleness = ttl + Duration::from_millis(extra_ms);
+            let delay = next_refresh(ttl, jitter, false, r);
+            let refresh_in = by_ms.map(Duration::from_millis);
+            let (wait, by_source) = next_due(elapsed, ttl, staleness, delay, refresh_in);
+            prop_assert!(wait <= staleness.mul_f64(REFRESH_BY_STALENESS_FRACTION).max(MIN_REFRESH_GAP));
+            prop_assert!(wait <= ttl.saturating_sub(elapsed).max(ttl / 10));
+            if let Some(by) = refresh_in {
+                prop_assert!(wait <= by.max(MIN_REFRESH_GAP));
+                prop_assert_eq!(by_source, by.max(MIN_REFRESH_GAP) < delay.saturating_sub(elapsed).max(ttl / 10).min(staleness.mul_f64(REFRESH_BY_STALENESS_FRACTION)));
+            } else {
+                prop_assert!(!by_source);
+            }
         }
 
         #[test]

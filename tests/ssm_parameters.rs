@@ -29,12 +29,11 @@ async fn env(tag: &str) -> Env {
 }
 
 fn quick_retries() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 3,
-        base_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(20),
-        attempt_timeout: Duration::from_secs(2),
-    }
+    RetryPolicy::default()
+        .max_attempts(3)
+        .base_delay(Duration::from_millis(5))
+        .max_delay(Duration::from_millis(20))
+        .attempt_timeout(Duration::from_secs(2))
 }
 
 #[tokio::test]
@@ -341,12 +340,13 @@ async fn a_4xx_whose_body_is_not_aws_json_is_final() {
     e.proxy.html_all(Some(502));
     let _ = Secrets::builder()
         .add(e.ssm.parameter("k", &name))
-        .retry_policy(RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(1),
-            attempt_timeout: Duration::from_secs(2),
-        })
+        .retry_policy(
+            RetryPolicy::default()
+                .max_attempts(3)
+                .base_delay(Duration::from_millis(1))
+                .max_delay(Duration::from_millis(1))
+                .attempt_timeout(Duration::from_secs(2)),
+        )
         .load()
         .await
         .unwrap_err();
@@ -369,12 +369,13 @@ async fn throttling_is_retried_until_the_quota_window_passes() {
         .unwrap();
     let secrets = Secrets::builder()
         .add(e.ssm.parameter("k", &name))
-        .retry_policy(RetryPolicy {
-            max_attempts: 30,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(400),
-            attempt_timeout: Duration::from_secs(2),
-        })
+        .retry_policy(
+            RetryPolicy::default()
+                .max_attempts(30)
+                .base_delay(Duration::from_millis(100))
+                .max_delay(Duration::from_millis(400))
+                .attempt_timeout(Duration::from_secs(2)),
+        )
         .load()
         .await
         .unwrap();

@@ -197,68 +197,6 @@ async fn a_name_both_declared_and_looked_up_on_demand() {
 }
 
 #[tokio::test]
-async fn the_entry_bound_evicts_and_an_evicted_name_is_fetched_again() {
-    let e = env("od-evict").await;
-    for i in 0..30 {
-        put_param(
-            &e.seed,
-            &format!("{}/tenants/t{i}/api-key", e.prefix),
-            "v",
-            "String",
-        )
-        .await;
-    }
-    let (ssm, prefix) = (e.ssm.clone(), e.prefix.clone());
-    let od = OnDemand::builder()
-        .max_entries(10)
-        .rate_limits(lambda_secrets::RateLimits::new())
-        .build(move |tenant| ssm.parameter(tenant, format!("{prefix}/tenants/{tenant}/api-key")))
-        .unwrap();
-    for i in 0..30 {
-        od.get(&format!("t{i}")).await.unwrap();
-    }
-    let cached = od.cached().await;
-    assert!(cached <= 10, "{cached}");
-    // Names no longer cached are fetched again (one call each: they come one at a time).
-    let before = e.proxy.calls("GetParameters");
-    for i in 0..30 {
-        od.get(&format!("t{i}")).await.unwrap();
-    }
-    assert!(
-        e.proxy.calls("GetParameters") >= before + 20,
-        "{:?}",
-        e.proxy.calls_all()
-    );
-}
-
-#[tokio::test]
-async fn the_byte_bound_evicts() {
-    let e = env("od-bytes").await;
-    for i in 0..20 {
-        put_param(
-            &e.seed,
-            &format!("{}/tenants/t{i}/api-key", e.prefix),
-            &"x".repeat(2000),
-            "String",
-        )
-        .await;
-    }
-    let (ssm, prefix) = (e.ssm.clone(), e.prefix.clone());
-    let od = OnDemand::builder()
-        .max_entries(100)
-        .max_bytes(10_000)
-        .rate_limits(lambda_secrets::RateLimits::new())
-        .build(move |tenant| ssm.parameter(tenant, format!("{prefix}/tenants/{tenant}/api-key")))
-        .unwrap();
-    for i in 0..20 {
-        od.get(&format!("t{i}")).await.unwrap();
-    }
-    // 2,000-byte values in a 10,000-byte cache: at most 4 fit (each also weighs its name and a share).
-    let cached = od.cached().await;
-    assert!(cached <= 4, "{cached}");
-}
-
-#[tokio::test]
 async fn an_on_demand_secret_is_refreshed_describe_secret_first() {
     let e = env("od-sm-refresh").await;
     let sm_seed = aws_sdk_secretsmanager::Client::new(&support::sdk_config(&moto().endpoint).await);

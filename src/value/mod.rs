@@ -1,5 +1,7 @@
 //! [`SecretValue`]: the bytes of a loaded secret, zeroized on drop and redacted when printed.
 
+pub(crate) mod json;
+
 use std::fmt;
 use std::sync::Arc;
 

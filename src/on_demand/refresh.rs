@@ -1,0 +1,218 @@
+//! A hit: its answer, and, past the value's TTL, one background refresh (coalesced with the other
+//! refreshes of the moment), landed through the value's state machine: a new or confirmed value
+//! replaces the entry it refreshed, a failure backs off and keeps the value.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::entry::{Entry, Found};
+use super::lookup::{bind_found, entry_result};
+use super::Inner;
+use crate::call::Urgency;
+use crate::error::{Error, ItemError};
+use crate::freshness::fetch::{Answer, FetchTarget, Mode, GRACE};
+use crate::freshness::spawn::Beating;
+use crate::freshness::state::{Outcome, Started, Transition, Watch};
+use crate::snapshot::ValueInfo;
+use crate::source::Refreshed;
+use crate::time::{later, never};
+use crate::value::SecretValue;
+
+const LOST_NEVER_RAN: &str = "the refresh task was never run (its runtime is no longer driven)";
+const LOST_NO_RUNTIME: &str = "no tokio runtime was running to run the refresh";
+
+impl Inner {
+    /// The answer of a cached entry, starting its refresh when due; `None` when it must be fetched
+    /// again first (a value past its maximum staleness, a negative answer past its TTL).
+    pub(super) fn answer(
+        self: &Arc<Self>,
+        name: &str,
+        entry: &Entry,
+        now: Instant,
+    ) -> Option<Result<(SecretValue, Arc<ValueInfo>), Error>> {
+        let age = now.saturating_duration_since(entry.0.fetched_at);
+        match &entry.0.answer {
+            Err(_) if age < self.settings.negative_ttl => Some(entry_result(entry)),
+            Err(_) => None,
+            Ok(found) if age >= found.spec.timing.staleness => None,
+            Ok(found) => {
+                if now >= entry.due() {
+                    self.refresh_if_due(name, entry, now);
+                }
+                Some(Ok((found.value.clone(), found.info.clone())))
+            }
+        }
+    }
+
+    /// Starts the refresh of `entry` if it is due (single flight: its state says whether one is
+    /// under way), or ends one whose task will never run.
+    fn refresh_if_due(self: &Arc<Self>, name: &str, entry: &Entry, now: Instant) {
+        let Some(mut freshness) = entry.freshness() else {
+            return;
+        };
+        if freshness.watch(now, GRACE) == Some(Watch::Lost) {
+            let generation = freshness.refreshing().map(|r| r.generation).unwrap_or_default();
+            let last = freshness.last_error().cloned();
+            let random = crate::random::f64();
+            let outcome = Outcome::<Arc<Found>>::Lost(LOST_NEVER_RAN);
+            if let Some(transition) =
+                freshness.finish(generation, outcome, now, &self.settings.freshness, random)
+            {
+                self.failed(name, entry, transition, last.as_ref());
+            }
+        }
+        if !freshness.is_due(now) {
+            entry.due_at(
+                freshness
+                    .due_at()
+                    .or_else(|| freshness.watch_at(GRACE))
+                    .unwrap_or_else(|| never(now)),
+            );
+            return;
+        }
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        // Someone is reading it: an on-demand refresh is never spread.
+        let deadline = later(now, self.settings.freshness.timeout);
+        let started = Started::new(generation, now, deadline, Arc::new(Urgency::urgent()));
+        freshness.start(&started, now);
+        entry.due_at(freshness.watch_at(GRACE).unwrap_or(deadline));
+        drop(freshness);
+        self.spawn_refresh(name.to_owned(), entry, started);
+    }
+
+    /// Refreshes `entry` in the background. The task does not keep the entry (nor its value)
+    /// alive: an entry evicted or dropped for a SnapStart snapshot meanwhile is not refreshed into
+    /// the cache again.
+    fn spawn_refresh(self: &Arc<Self>, name: String, entry: &Entry, started: Started) {
+        let Ok(found) = &entry.0.answer else { return };
+        let target = FetchTarget {
+            source: found.spec.source.clone(),
+            item: found.spec.item.clone(),
+            version: found.info.version.clone(),
+        };
+        let refreshed = Arc::downgrade(&entry.0);
+        let inner = self.clone();
+        let (generation, epoch, live) = (started.generation, self.seal.epoch(), self.seal.task());
+        let task_name = name.clone();
+        let task = async move {
+            let name = task_name;
+            let _live = live;
+            let answer = inner.batcher.fetch(target, Mode::Refresh).await;
+            let Some(entry) = refreshed.upgrade().map(Entry) else {
+                return; // no longer cached: the answer is dropped (its value zeroized)
+            };
+            if inner.seal.epoch() != epoch {
+                return; // dropped for a SnapStart snapshot meanwhile
+            }
+            inner.land(&name, &entry, generation, answer).await;
+        };
+        if !self.spawner.spawn(Beating::new(task, started.heartbeat.clone())) {
+            let Some(mut freshness) = entry.freshness() else {
+                return;
+            };
+            let last = freshness.last_error().cloned();
+            let outcome = Outcome::<Arc<Found>>::Lost(LOST_NO_RUNTIME);
+            let (now, random) = (Instant::now(), crate::random::f64());
+            if let Some(transition) =
+                freshness.finish(generation, outcome, now, &self.settings.freshness, random)
+            {
+                self.failed(&name, entry, transition, last.as_ref());
+            }
+        }
+    }
+
+    /// Lands a refresh's answer: a new or confirmed value replaces the entry (if it is still the
+    /// one cached); a failure keeps it, backing off.
+    async fn land(&self, name: &str, entry: &Entry, generation: u64, answer: Answer) {
+        let now = Instant::now();
+        let random = crate::random::f64();
+        let Ok(found) = &entry.0.answer else { return };
+        let fresh = {
+            let Some(mut freshness) = entry.freshness() else {
+                return;
+            };
+            let last = freshness.last_error().cloned();
+            let outcome = match answer.into_result() {
+                Ok(Refreshed::Changed(fetched)) => match bind_found(&found.spec, name, fetched, now) {
+                    Ok(new) => {
+                        let refresh_by = new.info.refresh_by;
+                        Outcome::Fetched(Arc::new(new), refresh_by)
+                    }
+                    Err(error) => Outcome::Failed(error),
+                },
+                Ok(Refreshed::Unchanged { refresh_by }) => Outcome::Unchanged { refresh_by },
+                Err(error) => Outcome::Failed(error),
+            };
+            let confirmed = match &outcome {
+                Outcome::Unchanged { refresh_by } => Some(*refresh_by),
+                _ => None,
+            };
+            match freshness.finish(generation, outcome, now, &self.settings.freshness, random) {
+                None => return,
+                Some(Transition::Refreshed(new)) => {
+                    self.refreshes.fetch_add(1, Ordering::Relaxed);
+                    let new = new.unwrap_or_else(|| {
+                        Arc::new(Found {
+                            spec: found.spec.clone(),
+                            value: found.value.clone(),
+                            info: Arc::new(found.info.confirmed(confirmed.flatten(), now)),
+                        })
+                    });
+                    if last.is_some() {
+                        tracing::info!(name, "lambda-secrets on-demand refresh succeeded again");
+                    }
+                    Entry::found(new, freshness.clone())
+                }
+                Some(transition) => {
+                    self.failed(name, entry, transition, last.as_ref());
+                    return;
+                }
+            }
+        };
+        // Only over the entry it refreshed: not over a newer answer, nor back after an eviction.
+        self.replace(name, entry, Some(fresh)).await;
+        // A value that grew is weighed again: the bounds hold after it too.
+        self.cache.run_pending_tasks().await;
+    }
+
+    /// A failed refresh: counted, the entry due again after its backoff, and a warning for the
+    /// first failure of a streak or a new cause (`last`: the streak's cause before this one).
+    fn failed(
+        &self,
+        name: &str,
+        entry: &Entry,
+        transition: Transition<Arc<Found>>,
+        last: Option<&ItemError>,
+    ) {
+        let Transition::Failed {
+            failures,
+            retry_in,
+            error,
+            ..
+        } = transition
+        else {
+            return;
+        };
+        self.refresh_failures.fetch_add(1, Ordering::Relaxed);
+        entry.due_at(later(Instant::now(), retry_in));
+        let (source, id) = match &entry.0.answer {
+            Ok(found) => (found.spec.source.kind(), found.spec.item.to_string()),
+            Err(f) => (f.source, f.id.clone()),
+        };
+        if last != Some(&error) {
+            tracing::warn!(
+                name,
+                source,
+                id = %id,
+                %error,
+                failures,
+                retry_in_ms = retry_in.as_millis() as u64,
+                "lambda-secrets on-demand refresh failed; serving the last good value"
+            );
+        } else {
+            tracing::debug!(name, %error, failures, "lambda-secrets on-demand refresh failed again");
+        }
+    }
+}
