@@ -32,16 +32,20 @@
 //! ## Design
 //!
 //! ```text
-//! SecretsBuilder (declarations: key -> source item, TTL)
-//!   └─ load(): merge duplicates into units, group by source, each source batches its calls
-//!        └─ CallContext: rate limit per quota class (RateLimits), count, retry with full-jitter
-//!           backoff, per-attempt timeout, deadline (time lost to freezes given back), spread
-//!           of background calls to scarce quotas
-//!             └─ Store: units {values, fetched_at, staleness, state: Fresh | Refreshing | Failing}
-//!                  └─ publishes an immutable Snapshot (ArcSwap)
-//! SecretsLayer, per invocation: load the Snapshot (one atomic load), compare one Instant;
-//!   when due: move units to Refreshing, spawn their refresh, serve current values;
-//!   wait only for values past their maximum staleness.
+//! declarations (key -> source item, TTL)          OnDemand::get(name) -> a declaration
+//!         └──────────────────────┬───────────────────────┘
+//!                                ▼
+//!   freshness core (freshness/): each value's state (Fresh | Refreshing | Failing | Sealed),
+//!   when it is due, backoff, single flight, binding answers to keys, seal, spawning
+//!                                ▼
+//!   sources (SSM, Secrets Manager, KMS, yours), every call through a CallContext: rate limit per
+//!   quota class (RateLimits), retries with full-jitter backoff within a deadline (time lost to
+//!   freezes given back), spreading of background calls to scarce quotas, counts
+//!                                ▼
+//!   Store (declared values: an immutable Snapshot swapped atomically)   OnDemand (bounded moka cache)
+//!                                ▼
+//!   SecretsLayer, per invocation: one atomic load, one clock comparison; when something is due,
+//!   its refresh is spawned and the invocation goes on with the current values
 //! ```
 //!
 //! What you use:
@@ -52,13 +56,13 @@
 //!   `GetSecretValue`), `KmsSource`, [`MemorySource`] for tests; [`Source`] for your own, whose
 //!   API calls go through [`CallContext`] (rate limits, retries, deadlines, counts).
 //! - [`Snapshot`]: what a handler reads; [`SecretValue`]: zeroized on drop, redacted in
-//!   `Debug`/`Display`.
+//!   `Debug`/`Display`; [`ValueInfo`]: where a value came from and its age.
+//! - `OnDemand` (feature `on-demand`): names known only at invocation time, in a bounded cache.
 //! - [`SecretsLayer`]: the tower layer for `LambdaEvent<T>` and `http::Request<B>` services.
 //! - [`RateLimits`]: one adaptive token bucket per AWS quota class, process-wide.
 //! - [`Error`]: names keys, parameter names and IAM actions, never values.
 //! - [`Policy`]: the least-privilege IAM policy the declarations need (JSON or SAM).
-//! - [`SnapStart`]: the Lambda SnapStart hooks (no value in the snapshot, every value loaded again
-//!   after each restore).
+//! - [`SnapStart`]: the Lambda SnapStart hooks (see [below](#snapstart)).
 //!
 //! Features: `ssm` and `lambda-runtime` (default), `secretsmanager`, `kms`, `on-demand`,
 //! `snapstart` (the `lambda_runtime::SnapStartResource` impl; enabled by `lambda-runtime`); `full`
@@ -66,24 +70,40 @@
 //!
 //! ## Freshness
 //!
-//! A value changed at time `t` is served by every invocation that starts after
-//! `t + TTL × (1 + spread) + d`, where `spread` is the
-//! [refresh spread](SecretsBuilder::refresh_spread) (0.1 by default, 0 for values with no scarce
-//! quota) and `d` is the refresh's own duration (a few round trips) plus the gap to the first
-//! invocation after the refresh is due (Lambda runs no timer between invocations). The next
-//! refresh is scheduled from the start of the one that read the value, and a call starts at most
-//! `TTL × spread` after that start. `d` also holds rate-limit waits, throttling and retries, and,
-//! for a function invoked less often than a refresh takes, up to a couple of gaps between
-//! invocations. A value is also refreshed by 90 % of its maximum staleness at the latest.
+//! One contract for every value, declared or looked up on demand:
+//!
+//! - **Past its TTL** (less a random jitter, 10 % by default) a value is refreshed in the
+//!   background, started by the first read that finds it due, and served as it is meanwhile.
+//!   A source may ask for an earlier refresh (a secret's next rotation date): its "refresh me by"
+//!   caps the TTL; one already past is ignored.
+//! - **The freshness bound.** A value changed at time `t` is served by every invocation that
+//!   starts after `t + TTL × (1 + spread) + d`, where `spread` is the
+//!   [refresh spread](SecretsBuilder::refresh_spread) (0.1 by default, 0 for values with no
+//!   scarce quota, and for on-demand values) and `d` is the refresh's own duration (a few round
+//!   trips) plus the gap to the first invocation after the refresh is due (Lambda runs no timer
+//!   between invocations). The next refresh is scheduled from the start of the one that read the
+//!   value, and a call starts at most `TTL × spread` after that start. `d` also holds rate-limit
+//!   waits, throttling and retries, and, for a function invoked less often than a refresh takes,
+//!   up to a couple of gaps between invocations. Each source's values are served as soon as that
+//!   source has answered: a slow or spread source never holds back another's.
+//! - **Maximum staleness is a hard bound.** A value is refreshed by 90 % of its maximum staleness
+//!   at the latest, and a value as old as its maximum staleness is never served: an invocation
+//!   reading it through the layer waits for its refresh (at most
+//!   [`max_wait`](SecretsBuilder::max_wait), and never past its deadline), and if no refresh
+//!   replaced it by then (the refresh failed, or had not answered), the key reads as
+//!   [`Error::Expired`]. On-demand values are fetched again before they are served. A value's
+//!   age is in its [`ValueInfo::age`].
+//! - **Failures** keep the last good value (until its maximum staleness), and the value is
+//!   retried after a jittered backoff (1 s doubling to 60 s by default, never past the maximum
+//!   staleness). A refresh that panics, hangs past its budget, loses its runtime or is never run
+//!   ends like a failure. One log line per failed refresh names the keys and the causes; a key is
+//!   named again when its cause changes.
 //!
 //! After a cold load, the first refresh comes after a random 5 % to 100 % of the TTL, so that
-//! containers started together by a deploy do not refresh together; later refreshes come after
-//! the TTL less a random jitter (10 % by default). Values due close together are refreshed
-//! together, in batched calls.
-//!
-//! Lambda freezes the process between invocations, so no background timer is relied on: a
-//! refresh is started by the first invocation that finds a value due, runs on a spawned task,
-//! and each of its HTTP attempts has a timeout (a call cut by a freeze is retried).
+//! containers started together by a deploy do not refresh together. Values due close together are
+//! refreshed together, in batched calls. Lambda freezes the process between invocations, so no
+//! background timer is relied on, and each HTTP attempt has a timeout (a call cut by a freeze is
+//! retried).
 //!
 //! ## SnapStart
 //!
@@ -92,22 +112,33 @@
 //! (`Runtime::register_snapstart_resource`, in `lambda_runtime` and `lambda_http`):
 //!
 //! - before the snapshot, every value (declared and `OnDemand`) is dropped, and its bytes
-//!   zeroized: the snapshot holds the declarations, not the secrets;
+//!   zeroized; refreshes and on-demand fetches under way stop, and the hook returns once none holds
+//!   a value (it waits a second at most): the snapshot holds the declarations, not the secrets;
 //! - after each restore, the random generator is reseeded from the OS (each restored environment
 //!   draws its own refresh phase: no lockstep across a restored fleet), the rate limits start
 //!   afresh, and every declared value is loaded again through the cold load's batched,
 //!   rate-limited path, within Lambda's 10-second restore budget (calls end by the load timeout or
-//!   9 s, the reload is cut at 9.5 s). Each value's clock starts at the restore. A failure fails
-//!   the restore, naming every missing key, as a failed INIT does.
+//!   9 s, the reload is cut at 9.5 s; each call's first attempt is abandoned after 1 s, since a
+//!   connection pooled before the snapshot may never answer). Each value's clock starts at the
+//!   restore. A failure fails the restore, naming every missing key, as a failed INIT does.
+//!   On-demand names are fetched again on their first lookup.
 //!
 //! What the library cannot reach: copies of a value in buffers of the AWS SDK, hyper and TLS,
 //! freed without being zeroized (in the end-to-end test's runs, 0 or 1 such copy of a parameter's
 //! bytes remained at the snapshot point, inside the raw SSM response; the test asserts that none
-//! is held by the library), and
-//! values your code keeps past an invocation (a [`Snapshot`] or [`SecretValue`] held in a
-//! static: `before_snapshot` logs their keys). Connections pooled during INIT are dead after a
-//! restore; a call on one fails or times out (the first attempt after a restore, after 1 s) and is
-//! retried on a new connection within the reload's budget.
+//! is held by the library), and values your code keeps past an invocation (a [`Snapshot`] or
+//! [`SecretValue`] held in a static: `before_snapshot` logs their keys).
+//!
+//! ## Where things are
+//!
+//! | question | where |
+//! |---|---|
+//! | what states can a value be in | `freshness/state.rs` (one enum for both caches) |
+//! | when is a value due, how long to back off | `time/schedule.rs` (pure functions) |
+//! | where does a declared value refresh | `store/refresh.rs`; on demand: `on_demand/refresh.rs` |
+//! | how is a call retried | `call/retry.rs`; its errors: `error/call.rs`; AWS's: `source/aws.rs` |
+//! | how is the IAM policy derived | `iam.rs` → each source's `permissions` → `policy/` |
+//! | what happens at SnapStart | `snapstart.rs` → `freshness/seal.rs` → `store/restore.rs` |
 
 #![warn(missing_docs)]
 // The unit tests' allocator (test_support.rs) is the only unsafe code.

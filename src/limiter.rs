@@ -102,6 +102,12 @@ impl QuotaClass {
 /// let q = Quota::new(20.0, 10);
 /// assert_eq!((q.rate, q.burst), (20.0, 10));
 /// ```
+///
+/// Fields may be added: a quota is made with [`Quota::new`], never written out field by field.
+///
+/// ```compile_fail
+/// let q = lambda_secrets::Quota { rate: 20.0, burst: 10 };
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct Quota {

@@ -14,7 +14,7 @@ use crate::value::SecretValue;
 
 /// Loaded values: clone it freely (clones share one cache).
 ///
-/// Use it through [`SecretsLayer`] in a Lambda function, or directly:
+/// Use it through [`SecretsLayer`](crate::SecretsLayer) in a Lambda function, or directly:
 ///
 /// ```
 /// use lambda_secrets::{MemorySource, Secrets};
@@ -45,11 +45,6 @@ impl std::fmt::Debug for Secrets {
 
 impl Secrets {
     /// Starts declaring what to load.
-    ///
-    /// ```
-    /// let builder = lambda_secrets::Secrets::builder().default_ttl(std::time::Duration::from_secs(60));
-    /// # let _ = builder;
-    /// ```
     pub fn builder() -> SecretsBuilder {
         SecretsBuilder::default()
     }
@@ -72,7 +67,7 @@ impl Secrets {
     }
 
     /// The current values; if some are past their maximum staleness, first waits (at most the
-    /// configured `max_wait`) for their refresh. This is what [`SecretsLayer`] hands each
+    /// configured `max_wait`) for their refresh. This is what [`SecretsLayer`](crate::SecretsLayer) hands each
     /// invocation.
     ///
     /// ```
@@ -233,12 +228,6 @@ impl SecretsBuilder {
     }
 
     /// Adds a declaration (made by a source: `ssm.parameter(..)`, `ssm.path(..)`).
-    ///
-    /// ```
-    /// let mem = lambda_secrets::MemorySource::new();
-    /// let builder = lambda_secrets::Secrets::builder().add(mem.value("a", "/a")).add(mem.value("b", "/b"));
-    /// # let _ = builder;
-    /// ```
     #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, declaration: Declaration) -> Self {
         self.decls.push(declaration);
@@ -269,11 +258,6 @@ impl SecretsBuilder {
 
     /// TTL of declarations without their own (default 300 s, as the AWS extension and
     /// Powertools use). After it, the next invocation starts a refresh in the background.
-    ///
-    /// ```
-    /// let builder = lambda_secrets::Secrets::builder().default_ttl(std::time::Duration::from_secs(60));
-    /// # let _ = builder;
-    /// ```
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.config.freshness.default_ttl = ttl;
         self
@@ -281,11 +265,6 @@ impl SecretsBuilder {
 
     /// Fraction of the TTL taken off at random on each refresh (default 0.1, at most 0.5), so a
     /// fleet of containers does not refresh in lockstep.
-    ///
-    /// ```
-    /// let builder = lambda_secrets::Secrets::builder().ttl_jitter(0.2);
-    /// # let _ = builder;
-    /// ```
     pub fn ttl_jitter(mut self, fraction: f64) -> Self {
         self.config.freshness.jitter = fraction;
         self
@@ -298,38 +277,18 @@ impl SecretsBuilder {
     /// invocation would wait. Must be at least every TTL. A value is refreshed by 90 % of its
     /// maximum staleness at the latest, whatever its TTL, so that a maximum staleness close to the
     /// TTL does not make invocations wait while AWS answers.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let builder = lambda_secrets::Secrets::builder()
-    ///     .default_ttl(Duration::from_secs(300))
-    ///     .max_staleness(Duration::from_secs(3600)); // serve the last good value for an hour of outage
-    /// # let _ = builder;
-    /// ```
     pub fn max_staleness(mut self, staleness: Duration) -> Self {
         self.config.freshness.max_staleness = Some(staleness);
         self
     }
 
     /// Longest an invocation waits for values past their maximum staleness (default 5 s).
-    ///
-    /// ```
-    /// let builder = lambda_secrets::Secrets::builder().max_wait(std::time::Duration::from_secs(2));
-    /// # let _ = builder;
-    /// ```
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.config.max_wait = wait;
         self
     }
 
     /// Retries of throttled, 5xx and timed-out calls.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let policy = lambda_secrets::RetryPolicy::default().max_attempts(3).attempt_timeout(Duration::from_secs(1));
-    /// let builder = lambda_secrets::Secrets::builder().retry_policy(policy);
-    /// # let _ = builder;
-    /// ```
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.config.freshness.retry = policy;
         self
@@ -337,34 +296,18 @@ impl SecretsBuilder {
 
     /// Budget of the cold-start load, retries included (default 8 s: Lambda's INIT phase has
     /// 10 s).
-    ///
-    /// ```
-    /// let builder = lambda_secrets::Secrets::builder().load_timeout(std::time::Duration::from_secs(5));
-    /// # let _ = builder;
-    /// ```
     pub fn load_timeout(mut self, timeout: Duration) -> Self {
         self.config.load_timeout = timeout;
         self
     }
 
     /// Budget of one background refresh, retries included (default 5 s).
-    ///
-    /// ```
-    /// let builder = lambda_secrets::Secrets::builder().refresh_timeout(std::time::Duration::from_secs(3));
-    /// # let _ = builder;
-    /// ```
     pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
         self.config.freshness.timeout = timeout;
         self
     }
 
     /// First delay before retrying a failed refresh (default 1 s; doubles up to 60 s).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let builder = lambda_secrets::Secrets::builder().failure_backoff(Duration::from_millis(500), Duration::from_secs(30));
-    /// # let _ = builder;
-    /// ```
     pub fn failure_backoff(mut self, first: Duration, max: Duration) -> Self {
         self.config.freshness.failure_backoff = first;
         self.config.freshness.failure_backoff_max = max;
@@ -373,11 +316,6 @@ impl SecretsBuilder {
 
     /// Minimum interval between two forced refreshes of one key by
     /// [`Secrets::refresh_now`] (default 5 s).
-    ///
-    /// ```
-    /// let builder = lambda_secrets::Secrets::builder().refresh_now_interval(std::time::Duration::from_secs(10));
-    /// # let _ = builder;
-    /// ```
     pub fn refresh_now_interval(mut self, interval: Duration) -> Self {
         self.config.refresh_now_interval = interval;
         self
@@ -385,14 +323,6 @@ impl SecretsBuilder {
 
     /// The rate limits calls go through (default: [`RateLimits::process`](crate::RateLimits::process), shared by the whole
     /// process). Give each simulated container its own set in fleet simulations.
-    ///
-    /// ```
-    /// use lambda_secrets::{Quota, QuotaClass, RateLimits};
-    /// let container = RateLimits::new();
-    /// container.set(QuotaClass::SsmGet, Quota::new(2.0, 2));
-    /// let builder = lambda_secrets::Secrets::builder().rate_limits(container);
-    /// # let _ = builder;
-    /// ```
     pub fn rate_limits(mut self, limits: crate::limiter::RateLimits) -> Self {
         self.config.freshness.limits = limits;
         self

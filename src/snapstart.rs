@@ -83,16 +83,6 @@ impl std::fmt::Debug for SnapStart {
 impl Secrets {
     /// The SnapStart hooks for these values (add more with [`SnapStart::secrets`] and
     /// [`SnapStart::on_demand`]).
-    ///
-    /// ```
-    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// let mem = lambda_secrets::MemorySource::new();
-    /// mem.set("/db", "pw");
-    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
-    /// let hooks = secrets.snapstart();
-    /// # let _ = hooks;
-    /// # });
-    /// ```
     pub fn snapstart(&self) -> SnapStart {
         SnapStart {
             stores: vec![self.store.clone()],

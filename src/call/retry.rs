@@ -1,6 +1,18 @@
-//! [`RetryPolicy`]: how failed API calls are retried.
+//! How a call is retried: [`RetryPolicy`], and the loop every API call goes through
+//! ([`CallContext::call`]): its spread slot, a rate-limit token per attempt, the attempt timeout, the
+//! time lost to a freeze given back, throttling fed back to the rate limit, full-jitter backoff, and
+//! giving up at the deadline or after the last attempt.
 
+use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{CallContext, Operation};
+use crate::error::{CallError, CallErrorKind};
+use crate::limiter::QuotaClass;
+use crate::time::later;
 
 /// How API calls are retried: full-jitter exponential backoff, within a deadline. Made from the
 /// default and changed with its setters (fields may be added).
@@ -11,6 +23,18 @@ use std::time::Duration;
 /// let policy = RetryPolicy::default().max_attempts(3).attempt_timeout(Duration::from_secs(1));
 /// assert_eq!((policy.max_attempts, policy.attempt_timeout), (3, Duration::from_secs(1)));
 /// assert_eq!(RetryPolicy::default().max_attempts, 6);
+/// ```
+///
+/// Fields may be added, so a policy is never written out field by field:
+///
+/// ```compile_fail
+/// use std::time::Duration;
+/// let policy = lambda_secrets::RetryPolicy {
+///     max_attempts: 3,
+///     base_delay: Duration::from_millis(100),
+///     max_delay: Duration::from_secs(1),
+///     attempt_timeout: Duration::from_secs(3),
+/// };
 /// ```
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
@@ -69,8 +93,472 @@ impl RetryPolicy {
     }
 }
 
+impl CallContext {
+    /// Makes one API call `operation`, retrying retryable failures with full-jitter exponential
+    /// backoff while the deadline allows: throttling until the deadline, other failures up to
+    /// `max_attempts`. Each attempt first takes a token from the rate limit of the operation's
+    /// [`QuotaClass`], if it has one; a throttling answer slows that limit down. Time the process
+    /// spends frozen (Lambda between invocations) in any wait is given back to the deadline. A
+    /// call that fails for good is logged as a `tracing` warning, with what the service said.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use lambda_secrets::{CallContext, CallError, CallErrorKind, Operation, RetryPolicy};
+    ///
+    /// const READ: Operation = Operation::new("MyStoreRead");
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let calls = CallContext::standalone(RetryPolicy::default(), Instant::now() + Duration::from_secs(5));
+    /// let mut attempts = 0;
+    /// let answer = calls
+    ///     .call(READ, || {
+    ///         attempts += 1;
+    ///         let first = attempts == 1;
+    ///         async move {
+    ///             if first {
+    ///                 return Err(CallError::new(CallErrorKind::Transient, "MyStoreRead: HTTP 503"));
+    ///             }
+    ///             Ok("answer")
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!((answer, attempts), ("answer", 2));
+    /// # });
+    /// ```
+    pub async fn call<T, F, Fut>(&self, operation: Operation, mut attempt: F) -> Result<T, CallError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let mut retry = 0;
+        let mut failures = 0;
+        let mut thaws = 0;
+        let class = operation.quota();
+        let operation = operation.name();
+        let bucket = class.and_then(|c| self.limits.as_ref().map(|l| l.bucket(c)));
+        if let Some(spread) = self
+            .spread
+            .as_ref()
+            .filter(|_| class.is_some_and(QuotaClass::is_scarce))
+        {
+            let index = spread.calls.fetch_add(1, Ordering::Relaxed);
+            let slot = later(
+                spread.start,
+                crate::time::schedule::call_slot(spread.window, spread.offset, index),
+            );
+            let seen = self.deadline.get();
+            let lost = spread.urgency.sleep_until(slot).await;
+            self.deadline.give_back(seen, lost);
+        }
+        // The last answer the service gave: what a call that then runs out of time reports.
+        let mut last: Option<CallError> = None;
+        let out_of_time = |last: Option<CallError>, retry: u32, why: String| match last {
+            Some(err) => err.noted(format_args!("gave up after {retry} attempt(s): {why}")),
+            None => CallError::new(CallErrorKind::Throttled, format!("{operation}: {why}")).not_sent(),
+        };
+        loop {
+            if let Some(bucket) = bucket {
+                if let Err(wait) = bucket.acquire(&self.deadline).await {
+                    return Err(out_of_time(
+                        last,
+                        retry,
+                        format!("the deadline came before the rate limit allowed another call (next slot in {wait:?})"),
+                    ));
+                }
+            }
+            let began = Instant::now();
+            let seen = self.deadline.get();
+            let left = seen.saturating_duration_since(began);
+            if left.is_zero() {
+                return Err(out_of_time(
+                    last,
+                    retry,
+                    "the deadline came before an attempt could start".to_owned(),
+                ));
+            }
+            self.stats.count(operation);
+            let timeout = match self.first_attempt_timeout {
+                Some(first) if retry == 0 && thaws == 0 => first.min(self.policy.attempt_timeout),
+                _ => self.policy.attempt_timeout,
+            }
+            .min(left);
+            let result = match tokio::time::timeout(timeout, attempt()).await {
+                Ok(result) => result,
+                Err(_) => Err(CallError::new(
+                    CallErrorKind::Transient,
+                    format!("{operation}: no answer within {timeout:?}"),
+                )),
+            };
+            // An attempt that outlived its own timeout by far was frozen with the process (Lambda
+            // between invocations), even if it then succeeded (the answer was waiting at the
+            // thaw): the time says nothing of the service and costs the budget nothing, so the
+            // next call of this refresh still has its budget.
+            let lost = crate::time::freeze::frozen_for(began, later(began, timeout), Instant::now());
+            self.deadline.give_back(seen, lost);
+            let err = match result {
+                Ok(v) => return Ok(v),
+                Err(err) => err,
+            };
+            // A frozen attempt that failed (its connection died in the freeze) is retried at once.
+            if err.is_retryable() && !lost.is_zero() && thaws < 3 {
+                thaws += 1;
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(operation, ?lost, "AWS call interrupted by a freeze; retrying");
+                last = Some(err);
+                continue;
+            }
+            if err.kind() == CallErrorKind::Throttled {
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                if let Some(bucket) = bucket {
+                    bucket.throttled();
+                }
+            } else {
+                failures += 1;
+            }
+            if !err.is_retryable() {
+                if matches!(err.kind(), CallErrorKind::Denied | CallErrorKind::Fatal) {
+                    // What the service said, once per distinct answer (a denied DescribeSecret that
+                    // every refresh falls back from is not a warning per refresh).
+                    if self.stats.first_failure(operation, &err) {
+                        tracing::warn!(operation, error = %err, aws_message = err.aws_message().unwrap_or(""), "AWS call failed");
+                    } else {
+                        tracing::debug!(operation, error = %err, aws_message = err.aws_message().unwrap_or(""), "AWS call failed");
+                    }
+                }
+                return Err(err);
+            }
+            retry += 1;
+            let delay = self.policy.backoff(retry - 1);
+            let no_time = later(Instant::now(), delay) >= self.deadline.get();
+            if failures >= self.policy.max_attempts || no_time {
+                let why = if no_time {
+                    "the deadline came"
+                } else {
+                    "attempts ran out"
+                };
+                tracing::warn!(
+                    operation,
+                    attempts = retry,
+                    error = %err,
+                    aws_message = err.aws_message().unwrap_or(""),
+                    "giving up on AWS call: {why}"
+                );
+                return Err(err.noted(format_args!("gave up after {retry} attempt(s): {why}")));
+            }
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(operation, retry, ?delay, error = %err, "retrying AWS call");
+            last = Some(err);
+            let seen = self.deadline.get();
+            let lost = crate::time::freeze::sleep_until(later(Instant::now(), delay)).await;
+            self.deadline.give_back(seen, lost);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::call::{CallStats, Urgency};
+
+    const SSM_GET: Operation = Operation::new("GetParameters").with_quota(QuotaClass::SsmGet);
+
+    fn ctx(deadline: Duration) -> (CallContext, Arc<CallStats>) {
+        let stats = Arc::new(CallStats::default());
+        let policy = RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            attempt_timeout: Duration::from_millis(200),
+        };
+        (
+            CallContext::new(stats.clone(), policy, None, Instant::now() + deadline),
+            stats,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_final_failure_is_a_warning_once_per_distinct_answer() {
+        // A denied DescribeSecret that every refresh falls back from must not warn every refresh;
+        // a different answer (another cause) is a warning of its own.
+        let capture = crate::test_support::Capture::default();
+        let _guard = capture.start();
+        let (ctx, _stats) = ctx(Duration::from_secs(5));
+        let describe = Operation::new("DescribeSecret");
+        for _ in 0..3 {
+            ctx.call(describe, || async {
+                Err::<(), _>(CallError::new(
+                    CallErrorKind::Denied,
+                    "DescribeSecret: AccessDenied",
+                ))
+            })
+            .await
+            .unwrap_err();
+        }
+        ctx.call(describe, || async {
+            Err::<(), _>(CallError::new(CallErrorKind::Fatal, "DescribeSecret: Validation"))
+        })
+        .await
+        .unwrap_err();
+        let log = capture.text();
+        assert_eq!(log.matches("WARN").count(), 2, "{log}");
+        assert_eq!(log.matches("AccessDenied").count(), 1, "{log}");
+    }
+
+    #[tokio::test]
+    async fn retries_throttling_then_succeeds() {
+        let (ctx, stats) = ctx(Duration::from_secs(5));
+        let mut n = 0;
+        let out = ctx
+            .call(SSM_GET, || {
+                n += 1;
+                let fail = n < 3;
+                async move {
+                    if fail {
+                        Err(CallError::new(CallErrorKind::Throttled, "ThrottlingException"))
+                    } else {
+                        Ok(7)
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, 7);
+        assert_eq!(stats.calls()["GetParameters"], 3);
+        assert_eq!(stats.throttled.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.retries.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn does_not_retry_denied_and_stops_after_max_attempts() {
+        let (ctx, stats) = ctx(Duration::from_secs(5));
+        let err = ctx
+            .call(SSM_GET, || async {
+                Err::<(), _>(CallError::new(CallErrorKind::Denied, "no"))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), CallErrorKind::Denied);
+        assert_eq!(stats.calls()["GetParameters"], 1);
+
+        let err = ctx
+            .call(Operation::new("GetParametersByPath"), || async {
+                Err::<(), _>(CallError::new(CallErrorKind::Transient, "HTTP 503"))
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            err.message()
+                .contains("gave up after 4 attempt(s): attempts ran out"),
+            "{err}"
+        );
+        assert_eq!(stats.calls()["GetParametersByPath"], 4);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_never_answers_is_abandoned_and_retried() {
+        let (ctx, stats) = ctx(Duration::from_secs(5));
+        let mut n = 0;
+        let out = ctx
+            .call(SSM_GET, || {
+                n += 1;
+                let hang = n == 1;
+                async move {
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, CallError>("ok")
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, "ok");
+        assert_eq!(stats.calls()["GetParameters"], 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_first_attempt_timeout_abandons_a_dead_connection_sooner() {
+        for (first, within) in [
+            (None, Duration::from_secs(3)),
+            (Some(Duration::from_secs(1)), Duration::from_secs(1)),
+        ] {
+            let stats = Arc::new(CallStats::default());
+            let mut ctx = CallContext::new(
+                stats.clone(),
+                RetryPolicy::default(),
+                None,
+                Instant::now() + Duration::from_secs(9),
+            );
+            if let Some(first) = first {
+                ctx = ctx.first_attempt_timeout(first);
+            }
+            let started = Instant::now();
+            let mut n = 0;
+            ctx.call(SSM_GET, || {
+                n += 1;
+                let dead = n == 1;
+                async move {
+                    if dead {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, CallError>("ok")
+                }
+            })
+            .await
+            .unwrap();
+            // The first attempt's timeout, then at most one backoff (100 ms before jitter).
+            let took = started.elapsed();
+            assert!(
+                took >= within && took <= within + Duration::from_millis(100),
+                "{first:?}: {took:?}"
+            );
+            assert_eq!(stats.calls()["GetParameters"], 2);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_attempt_frozen_past_the_deadline_is_retried_with_the_budget_it_had() {
+        let stats = Arc::new(CallStats::default());
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+            attempt_timeout: Duration::from_millis(100),
+        };
+        let ctx = CallContext::new(
+            stats.clone(),
+            policy,
+            None,
+            Instant::now() + Duration::from_millis(300),
+        );
+        let mut n = 0;
+        let out = ctx
+            .call(SSM_GET, || {
+                n += 1;
+                let first = n == 1;
+                async move {
+                    if first {
+                        // The process is frozen: no timer fires, the call comes back cut.
+                        std::thread::sleep(Duration::from_millis(1300));
+                        return Err(CallError::new(CallErrorKind::Transient, "connection reset"));
+                    }
+                    Ok("after thaw")
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, "after thaw");
+        assert_eq!(stats.calls()["GetParameters"], 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hurried_spread_call_starts_at_once() {
+        // Review defect 4: urgency belongs to one refresh; hurrying it starts its waiting calls.
+        let stats = Arc::new(CallStats::default());
+        let urgency = Arc::new(Urgency::default());
+        let other = Arc::new(Urgency::default()); // another refresh's, never hurried
+        let spread = |u: &Arc<Urgency>| {
+            Arc::new(
+                CallContext::new(
+                    stats.clone(),
+                    RetryPolicy::default(),
+                    None,
+                    Instant::now() + Duration::from_secs(600),
+                )
+                .spread(Duration::from_secs(300), u.clone()),
+            )
+        };
+        let (ctx, other_ctx) = (spread(&urgency), spread(&other));
+        let started = Instant::now();
+        let call = |ctx: Arc<CallContext>| {
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    ctx.call(SSM_GET, || async { Ok::<_, CallError>(()) })
+                        .await
+                        .unwrap();
+                }
+                Instant::now()
+            })
+        };
+        let (mine, theirs) = (call(ctx), call(other_ctx));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        urgency.hurry();
+        assert_eq!(
+            mine.await.unwrap(),
+            started + Duration::from_millis(10),
+            "all five at once"
+        );
+        // The other refresh still spreads its calls over its window.
+        assert!(theirs.await.unwrap() > started + Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_freeze_during_a_retry_backoff_gives_the_budget_back() {
+        // Probe defect 8: a freeze during a backoff ended the call with a 0 ns "attempt".
+        let stats = Arc::new(CallStats::default());
+        let policy = RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(50),
+            attempt_timeout: Duration::from_millis(100),
+        };
+        let ctx = Arc::new(CallContext::new(
+            stats.clone(),
+            policy,
+            None,
+            Instant::now() + Duration::from_millis(300),
+        ));
+        let attempts = Arc::new(AtomicU64::new(0));
+        let call = {
+            let (ctx, attempts) = (ctx.clone(), attempts.clone());
+            tokio::spawn(async move {
+                ctx.call(SSM_GET, || {
+                    let n = attempts.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        match n {
+                            0 => Err(CallError::new(CallErrorKind::Transient, "HTTP 500")),
+                            _ => Ok("after thaw"),
+                        }
+                    }
+                })
+                .await
+            })
+        };
+        while attempts.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Frozen for a minute, in the backoff or right after it: no second attempt yet.
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(call.await.unwrap().unwrap(), "after thaw");
+        assert_eq!(stats.calls()["GetParameters"], 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unvalidated_policy_never_overflows_the_clock() {
+        // `standalone` takes any policy (a second review found `max_delay: Duration::MAX`
+        // overflowing `Instant + Duration`).
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::MAX,
+            max_delay: Duration::MAX,
+            attempt_timeout: Duration::MAX,
+        };
+        let ctx = CallContext::standalone(policy, std::time::Instant::now() + Duration::from_secs(1));
+        let err = ctx
+            .call(SSM_GET, || async {
+                Err::<(), _>(CallError::new(CallErrorKind::Transient, "HTTP 503"))
+            })
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("the deadline came"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
     use super::*;
 
     #[test]

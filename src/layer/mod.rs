@@ -81,16 +81,6 @@ pub struct SecretsLayer {
 
 impl SecretsLayer {
     /// A layer handing `secrets` to every invocation.
-    ///
-    /// ```
-    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// let mem = lambda_secrets::MemorySource::new();
-    /// mem.set("/db", "pw");
-    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
-    /// let layer = lambda_secrets::SecretsLayer::new(secrets.clone()); // the same as `secrets.layer()`
-    /// # let _ = layer;
-    /// # });
-    /// ```
     pub fn new(secrets: Secrets) -> Self {
         SecretsLayer { secrets }
     }

@@ -10,7 +10,7 @@ use super::future::ResponseFuture;
 use crate::secrets::Secrets;
 use crate::snapshot::Snapshot;
 
-/// The service made by [`SecretsLayer`]. `Clone + Send + 'static` when the inner service is, so
+/// The service made by [`SecretsLayer`](crate::SecretsLayer). `Clone + Send + 'static` when the inner service is, so
 /// it works with `lambda_runtime::run` and `run_concurrent`.
 ///
 /// ```
@@ -34,16 +34,6 @@ pub struct SecretsService<S> {
 
 impl<S> SecretsService<S> {
     /// Wraps `inner`.
-    ///
-    /// ```
-    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// let mem = lambda_secrets::MemorySource::new();
-    /// mem.set("/db", "pw");
-    /// let secrets = lambda_secrets::Secrets::builder().add(mem.value("db", "/db")).load().await.unwrap();
-    /// let service = lambda_secrets::SecretsService::new(tower::service_fn(|_req: http::Request<()>| async { Ok::<_, std::convert::Infallible>(()) }), secrets);
-    /// # let _ = service;
-    /// # });
-    /// ```
     pub fn new(inner: S, secrets: Secrets) -> Self {
         SecretsService { inner, secrets }
     }

@@ -90,11 +90,6 @@ pub struct PolicyStatement {
 impl Policy {
     /// Starts a policy: add declarations, name the Region and account (or leave CloudFormation
     /// placeholders), name customer managed keys.
-    ///
-    /// ```
-    /// let builder = lambda_secrets::Policy::builder().region("eu-west-1").account("123456789012");
-    /// # let _ = builder;
-    /// ```
     pub fn builder() -> PolicyBuilder {
         PolicyBuilder::default()
     }
@@ -257,13 +252,6 @@ impl PolicyBuilder {
     }
 
     /// Adds every declaration of a [`SecretsBuilder`] (the one the function loads).
-    ///
-    /// ```
-    /// let mem = lambda_secrets::MemorySource::new();
-    /// let declarations = lambda_secrets::Secrets::builder().add(mem.value("a", "/a"));
-    /// let policy = lambda_secrets::Policy::builder().secrets(&declarations).build().unwrap();
-    /// # let _ = policy;
-    /// ```
     pub fn secrets(mut self, builder: &SecretsBuilder) -> Self {
         self.declarations.extend(builder.declarations().iter().cloned());
         self
@@ -297,11 +285,6 @@ impl PolicyBuilder {
     }
 
     /// Writes ARNs for this Region (default: `${AWS::Region}`); the partition follows from it.
-    ///
-    /// ```
-    /// let builder = lambda_secrets::Policy::builder().region("eu-central-1");
-    /// # let _ = builder;
-    /// ```
     pub fn region(mut self, region: impl Into<String>) -> Self {
         self.region = Some(region.into());
         self
@@ -309,11 +292,6 @@ impl PolicyBuilder {
 
     /// Writes ARNs for this account (default: `${AWS::AccountId}`). `*` allows any account, only
     /// when asked for so.
-    ///
-    /// ```
-    /// let builder = lambda_secrets::Policy::builder().account("123456789012");
-    /// # let _ = builder;
-    /// ```
     pub fn account(mut self, account: impl Into<String>) -> Self {
         self.account = Some(account.into());
         self
@@ -322,11 +300,6 @@ impl PolicyBuilder {
     /// The customer managed key (id or key ARN) SSM SecureStrings are encrypted with: allows
     /// `kms:Decrypt` on it through SSM, for the declared parameters only. Not needed for the AWS
     /// managed key `aws/ssm`. Repeatable.
-    ///
-    /// ```
-    /// let builder = lambda_secrets::Policy::builder().ssm_kms_key("1234abcd-12ab-34cd-56ef-1234567890ab");
-    /// # let _ = builder;
-    /// ```
     pub fn ssm_kms_key(mut self, key: impl Into<String>) -> Self {
         self.kms_keys.push(("ssm", key.into()));
         self
@@ -335,11 +308,6 @@ impl PolicyBuilder {
     /// The customer managed key (id or key ARN) secrets are encrypted with: allows
     /// `kms:Decrypt` on it through Secrets Manager, for the declared secrets only. Not needed
     /// for the AWS managed key `aws/secretsmanager`. Repeatable.
-    ///
-    /// ```
-    /// let builder = lambda_secrets::Policy::builder().secrets_manager_kms_key("1234abcd-12ab-34cd-56ef-1234567890ab");
-    /// # let _ = builder;
-    /// ```
     pub fn secrets_manager_kms_key(mut self, key: impl Into<String>) -> Self {
         self.kms_keys.push(("secretsmanager", key.into()));
         self

@@ -98,13 +98,6 @@ impl Declaration {
     }
 
     /// Overrides the builder's default TTL for this declaration.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let mem = lambda_secrets::MemorySource::new();
-    /// let decl = mem.value("flag", "/flag").ttl(Duration::from_secs(30));
-    /// # let _ = decl;
-    /// ```
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self

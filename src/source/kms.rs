@@ -60,24 +60,11 @@ impl std::fmt::Debug for KmsSource {
 
 impl KmsSource {
     /// A source using a client made from `config` (SDK retries off: this crate retries).
-    ///
-    /// ```
-    /// # let config = aws_types::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    /// let kms = lambda_secrets::KmsSource::new(&config);
-    /// # let _ = kms;
-    /// ```
     pub fn new(config: &aws_types::SdkConfig) -> Self {
         Self::with_client(client_without_retries!(aws_sdk_kms, config config))
     }
 
     /// A source using (a copy of) `client`, with the SDK's retries turned off.
-    ///
-    /// ```
-    /// # let config = aws_types::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    /// let client = aws_sdk_kms::Client::new(&config);
-    /// let kms = lambda_secrets::KmsSource::from_client(&client);
-    /// # let _ = kms;
-    /// ```
     pub fn from_client(client: &Client) -> Self {
         Self::with_client(client_without_retries!(aws_sdk_kms, client client))
     }
@@ -162,11 +149,6 @@ impl Ciphertext {
     }
 
     /// Adds a pair to the encryption context (it must match the one used to encrypt).
-    ///
-    /// ```
-    /// let c = lambda_secrets::Ciphertext::env("TOKEN_ENC").context("app", "billing").context("env", "prod");
-    /// # let _ = c;
-    /// ```
     pub fn context(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.context.insert(key.into(), value.into());
         self
@@ -196,11 +178,6 @@ impl Ciphertext {
     }
 
     /// Requires the ciphertext to have been made with this key (id, ARN or alias).
-    ///
-    /// ```
-    /// let c = lambda_secrets::Ciphertext::base64("AQICAHh...").key_id("alias/app");
-    /// # let _ = c;
-    /// ```
     pub fn key_id(mut self, key_id: impl Into<String>) -> Self {
         self.key_id = Some(key_id.into());
         self

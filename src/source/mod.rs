@@ -115,13 +115,6 @@ impl Fetched {
 }
 
 /// What a refresh found for one item.
-///
-/// ```
-/// use lambda_secrets::{Fetched, Refreshed};
-/// let changed = Refreshed::Changed(vec![Fetched::new("/db", "new").with_version("2")]);
-/// let same = Refreshed::Unchanged { refresh_by: None };
-/// # let _ = (changed, same);
-/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Refreshed {
@@ -135,21 +128,9 @@ pub enum Refreshed {
 }
 
 /// The outcome of refreshing one item.
-///
-/// ```
-/// let unchanged: lambda_secrets::RefreshResult = Ok(lambda_secrets::Refreshed::Unchanged { refresh_by: None });
-/// # let _ = unchanged;
-/// ```
 pub type RefreshResult = Result<Refreshed, ItemError>;
 
 /// The outcome for one item: its value(s), or why not.
-///
-/// ```
-/// use lambda_secrets::{Fetched, ItemError, ItemResult};
-/// let found: ItemResult = Ok(vec![Fetched::new("/db", "pw")]);
-/// let missing: ItemResult = Err(ItemError::NotFound);
-/// # let _ = (found, missing);
-/// ```
 pub type ItemResult = Result<Vec<Fetched>, ItemError>;
 
 /// A place values come from.

@@ -103,24 +103,11 @@ impl std::fmt::Display for SecretItem {
 
 impl SecretsManagerSource {
     /// A source using a client made from `config` (SDK retries off: this crate retries).
-    ///
-    /// ```
-    /// # let config = aws_types::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    /// let sm = lambda_secrets::SecretsManagerSource::new(&config);
-    /// # let _ = sm;
-    /// ```
     pub fn new(config: &aws_types::SdkConfig) -> Self {
         Self::with_client(client_without_retries!(aws_sdk_secretsmanager, config config))
     }
 
     /// A source using (a copy of) `client`, with the SDK's retries turned off.
-    ///
-    /// ```
-    /// # let config = aws_types::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    /// let client = aws_sdk_secretsmanager::Client::new(&config);
-    /// let sm = lambda_secrets::SecretsManagerSource::from_client(&client);
-    /// # let _ = sm;
-    /// ```
     pub fn from_client(client: &Client) -> Self {
         Self::with_client(client_without_retries!(aws_sdk_secretsmanager, client client))
     }
@@ -137,14 +124,6 @@ impl SecretsManagerSource {
 
     /// Declares `key` as the `AWSCURRENT` version of secret `id` (a name or ARN). The value
     /// is the `SecretString`, or the bytes of a `SecretBinary`.
-    ///
-    /// ```
-    /// # let config = aws_types::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    /// let sm = lambda_secrets::SecretsManagerSource::new(&config);
-    /// let rds = sm.secret("rds", "prod/rds");
-    /// let password = sm.secret("db_password", "prod/rds").json_field("password");
-    /// # let _ = (rds, password);
-    /// ```
     pub fn secret(&self, key: impl Into<String>, id: impl Into<String>) -> Declaration {
         self.declare(key, id.into(), Selector::Stage(AWSCURRENT.into()))
     }
@@ -152,13 +131,6 @@ impl SecretsManagerSource {
     /// Declares `key` as the version of secret `id` carrying `stage` (`AWSPREVIOUS` or a custom
     /// label). `AWSPENDING` exists only during a rotation: declaring it fails the load outside
     /// one.
-    ///
-    /// ```
-    /// # let config = aws_types::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    /// let sm = lambda_secrets::SecretsManagerSource::new(&config);
-    /// let previous = sm.secret_at_stage("db_password_previous", "prod/rds", "AWSPREVIOUS").json_field("password");
-    /// # let _ = previous;
-    /// ```
     pub fn secret_at_stage(
         &self,
         key: impl Into<String>,
@@ -176,13 +148,6 @@ impl SecretsManagerSource {
 
     /// Declares `key` as one fixed version of secret `id`. A version never changes, so it is
     /// never fetched again.
-    ///
-    /// ```
-    /// # let config = aws_types::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    /// let sm = lambda_secrets::SecretsManagerSource::new(&config);
-    /// let pinned = sm.secret_version("signing_key", "prod/signing", "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111");
-    /// # let _ = pinned;
-    /// ```
     pub fn secret_version(
         &self,
         key: impl Into<String>,

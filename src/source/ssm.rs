@@ -183,24 +183,11 @@ impl std::fmt::Debug for SsmSource {
 
 impl SsmSource {
     /// A source using a client made from `config`.
-    ///
-    /// ```
-    /// # let config = aws_types::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    /// let ssm = lambda_secrets::SsmSource::new(&config);
-    /// # let _ = ssm;
-    /// ```
     pub fn new(config: &aws_types::SdkConfig) -> Self {
         Self::with_client(client_without_retries!(aws_sdk_ssm, config config))
     }
 
     /// A source using (a copy of) `client`, with the SDK's retries turned off.
-    ///
-    /// ```
-    /// # let config = aws_types::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    /// let client = aws_sdk_ssm::Client::new(&config);
-    /// let ssm = lambda_secrets::SsmSource::from_client(&client);
-    /// # let _ = ssm;
-    /// ```
     pub fn from_client(client: &Client) -> Self {
         Self::with_client(client_without_retries!(aws_sdk_ssm, client client))
     }
@@ -217,13 +204,6 @@ impl SsmSource {
 
     /// Whether SecureString values are decrypted (the default). With `false` the ciphertext is
     /// returned and `kms:Decrypt` is not needed.
-    ///
-    /// ```
-    /// # let config = aws_types::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    /// // SecureStrings stay encrypted; kms:Decrypt is not needed:
-    /// let ssm = lambda_secrets::SsmSource::new(&config).with_decryption(false);
-    /// # let _ = ssm;
-    /// ```
     pub fn with_decryption(self, decrypt: bool) -> Self {
         SsmSource {
             inner: Arc::new(SsmInner {
@@ -236,13 +216,6 @@ impl SsmSource {
 
     /// Declares `key` as the parameter `name`: a name (`/prod/db/password`), an ARN, or either
     /// with a selector, `:VERSION` or `:LABEL`. A malformed name is reported by `load`.
-    ///
-    /// ```
-    /// # let config = aws_types::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    /// let ssm = lambda_secrets::SsmSource::new(&config);
-    /// let ok = ssm.parameter("db", "/prod/db/password:2");
-    /// # let _ = ok;
-    /// ```
     pub fn parameter(&self, key: impl Into<String>, name: impl Into<String>) -> Declaration {
         let name = name.into();
         let decl = Declaration::new(key, self.inner.clone(), SsmItem::Name(name.clone()));
@@ -255,25 +228,11 @@ impl SsmSource {
 
     /// Declares every parameter under `path` (recursive); each key is the parameter's name
     /// relative to the path (`/prod/app/db/url` under `/prod/app` is `db/url`).
-    ///
-    /// ```
-    /// # let config = aws_types::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    /// let ssm = lambda_secrets::SsmSource::new(&config);
-    /// let app = ssm.path("/prod/app"); // keys "db/url", "feature/beta", ...
-    /// # let _ = app;
-    /// ```
     pub fn path(&self, path: impl Into<String>) -> Declaration {
         self.path_with_prefix("", path)
     }
 
     /// Like [`path`](Self::path), with `prefix` put before every key.
-    ///
-    /// ```
-    /// # let config = aws_types::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    /// let ssm = lambda_secrets::SsmSource::new(&config);
-    /// let app = ssm.path_with_prefix("app.", "/prod/app"); // keys "app.db/url", ...
-    /// # let _ = app;
-    /// ```
     pub fn path_with_prefix(&self, prefix: impl Into<String>, path: impl Into<String>) -> Declaration {
         let path = path.into();
         let decl = Declaration::new(prefix, self.inner.clone(), SsmItem::Path(path.clone()));

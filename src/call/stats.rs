@@ -1,0 +1,54 @@
+//! [`CallStats`]: API calls counted per operation, throttled answers and retries, and the
+//! warn-once memory of final failures.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::error::CallError;
+
+/// Distinct final failures logged as warnings per [`Secrets`](crate::Secrets); later ones are
+/// logged at debug level.
+const WARNED_CAUSES: usize = 256;
+
+/// Per-operation API call counts and retry figures, shared by all clones of a [`Secrets`](crate::Secrets).
+#[derive(Debug, Default)]
+pub(crate) struct CallStats {
+    calls: Mutex<BTreeMap<&'static str, u64>>,
+    pub(crate) throttled: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    /// Final failures already logged as warnings: hashes of (operation, message, AWS message).
+    warned: Mutex<std::collections::HashSet<u64>>,
+}
+
+impl CallStats {
+    pub(crate) fn calls(&self) -> BTreeMap<String, u64> {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    /// Whether `err` is the first final failure of `operation` with this message and AWS message
+    /// (to warn once per distinct answer). Past [`WARNED_CAUSES`] distinct answers, none is new.
+    pub(super) fn first_failure(&self, operation: &'static str, err: &CallError) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (operation, err.message(), err.aws_message()).hash(&mut hasher);
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        warned.len() < WARNED_CAUSES && warned.insert(hasher.finish())
+    }
+
+    /// The call counters as [`Stats`](crate::Stats) (the cache fills in its own).
+    pub(crate) fn stats(&self) -> crate::stats::Stats {
+        crate::stats::Stats {
+            calls: self.calls(),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn count(&self, operation: &'static str) {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        *calls.entry(operation).or_default() += 1;
+    }
+}
