@@ -96,8 +96,9 @@
 //! - **Failures** keep the last good value (until its maximum staleness), and the value is
 //!   retried after a jittered backoff (1 s doubling to 60 s by default, never past the maximum
 //!   staleness). A refresh that panics, hangs past its budget, loses its runtime or is never run
-//!   ends like a failure. One log line per failed refresh names the keys and the causes; a key is
-//!   named again when its cause changes.
+//!   ends like a failure. A failed refresh of declared values logs one warning per source (how many
+//!   values, which keys, the causes), and a key again only when its cause changes; on-demand
+//!   failures log at most one warning every 10 s per cache, counting the names held back.
 //!
 //! After a cold load, the first refresh comes after a random 5 % to 100 % of the TTL, so that
 //! containers started together by a deploy do not refresh together. Values due close together are

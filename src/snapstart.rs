@@ -182,14 +182,15 @@ impl SnapStart {
     /// # });
     /// ```
     pub async fn before_snapshot(&self) -> Result<(), Error> {
-        let mut held = Vec::new();
-        for store in &self.stores {
-            held.extend(store.seal().await);
-        }
+        // Every store and cache at once: each stops its background tasks and waits (a second at
+        // most) until none holds a value, all within the same second.
+        let stores = futures_util::future::join_all(self.stores.iter().map(|s| s.seal()));
         #[cfg(feature = "on-demand")]
-        for cache in &self.caches {
-            held.extend(cache.seal().await);
-        }
+        let caches = futures_util::future::join_all(self.caches.iter().map(|c| c.seal()));
+        #[cfg(not(feature = "on-demand"))]
+        let caches = std::future::ready(Vec::<Vec<String>>::new());
+        let (stores, caches) = futures_util::future::join(stores, caches).await;
+        let held: Vec<String> = stores.into_iter().chain(caches).flatten().collect();
         if held.is_empty() {
             tracing::info!("lambda-secrets: values dropped before the SnapStart snapshot");
         } else {

@@ -120,7 +120,7 @@ async fn the_byte_bound_evicts() {
     for i in 0..20 {
         od.get(&format!("t{i}")).await.unwrap();
     }
-    // 2,000-byte values in a 10,000-byte cache: at most 4 fit (each also weighs its name and a share).
+    // 2,000-byte values in a 10,000-byte cache: at most 4 fit (each also weighs its name).
     let cached = od.cached().await;
     assert!(cached <= 4, "{cached}");
 }

@@ -48,6 +48,9 @@ pub struct CallContext {
     deadline: Arc<Deadline>,
     /// For background refreshes: calls to scarce quotas start at random points of a window.
     spread: Option<Spread>,
+    /// Calls of a background refresh: a call given up is logged at debug level (the refresh logs
+    /// one line for all its values).
+    background: bool,
     /// A shorter timeout for the first attempt of each call (after a SnapStart restore, where a
     /// pooled connection may be dead without a word).
     first_attempt_timeout: Option<Duration>,
@@ -76,8 +79,16 @@ impl CallContext {
             limits,
             deadline,
             spread: None,
+            background: false,
             first_attempt_timeout: None,
         }
+    }
+
+    /// Marks the calls as those of a background refresh: a call given up is logged at debug
+    /// level, the refresh logging one line for all its values.
+    pub(crate) fn background(mut self) -> Self {
+        self.background = true;
+        self
     }
 
     /// Abandons the first attempt of each call after `timeout` (or the policy's attempt timeout,
@@ -114,6 +125,7 @@ impl CallContext {
             limits: self.limits.clone(),
             deadline: Arc::new(Deadline::new(later(now, left.mul_f64(fraction.clamp(0.0, 1.0))))),
             spread: None,
+            background: self.background,
             first_attempt_timeout: self.first_attempt_timeout,
         }
     }

@@ -236,13 +236,17 @@ impl CallContext {
                 } else {
                     "attempts ran out"
                 };
-                tracing::warn!(
-                    operation,
-                    attempts = retry,
-                    error = %err,
-                    aws_message = err.aws_message().unwrap_or(""),
-                    "giving up on AWS call: {why}"
-                );
+                if self.background {
+                    tracing::debug!(operation, attempts = retry, error = %err, aws_message = err.aws_message().unwrap_or(""), "giving up on AWS call: {why}");
+                } else {
+                    tracing::warn!(
+                        operation,
+                        attempts = retry,
+                        error = %err,
+                        aws_message = err.aws_message().unwrap_or(""),
+                        "giving up on AWS call: {why}"
+                    );
+                }
                 return Err(err.noted(format_args!("gave up after {retry} attempt(s): {why}")));
             }
             self.stats.retries.fetch_add(1, Ordering::Relaxed);

@@ -14,6 +14,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use tokio::time::Instant;
 
+use super::state::Outcome;
 use crate::call::CallContext;
 use crate::error::ItemError;
 use crate::source::{AnyItem, DynSource, RefreshResult, Refreshed};
@@ -52,6 +53,23 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
+    /// The answer as the state machine takes it; `bind` binds new values to their keys (with the
+    /// source's "refresh me by"), or fails.
+    pub(crate) fn outcome<V>(
+        self,
+        bind: impl FnOnce(Vec<crate::source::Fetched>) -> Result<(V, Option<std::time::SystemTime>), ItemError>,
+    ) -> Outcome<V> {
+        match self {
+            Answer::Lost(why) => Outcome::Lost(why),
+            Answer::Answered(Ok(Refreshed::Changed(fetched))) => match bind(fetched) {
+                Ok((values, refresh_by)) => Outcome::Fetched(values, refresh_by),
+                Err(error) => Outcome::Failed(error),
+            },
+            Answer::Answered(Ok(Refreshed::Unchanged { refresh_by })) => Outcome::Unchanged { refresh_by },
+            Answer::Answered(Err(error)) => Outcome::Failed(error),
+        }
+    }
+
     /// The answer as the item's result (a lost answer is the item's error).
     pub(crate) fn into_result(self) -> RefreshResult {
         match self {

@@ -27,6 +27,8 @@ pub(crate) const FIRST_ATTEMPT_AFTER_RESTORE: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct Seal {
     epoch: watch::Sender<u64>,
+    /// The same epoch, read with one atomic load (on-demand lookups read it on every hit).
+    seals: std::sync::atomic::AtomicU64,
     live: Arc<Live>,
 }
 
@@ -52,6 +54,7 @@ impl Default for Seal {
     fn default() -> Self {
         Seal {
             epoch: watch::Sender::new(0),
+            seals: std::sync::atomic::AtomicU64::new(0),
             live: Arc::default(),
         }
     }
@@ -60,7 +63,7 @@ impl Default for Seal {
 impl Seal {
     /// Seals so far.
     pub(crate) fn epoch(&self) -> u64 {
-        *self.epoch.borrow()
+        self.seals.load(Ordering::Acquire)
     }
 
     /// Watches the epoch (subscribe before reading what the task will fetch: no seal is missed).
@@ -70,6 +73,7 @@ impl Seal {
 
     /// Seals: every task watching the epoch stops.
     pub(crate) fn seal(&self) {
+        self.seals.fetch_add(1, Ordering::AcqRel);
         self.epoch.send_modify(|n| *n += 1);
     }
 

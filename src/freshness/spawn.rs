@@ -13,10 +13,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use futures_util::future::{select, Either};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::time::Instant;
 
-use crate::time::later;
+use crate::time::freeze::{sleep_until, FROZEN_SLACK};
+use crate::time::{later, Deadline};
 
 /// Where background tasks run.
 #[derive(Debug, Clone, Default)]
@@ -105,6 +107,21 @@ impl<F: Future> Future for Beating<F> {
         let this = self.project();
         this.heartbeat.beat_at(Instant::now());
         this.future.poll(cx)
+    }
+}
+
+/// Awaits `future`, work done by another task (an on-demand batch), in slices of at most
+/// [`FROZEN_SLACK`]: the waiting task is polled at each (its heartbeat beats: the watchdog knows it
+/// lives), and time lost to a freeze is given back to its `deadline`.
+pub(crate) async fn awaiting<T>(future: impl Future<Output = T>, deadline: &Deadline) -> T {
+    let mut future = std::pin::pin!(future);
+    loop {
+        let seen = deadline.get();
+        let slice = later(Instant::now(), FROZEN_SLACK);
+        match select(future.as_mut(), std::pin::pin!(sleep_until(slice))).await {
+            Either::Left((out, _)) => return out,
+            Either::Right((lost, _)) => deadline.give_back(seen, lost),
+        }
     }
 }
 

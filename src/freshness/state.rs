@@ -41,6 +41,11 @@ use crate::error::ItemError;
 use crate::time::schedule;
 use crate::time::{later, Deadline};
 
+/// Why a refresh ended without an answer: its task was never run.
+pub(crate) const LOST_NEVER_RAN: &str = "the refresh task was never run (its runtime is no longer driven)";
+/// Why a refresh ended without an answer: there was no runtime to run it.
+pub(crate) const LOST_NO_RUNTIME: &str = "no tokio runtime was running to run the refresh";
+
 /// How long after a refresh's deadline (plus the grace [`within_budget`](super::fetch) allows a
 /// source) its task may show no sign of life twice, this far apart, before it is taken for one
 /// that will never run (a runtime kept but no longer driven).
@@ -80,6 +85,8 @@ pub(crate) struct Refreshing {
     heartbeat: Arc<Heartbeat>,
     /// The watchdog's first look: when, and the heartbeat it saw.
     suspect: Option<(Instant, Instant)>,
+    /// A read waited for it past the value's maximum staleness, in vain: later reads do not wait.
+    waited_out: bool,
     failures: u32,
     error: Option<ItemError>,
     expired: bool,
@@ -242,6 +249,26 @@ impl Freshness {
         }
     }
 
+    /// Whether a read of the value past its maximum staleness should wait for its refresh: not once
+    /// it expired, nor once a read waited for the refresh under way in vain (every later read gets
+    /// the same answer at once: the value is not served).
+    pub(crate) fn is_worth_waiting_for(&self) -> bool {
+        match &self.state {
+            State::Refreshing(r) => !r.expired && !r.waited_out,
+            _ => !self.is_expired(),
+        }
+    }
+
+    /// A read waited for the refresh under way until its `max_wait` ran out, at `now`: later reads
+    /// do not wait for it, and the refresh has what is left of its grace to answer (the time its
+    /// task spends frozen is no longer given back), then ends as lost and is retried.
+    pub(crate) fn waited_out(&mut self, now: Instant) {
+        if let State::Refreshing(r) = &mut self.state {
+            r.waited_out = true;
+            r.deadline.cut(now);
+        }
+    }
+
     pub(crate) fn is_sealed(&self) -> bool {
         matches!(self.state, State::Sealed)
     }
@@ -302,6 +329,7 @@ impl Freshness {
             deadline: started.deadline.clone(),
             heartbeat: started.heartbeat.clone(),
             suspect: None,
+            waited_out: false,
             failures,
             error,
             expired,
@@ -329,6 +357,16 @@ impl Freshness {
                 r.suspect = Some((now, beat));
                 Some(Watch::Until(later(now, WATCHDOG)))
             }
+        }
+    }
+
+    /// The generation of the refresh under way when the watchdog ([`watch`](Self::watch), with the
+    /// grace fetching allows a source) finds that its task will never run: end it as lost, with
+    /// [`LOST_NEVER_RAN`].
+    pub(crate) fn never_ran(&mut self, now: Instant) -> Option<u64> {
+        match self.watch(now, super::fetch::GRACE)? {
+            Watch::Lost => self.refreshing().map(|r| r.generation),
+            Watch::Until(_) => None,
         }
     }
 

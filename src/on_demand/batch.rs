@@ -195,6 +195,9 @@ async fn send(
     if settings.restored.swap(false, Ordering::AcqRel) {
         ctx = ctx.first_attempt_timeout(FIRST_ATTEMPT_AFTER_RESTORE);
     }
+    if mode == Mode::Refresh {
+        ctx = ctx.background();
+    }
     let fetch = std::pin::pin!(fetch_all(&targets, &ctx, mode));
     let answers = match futures_util::future::select(fetch, std::pin::pin!(sealed(&mut epoch))).await {
         Either::Left((answers, _)) => answers,

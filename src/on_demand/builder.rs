@@ -11,7 +11,7 @@ use super::{Inner, OnDemand, Settings};
 use crate::call::{CallStats, RetryPolicy};
 use crate::error::Error;
 use crate::freshness::seal::Seal;
-use crate::freshness::settings::{at_most_an_hour, Settings as Freshness};
+use crate::freshness::settings::{at_most_an_hour, Settings as Shared};
 use crate::freshness::spawn::Spawner;
 use crate::limiter::RateLimits;
 use crate::source::Declaration;
@@ -35,7 +35,7 @@ use crate::source::Declaration;
 #[derive(Debug)]
 #[must_use]
 pub struct OnDemandBuilder {
-    freshness: Freshness,
+    freshness: Shared,
     negative_ttl: Duration,
     max_entries: u64,
     max_bytes: u64,
@@ -46,7 +46,7 @@ pub struct OnDemandBuilder {
 impl Default for OnDemandBuilder {
     fn default() -> Self {
         OnDemandBuilder {
-            freshness: Freshness::default(),
+            freshness: Shared::default(),
             negative_ttl: Duration::from_secs(30),
             max_entries: 10_000,
             max_bytes: 16 << 20,
@@ -91,11 +91,11 @@ impl OnDemandBuilder {
     }
 
     /// Most bytes of names and values kept (default 16 MiB). The two bounds share one budget:
-    /// each name weighs its bytes plus `max_bytes / max_entries` (rounded up), and the cache holds
-    /// names while their weights sum to at most `max_bytes`, so it never exceeds either bound when
-    /// a lookup returns (with the defaults, 10,000 names of about 1.6 KB fill it). A value heavier
-    /// than that is served but not cached. Names are evicted by moka's TinyLFU policy (rarely and
-    /// long unused first).
+    /// each name weighs the larger of its bytes and `max_bytes / max_entries` (rounded up), and
+    /// the cache holds names while their weights sum to at most `max_bytes`, so it exceeds neither
+    /// bound when a lookup returns (with the defaults: 10,000 names of up to about 1.6 KB, or fewer
+    /// larger ones). A value heavier than `max_bytes` is served but not cached. Names are evicted
+    /// by moka's TinyLFU policy (rarely and long unused first).
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes;
         self
@@ -130,8 +130,8 @@ impl OnDemandBuilder {
 
     /// Budget of one fetch, retries included (default 5 s). A batch holds the misses of several
     /// invocations, so it has this budget whoever asked first; a lookup bounded by its invocation's
-    /// deadline ([`OnDemand::get_within`]) stops waiting at its own budget, and the batch goes on
-    /// for the others.
+    /// deadline ([`OnDemand::get_within`]) stops waiting at its own budget, and the fetch goes on
+    /// (its answer is cached for the next lookup of the name).
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.freshness.timeout = timeout;
         self
@@ -231,6 +231,7 @@ impl OnDemandBuilder {
                 refreshes: AtomicU64::new(0),
                 refresh_failures: AtomicU64::new(0),
                 generation: AtomicU64::new(0),
+                warnings: Default::default(),
                 sealed: AtomicBool::new(false),
                 seal,
                 spawner,

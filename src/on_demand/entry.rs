@@ -150,16 +150,16 @@ impl EntryExpiry {
     }
 }
 
-/// The two bounds as one weighted capacity: every entry weighs its bytes (name and value) plus
-/// an equal share of the byte budget, rounded up, so that the cache holds at most `max_entries`
-/// entries (each weighs at least a share, and `max_entries` shares are at least `max_bytes`) and
-/// at most `max_bytes` bytes (each weighs at least its bytes).
+/// The two bounds as one weighted capacity of `max_bytes`: every entry weighs the larger of its
+/// bytes (name and value) and an equal share of the byte budget, rounded up, so that the cache
+/// holds at most `max_entries` entries (each weighs at least a share, and `max_entries` shares are
+/// at least `max_bytes`) and at most `max_bytes` bytes (each weighs at least its bytes).
 pub(super) fn weigher(
     max_entries: u64,
     max_bytes: u64,
 ) -> impl Fn(&String, &Entry) -> u32 + Send + Sync + 'static {
     let share = max_bytes.div_ceil(max_entries);
-    move |name, entry| u32::try_from(share + (name.len() + entry.bytes()) as u64).unwrap_or(u32::MAX)
+    move |name, entry| u32::try_from(share.max((name.len() + entry.bytes()) as u64)).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

@@ -47,20 +47,32 @@ impl Inner {
             ));
         }
         // The fetch has the cache's own budget, whoever asks first: concurrent lookups of the name
-        // share it, and one that gives up early (its own `budget`) fails nobody else.
+        // share it, and one that gives up early (its own `budget`) fails nobody else. It runs on a
+        // task of its own, so that a lookup giving up never cancels it (moka would start it again
+        // for the next waiter).
         let inner = self.clone();
         let owned = name.to_owned();
-        let fetch = self
-            .cache
-            .try_get_with(owned.clone(), async move { inner.fetch(&owned, epoch).await });
+        let fetch = tokio::spawn(async move {
+            let init = {
+                let (inner, owned) = (inner.clone(), owned.clone());
+                async move { inner.fetch(&owned, epoch).await }
+            };
+            inner.cache.try_get_with(owned, init).await
+        });
         let entry = match tokio::time::timeout(budget, fetch).await {
-            Ok(entry) => entry.map_err(|e| Error::clone(&e))?,
+            Ok(Ok(entry)) => entry.map_err(|e| Error::clone(&e))?,
+            Ok(Err(_)) => {
+                return Err(lookup_failure(
+                    name,
+                    ItemError::Source("the lookup's fetch panicked or its runtime shut down".into()),
+                ))
+            }
             Err(_) => {
                 return Err(lookup_failure(
                     name,
                     ItemError::Call(CallError::new(
                         CallErrorKind::Transient,
-                        format!("no answer within the lookup's budget of {budget:?}"),
+                        format!("no answer within the lookup's budget of {budget:?} (the fetch goes on)"),
                     )),
                 ))
             }

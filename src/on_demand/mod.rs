@@ -32,7 +32,7 @@ use self::entry::Entry;
 use crate::call::CallStats;
 use crate::error::Error;
 use crate::freshness::seal::{still_held, Seal, DRAIN};
-use crate::freshness::settings::Settings as Freshness;
+use crate::freshness::settings::Settings as Shared;
 use crate::freshness::spawn::Spawner;
 use crate::limiter::RateLimits;
 use crate::snapshot::ValueInfo;
@@ -91,7 +91,7 @@ type Declare = dyn Fn(&str) -> Declaration + Send + Sync;
 #[derive(Debug, Clone)]
 struct Settings {
     /// `timeout` is the fetch timeout.
-    freshness: Freshness,
+    freshness: Shared,
     negative_ttl: Duration,
 }
 
@@ -106,6 +106,8 @@ struct Inner {
     refresh_failures: AtomicU64,
     /// Refresh generations handed out.
     generation: AtomicU64,
+    /// Warnings of failed refreshes, at most one every few seconds.
+    warnings: refresh::Warnings,
     /// Every entry was dropped for a SnapStart snapshot; lookups fail until the restore.
     sealed: AtomicBool,
     /// Snapshots taken so far, and the background tasks alive (they may hold values).
@@ -295,6 +297,10 @@ impl OnDemand {
                 "lambda-secrets: on-demand fetches under way did not stop within {DRAIN:?} of the SnapStart seal; what they hold may be in the snapshot"
             );
         }
+        // A lookup that was fetching when the seal came may have cached its answer meanwhile (it
+        // removes it itself, but moka applies removals lazily): drop whatever is there now.
+        self.inner.cache.invalidate_all();
+        self.inner.cache.run_pending_tasks().await;
         still_held(watched)
     }
 

@@ -13,15 +13,39 @@ use super::Inner;
 use crate::call::Urgency;
 use crate::error::{Error, ItemError};
 use crate::freshness::fetch::{Answer, FetchTarget, Mode, GRACE};
-use crate::freshness::spawn::Beating;
-use crate::freshness::state::{Outcome, Started, Transition, Watch};
+use crate::freshness::spawn::{awaiting, Beating};
+use crate::freshness::state::{Outcome, Started, Transition, LOST_NEVER_RAN, LOST_NO_RUNTIME};
 use crate::snapshot::ValueInfo;
-use crate::source::Refreshed;
 use crate::time::{later, never};
 use crate::value::SecretValue;
 
-const LOST_NEVER_RAN: &str = "the refresh task was never run (its runtime is no longer driven)";
-const LOST_NO_RUNTIME: &str = "no tokio runtime was running to run the refresh";
+/// At most one warning of failed refreshes per cache in this long.
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Rate-limits a cache's warnings of failed refreshes, counting the ones it holds back.
+#[derive(Default)]
+pub(super) struct Warnings {
+    last: std::sync::Mutex<Option<Instant>>,
+    held_back: std::sync::atomic::AtomicU64,
+}
+
+impl Warnings {
+    /// `Some(held back since the last warning)` when a warning may be logged now.
+    fn allow(&self) -> Option<u64> {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match *last {
+            Some(at) if now.saturating_duration_since(at) < WARN_EVERY => {
+                self.held_back.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(self.held_back.swap(0, Ordering::Relaxed))
+            }
+        }
+    }
+}
 
 impl Inner {
     /// The answer of a cached entry, starting its refresh when due; `None` when it must be fetched
@@ -52,8 +76,7 @@ impl Inner {
         let Some(mut freshness) = entry.freshness() else {
             return;
         };
-        if freshness.watch(now, GRACE) == Some(Watch::Lost) {
-            let generation = freshness.refreshing().map(|r| r.generation).unwrap_or_default();
+        if let Some(generation) = freshness.never_ran(now) {
             let last = freshness.last_error().cloned();
             let random = crate::random::f64();
             let outcome = Outcome::<Arc<Found>>::Lost(LOST_NEVER_RAN);
@@ -95,11 +118,13 @@ impl Inner {
         let refreshed = Arc::downgrade(&entry.0);
         let inner = self.clone();
         let (generation, epoch, live) = (started.generation, self.seal.epoch(), self.seal.task());
-        let task_name = name.clone();
+        let (task_name, deadline) = (name.clone(), started.deadline.clone());
         let task = async move {
             let name = task_name;
             let _live = live;
-            let answer = inner.batcher.fetch(target, Mode::Refresh).await;
+            // The batch fetches on a task of its own: this one wakes meanwhile, so that the
+            // watchdog sees it live and a freeze is given back to its budget.
+            let answer = awaiting(inner.batcher.fetch(target, Mode::Refresh), &deadline).await;
             let Some(entry) = refreshed.upgrade().map(Entry) else {
                 return; // no longer cached: the answer is dropped (its value zeroized)
             };
@@ -134,17 +159,11 @@ impl Inner {
                 return;
             };
             let last = freshness.last_error().cloned();
-            let outcome = match answer.into_result() {
-                Ok(Refreshed::Changed(fetched)) => match bind_found(&found.spec, name, fetched, now) {
-                    Ok(new) => {
-                        let refresh_by = new.info.refresh_by;
-                        Outcome::Fetched(Arc::new(new), refresh_by)
-                    }
-                    Err(error) => Outcome::Failed(error),
-                },
-                Ok(Refreshed::Unchanged { refresh_by }) => Outcome::Unchanged { refresh_by },
-                Err(error) => Outcome::Failed(error),
-            };
+            let outcome = answer.outcome(|fetched| {
+                let new = bind_found(&found.spec, name, fetched, now)?;
+                let refresh_by = new.info.refresh_by;
+                Ok((Arc::new(new), refresh_by))
+            });
             let confirmed = match &outcome {
                 Outcome::Unchanged { refresh_by } => Some(*refresh_by),
                 _ => None,
@@ -201,18 +220,20 @@ impl Inner {
             Ok(found) => (found.spec.source.kind(), found.spec.item.to_string()),
             Err(f) => (f.source, f.id.clone()),
         };
-        if last != Some(&error) {
-            tracing::warn!(
+        // A streak starting or a new cause is a warning, at most one per cache every few seconds
+        // (an outage across thousands of names is one line, saying how many others failed).
+        match (last != Some(&error)).then(|| self.warnings.allow()).flatten() {
+            Some(others) => tracing::warn!(
                 name,
                 source,
                 id = %id,
                 %error,
                 failures,
                 retry_in_ms = retry_in.as_millis() as u64,
+                other_names_failed_since_last_warning = others,
                 "lambda-secrets on-demand refresh failed; serving the last good value"
-            );
-        } else {
-            tracing::debug!(name, %error, failures, "lambda-secrets on-demand refresh failed again");
+            ),
+            None => tracing::debug!(name, %error, failures, "lambda-secrets on-demand refresh failed"),
         }
     }
 }

@@ -157,7 +157,7 @@ async fn the_byte_bound_evicts() {
     for i in 0..100 {
         od.get(&format!("t{i}")).await.unwrap();
     }
-    // Each entry weighs its 1,000 bytes (and a share of 20 bytes): at most 19 fit.
+    // Each entry weighs its 1,000 bytes and its name (more than its share of 20 bytes): 19 fit.
     assert!(od.cached().await <= 19, "{}", od.cached().await);
 }
 
@@ -511,6 +511,15 @@ async fn a_lookup_with_little_time_left_never_fails_a_patient_one_for_the_same_n
     let (hurried, patient) = tokio::join!(hurried, patient);
     assert!(hurried.is_err());
     assert_eq!(patient.unwrap().expose_str(), Some("value of t0"));
+    // The lookup that gave up did not cancel the fetch: the name was fetched once.
+    let t0 = source
+        .fetched
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|i| *i == "t0")
+        .count();
+    assert_eq!(t0, 1, "{:?}", source.fetched.lock().unwrap());
 }
 
 #[tokio::test(start_paused = true)]
@@ -629,4 +638,83 @@ proptest::proptest! {
             Ok(())
         })?;
     }
+}
+
+/// Answers after `steps` × 100 ms, and counts its answers.
+#[derive(Default)]
+struct Stepping {
+    steps: std::sync::atomic::AtomicU64,
+    answered: std::sync::atomic::AtomicU64,
+}
+
+impl crate::Source for Stepping {
+    type Item = String;
+    fn kind(&self) -> &'static str {
+        "stepping"
+    }
+    async fn fetch(&self, items: &[String], _: &crate::CallContext) -> Vec<crate::ItemResult> {
+        for _ in 0..self.steps.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let n = self.answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        items
+            .iter()
+            .map(|id| Ok(vec![crate::Fetched::new(id.as_str(), format!("v{n}"))]))
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_frozen_in_its_batch_lands_after_the_thaw() {
+    // A refresh's batch is 1 s into a 4 s fetch when Lambda freezes the process for a minute; after
+    // the thaw the fetch takes 3 s more. Lookups meanwhile must not take the refresh for one that
+    // never runs: its answer is served, and nothing failed.
+    let source = std::sync::Arc::new(Stepping::default());
+    let od = OnDemand::builder()
+        .ttl(Duration::from_secs(1))
+        .max_staleness(Duration::from_secs(3600))
+        .build({
+            let source = source.clone();
+            move |name| crate::Declaration::new(name, source.clone(), name.to_owned())
+        })
+        .unwrap();
+    assert_eq!(od.get("k").await.unwrap().expose_str(), Some("v0"));
+    source.steps.store(40, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    od.get("k").await.unwrap(); // due: the refresh starts
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::advance(Duration::from_secs(60)).await; // frozen
+    for _ in 0..12 {
+        od.get("k").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(od.get("k").await.unwrap().expose_str(), Some("v1"));
+    assert_eq!(od.stats().refresh_failures, 0, "{:?}", od.stats());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outage_across_a_hundred_names_is_one_warning() {
+    let capture = crate::test_support::Capture::default();
+    let _log = capture.start();
+    let mem = MemorySource::new();
+    seed(&mem, 100);
+    let od = tenants_with(
+        &mem,
+        OnDemand::builder()
+            .ttl(Duration::from_secs(1))
+            .max_staleness(Duration::from_secs(3600))
+            .retry_policy(crate::call::RetryPolicy::default().max_attempts(1)),
+    );
+    let names: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
+    join_all(names.iter().map(|n| od.get(n))).await;
+    mem.set_failing(true);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..3 {
+        join_all(names.iter().map(|n| od.get(n))).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    assert!(od.stats().refresh_failures >= 100, "{:?}", od.stats());
+    let log = capture.text();
+    let warnings = log.lines().filter(|l| l.contains("WARN")).count();
+    assert_eq!(warnings, 1, "{log}");
 }

@@ -121,26 +121,17 @@ impl Entry {
 
     /// A source's answer to a refresh, as the state machine takes it.
     pub(crate) fn outcome(&self, answer: crate::freshness::fetch::Answer, at: Instant) -> Outcome<Bound> {
-        use crate::freshness::fetch::Answer;
-        use crate::source::Refreshed;
-        match answer {
-            Answer::Lost(why) => Outcome::Lost(why),
-            Answer::Answered(Ok(Refreshed::Changed(fetched))) => match self.bind(fetched, at) {
-                Ok(bound) => {
-                    let refresh_by = bound.refresh_by;
-                    Outcome::Fetched(bound, refresh_by)
-                }
-                Err(failures) => Outcome::Failed(
-                    failures
-                        .into_iter()
-                        .next()
-                        .map(|f| f.error)
-                        .unwrap_or(ItemError::NotFound),
-                ),
-            },
-            Answer::Answered(Ok(Refreshed::Unchanged { refresh_by })) => Outcome::Unchanged { refresh_by },
-            Answer::Answered(Err(error)) => Outcome::Failed(error),
-        }
+        answer.outcome(|fetched| match self.bind(fetched, at) {
+            Ok(bound) => {
+                let refresh_by = bound.refresh_by;
+                Ok((bound, refresh_by))
+            }
+            Err(failures) => Err(failures
+                .into_iter()
+                .next()
+                .map(|f| f.error)
+                .unwrap_or(ItemError::NotFound)),
+        })
     }
 
     /// Any state -> sealed: drops the values (each zeroizes its bytes when its last clone goes).

@@ -232,9 +232,26 @@ impl Store {
             };
             if !ended {
                 tracing::debug!(?max_wait, "the refresh of values past their maximum staleness did not land in time; they read as expired");
-                return self.due(Instant::now()).snapshot;
+                return self.waited_out(Instant::now());
             }
         }
+    }
+
+    /// A read waited `max_wait` in vain for the refreshes of values past their maximum staleness:
+    /// later reads do not wait for these refreshes (they get the same answer, `Error::Expired`, at
+    /// once), and the refreshes end as lost after their grace, to be retried. Returns the snapshot
+    /// to serve.
+    fn waited_out(self: &Arc<Self>, now: Instant) -> Snapshot {
+        let mut entries = self.lock();
+        for entry in &mut entries.list {
+            let f = &mut entry.freshness;
+            if f.refreshing().is_some() && f.stale_at() <= now {
+                f.waited_out(now);
+            }
+        }
+        self.publish(&entries, now);
+        drop(entries);
+        self.current()
     }
 
     fn lock(&self) -> MutexGuard<'_, Entries> {

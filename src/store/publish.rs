@@ -32,7 +32,7 @@ fn timing(entries: &[Entry], now: Instant) -> (Instant, Instant) {
         if let Some(watch) = freshness.watch_at(GRACE) {
             next_check = next_check.min(watch);
         }
-        if !freshness.is_expired() {
+        if freshness.is_worth_waiting_for() {
             stale_at = stale_at.min(freshness.stale_at());
         }
     }

@@ -13,16 +13,14 @@ use tokio::time::Instant;
 use super::{Entries, Store};
 use crate::call::{CallContext, Urgency};
 use crate::error::ItemError;
-use crate::freshness::fetch::{fetch_groups, FetchTarget, Landed, Mode, GRACE};
+use crate::freshness::fetch::{fetch_groups, FetchTarget, Landed, Mode};
 use crate::freshness::seal::{sealed, TaskGuard};
 use crate::freshness::spawn::Beating;
-use crate::freshness::state::{Outcome, Started, Transition, Watch};
+use crate::freshness::state::{Outcome, Started, Transition, LOST_NEVER_RAN, LOST_NO_RUNTIME};
 use crate::time::later;
 use crate::time::schedule;
 
 const LOST_EARLY: &str = "the refresh task ended early (it panicked or its runtime was dropped)";
-const LOST_NEVER_RAN: &str = "the refresh task was never run (its runtime is no longer driven)";
-const LOST_NO_RUNTIME: &str = "no tokio runtime was running to run the refresh";
 
 /// Keys named in one log line, at most.
 const KEYS_LOGGED: usize = 10;
@@ -39,15 +37,12 @@ impl Store {
                 if !entry.freshness.is_expired() && entry.freshness.stale_at() <= now {
                     r.urgency.hurry();
                 }
-                let generation = r.generation;
-                if entry.freshness.watch(now, GRACE) == Some(Watch::Lost) {
-                    let settings = &self.config.freshness;
-                    let random = crate::random::f64();
-                    if let Some(t) =
-                        entry.finish(generation, Outcome::Lost(LOST_NEVER_RAN), now, settings, random)
-                    {
-                        ended.push((i, t));
-                    }
+            }
+            if let Some(generation) = entry.freshness.never_ran(now) {
+                let (settings, random) = (&self.config.freshness, crate::random::f64());
+                let lost = Outcome::Lost(LOST_NEVER_RAN);
+                if let Some(t) = entry.finish(generation, lost, now, settings, random) {
+                    ended.push((i, t));
                 }
             }
         }
@@ -118,7 +113,8 @@ impl Store {
     }
 
     /// Moves `batch` to `Refreshing` under a new generation and returns its refresh, ready to
-    /// spawn. The guard that ends the refresh if its task is lost exists before any entry moves.
+    /// spawn, with the guard that ends it if its task is lost (made under the same lock, so no
+    /// entry can be left `Refreshing` without one).
     pub(super) fn begin(
         self: &Arc<Self>,
         entries: &mut Entries,
@@ -262,7 +258,8 @@ impl Refresh {
         // Its guard ends it, which changes nothing in sealed entries.
         let targets: Vec<FetchTarget> = {
             let entries = store.lock();
-            if entries.sealed {
+            // Sealed since it began (and maybe loaded again since): nothing to fetch.
+            if entries.sealed || self.epoch.has_changed().unwrap_or(true) {
                 return;
             }
             self.batch
@@ -283,7 +280,8 @@ impl Refresh {
             Some(store.config.freshness.limits.clone()),
             self.started.deadline.clone(),
         )
-        .spread(self.window, self.started.urgency.clone());
+        .spread(self.window, self.started.urgency.clone())
+        .background();
         // One draw for the whole refresh (jitter of the next refresh, or backoff): values
         // refreshed together stay due together, in one batched refresh, instead of scattering.
         let random = crate::random::f64();

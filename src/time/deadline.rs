@@ -13,22 +13,30 @@ use super::later;
 /// the time lost *relative to the deadline it saw before waiting*, so one freeze is given back
 /// once.
 #[derive(Debug)]
-pub(crate) struct Deadline(Mutex<Instant>);
+pub(crate) struct Deadline(Mutex<(Instant, bool)>);
 
 impl Deadline {
     pub(crate) fn new(at: Instant) -> Self {
-        Deadline(Mutex::new(at))
+        Deadline(Mutex::new((at, false)))
     }
 
     pub(crate) fn get(&self) -> Instant {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
-    /// Gives back `lost` to a deadline that was `seen` before the wait.
+    /// Gives back `lost` to a deadline that was `seen` before the wait (unless it was cut).
     pub(crate) fn give_back(&self, seen: Instant, lost: Duration) {
         if lost > Duration::ZERO {
             let mut at = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            *at = (*at).max(later(seen, lost));
+            if !at.1 {
+                at.0 = at.0.max(later(seen, lost));
+            }
         }
+    }
+
+    /// Moves the deadline to `now` at the latest, for good: no time is given back after it.
+    pub(crate) fn cut(&self, now: Instant) {
+        let mut at = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *at = (at.0.min(now), true);
     }
 }

@@ -18,8 +18,8 @@
 //!   plentiful quotas (`DescribeSecret`, `GetSecretValue`, KMS `Decrypt`) are never spread, and
 //!   neither are loads, forced refreshes and refreshes of failing or stale values.
 //! - [`failure_backoff`]: a failed refresh is retried after an exponential, jittered backoff.
-//! - [`default_staleness`]: how old a value may get before an invocation waits for it.
-//!
+//! - [`default_staleness`]: how old a value may get before it is no longer served (an invocation
+//!   through the layer then waits for its refresh).
 //! - [`next_due`]: when the next refresh of values just read is due (the TTL less the jitter,
 //!   counted from the start of the refresh that read them; by 90 % of the maximum staleness at the
 //!   latest; at a source's "refresh me by" if that comes first).

@@ -190,6 +190,11 @@ async fn past_its_maximum_staleness_a_value_is_never_served_even_while_its_refre
         assert!(matches!(read.unwrap(), Err(Error::Expired { .. })));
     }
     assert!(matches!(secrets.snapshot().get("k"), Err(Error::Expired { .. })));
+    // The same answer for a later read, at once: nobody waits again for that refresh.
+    let asked = Instant::now();
+    let late = secrets.fresh_snapshot().await;
+    assert_eq!(asked.elapsed(), Duration::ZERO);
+    assert!(matches!(late.get("k"), Err(Error::Expired { .. })));
     let log = capture.text();
     assert_eq!(
         log.matches("are not served until a refresh replaces them")
