@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::Criterion;
-use lambda_secrets::{Secrets, SecretsManagerSource, SsmSource};
+use lambda_secrets::{RateLimits, Secrets, SecretsManagerSource, SsmSource};
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -21,7 +21,8 @@ const NAMES: usize = 100;
 const LATENCY: Duration = Duration::from_millis(20);
 
 async fn load_batched(ssm: &SsmSource, names: &[String]) -> Secrets {
-    let mut builder = Secrets::builder();
+    // A cold start is a new process: its rate limits start full.
+    let mut builder = Secrets::builder().rate_limits(RateLimits::new());
     for (i, name) in names.iter().enumerate() {
         builder = builder.add(ssm.parameter(format!("k{i}"), name.clone()));
     }
@@ -36,7 +37,8 @@ async fn load_mixed(
     names: &[String],
     secrets: &[String],
 ) -> Secrets {
-    let mut builder = Secrets::builder();
+    // A cold start is a new process: its rate limits start full.
+    let mut builder = Secrets::builder().rate_limits(RateLimits::new());
     for (i, name) in names.iter().enumerate() {
         builder = builder.add(ssm.parameter(format!("p{i}"), name.clone()));
     }
