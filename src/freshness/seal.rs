@@ -62,6 +62,7 @@ impl Default for Seal {
 
 impl Seal {
     /// Seals so far.
+    #[cfg_attr(not(feature = "on-demand"), allow(dead_code))] // used by on_demand only
     pub(crate) fn epoch(&self) -> u64 {
         self.seals.load(Ordering::Acquire)
     }

@@ -113,6 +113,7 @@ impl<F: Future> Future for Beating<F> {
 /// Awaits `future`, work done by another task (an on-demand batch), in slices of at most
 /// [`FROZEN_SLACK`]: the waiting task is polled at each (its heartbeat beats: the watchdog knows it
 /// lives), and time lost to a freeze is given back to its `deadline`.
+#[cfg_attr(not(feature = "on-demand"), allow(dead_code))] // used by on_demand only
 pub(crate) async fn awaiting<T>(future: impl Future<Output = T>, deadline: &Deadline) -> T {
     let mut future = std::pin::pin!(future);
     loop {

@@ -189,6 +189,7 @@ impl Freshness {
     }
 
     /// When the value arrived.
+    #[cfg_attr(not(feature = "on-demand"), allow(dead_code))] // used by on_demand only
     pub(crate) fn fetched_at(&self) -> Instant {
         self.fetched_at
     }
@@ -241,6 +242,7 @@ impl Freshness {
     }
 
     /// The error of the failing streak, if the last refresh failed.
+    #[cfg_attr(not(feature = "on-demand"), allow(dead_code))] // used by on_demand only
     pub(crate) fn last_error(&self) -> Option<&ItemError> {
         match &self.state {
             State::Failing { error, .. } => Some(error),
@@ -489,6 +491,7 @@ impl Freshness {
 
     /// After a first fetch that started at `since` (an on-demand miss): the next refresh comes
     /// after the TTL less a random jitter, or sooner if the source asks.
+    #[cfg_attr(not(feature = "on-demand"), allow(dead_code))] // used by on_demand only
     pub(crate) fn fetched(
         &mut self,
         since: Instant,
