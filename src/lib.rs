@@ -1,7 +1,8 @@
 //! # lambda-secrets
 //!
 //! Secrets for AWS Lambda functions, without environment variables: values are fetched (and
-//! decrypted) from SSM Parameter Store, Secrets Manager and KMS at cold start, cached in memory with a TTL so a rotated
+//! decrypted) from SSM Parameter Store, Secrets Manager and KMS, or signed locally (RDS and Aurora
+//! DSQL IAM auth tokens), at cold start, cached in memory with a TTL so a rotated
 //! value reaches running containers without a redeploy, and handed to every invocation through
 //! a tower [`Layer`](tower_layer::Layer).
 //!
@@ -53,7 +54,8 @@
 //! - [`Secrets`] and [`SecretsBuilder`]: declare values, load them at INIT, read them, refresh one
 //!   now; [`Stats`] for metrics.
 //! - Sources: `SsmSource`, `SecretsManagerSource` (rotation-aware: `DescribeSecret` before
-//!   `GetSecretValue`), `KmsSource`, [`MemorySource`] for tests; [`Source`] for your own, whose
+//!   `GetSecretValue`), `KmsSource`, `RdsSource` and `DsqlSource` (IAM auth tokens that expire with
+//!   their credentials), [`MemorySource`] for tests; [`Source`] for your own, whose
 //!   API calls go through [`CallContext`] (rate limits, retries, deadlines, counts).
 //! - [`Snapshot`]: what a handler reads; [`SecretValue`]: zeroized on drop, redacted in
 //!   `Debug`/`Display`; [`ValueInfo`]: where a value came from and its age.
@@ -64,7 +66,7 @@
 //! - [`Policy`]: the least-privilege IAM policy the declarations need (JSON or SAM).
 //! - [`SnapStart`]: the Lambda SnapStart hooks (see [below](#snapstart)).
 //!
-//! Features: `ssm` and `lambda-runtime` (default), `secretsmanager`, `kms`, `on-demand`,
+//! Features: `ssm` and `lambda-runtime` (default), `secretsmanager`, `kms`, `rds`, `dsql`, `on-demand`,
 //! `snapstart` (the `lambda_runtime::SnapStartResource` impl; enabled by `lambda-runtime`); `full`
 //! enables all.
 //!
@@ -76,6 +78,11 @@
 //!   background, started by the first read that finds it due, and served as it is meanwhile.
 //!   A source may ask for an earlier refresh (a secret's next rotation date): its "refresh me by"
 //!   caps the TTL; one already past is ignored.
+//! - **A value that expires** (an IAM auth token: [`Fetched::expires_at`], shown in
+//!   [`ValueInfo::expires_at`]) is refreshed ahead of its expiry, whatever its TTL, by a minute or
+//!   a tenth of its lifetime, whichever is smaller (a 15-minute token 60 s ahead, one whose
+//!   credentials expire in 2 minutes 12 s ahead), and is never served past it: its expiry caps its
+//!   maximum staleness (below). A failed renewal is retried before the expiry.
 //! - **The freshness bound.** A value changed at time `t` is served by every invocation that
 //!   starts after `t + TTL × (1 + spread) + d`, where `spread` is the
 //!   [refresh spread](SecretsBuilder::refresh_spread) (0.1 by default, 0 for values with no
@@ -114,7 +121,9 @@
 //!
 //! - before the snapshot, every value (declared and `OnDemand`) is dropped, and its bytes
 //!   zeroized; refreshes and on-demand fetches under way stop, and the hook returns once none holds
-//!   a value (it waits a second at most): the snapshot holds the declarations, not the secrets;
+//!   a value (it waits a second at most), and what sources cached that must not be in a snapshot
+//!   is dropped too ([`Source::seal`]: the credentials the token sources hold): the snapshot holds
+//!   the declarations, not the secrets;
 //! - after each restore, the random generator is reseeded from the OS (each restored environment
 //!   draws its own refresh phase: no lockstep across a restored fleet), the rate limits start
 //!   afresh, and every declared value is loaded again through the cold load's batched,
@@ -135,6 +144,8 @@
 //! | question | where |
 //! |---|---|
 //! | what states can a value be in | `freshness/state.rs` (one enum for both caches) |
+//! | what a source says of a value's time (refresh by, expires at) | `freshness/dates.rs` |
+//! | how a token is signed | `source/signing.rs` (`aws-sigv4`), `source/rds.rs`, `source/dsql.rs` |
 //! | when is a value due, how long to back off | `time/schedule.rs` (pure functions) |
 //! | where does a declared value refresh | `store/refresh.rs`; on demand: `on_demand/refresh.rs` |
 //! | how is a call retried | `call/retry.rs`; its errors: `error/call.rs`; AWS's: `source/aws.rs` |
@@ -178,8 +189,12 @@ pub use policy::{Policy, PolicyBuilder, PolicyStatement};
 pub use secrets::{Secrets, SecretsBuilder};
 pub use snapshot::{Snapshot, ValueInfo};
 pub use snapstart::SnapStart;
+#[cfg(feature = "dsql")]
+pub use source::dsql::{DsqlSource, DsqlToken, DSQL_TOKEN_LIFETIME, DSQL_TOKEN_MAX_LIFETIME};
 #[cfg(feature = "kms")]
 pub use source::kms::{Ciphertext, KmsSource};
+#[cfg(feature = "rds")]
+pub use source::rds::{RdsDbUser, RdsSource, RDS_TOKEN_LIFETIME};
 #[cfg(feature = "secretsmanager")]
 pub use source::secrets_manager::SecretsManagerSource;
 #[cfg(feature = "ssm")]

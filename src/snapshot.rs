@@ -34,6 +34,10 @@ pub struct ValueInfo {
     /// When the source asked for the next refresh at the latest (Secrets Manager: the
     /// secret's next scheduled rotation); the TTL is capped at it.
     pub refresh_by: Option<std::time::SystemTime>,
+    /// When the value stops being good (an IAM auth token: the end of its lifetime or of its
+    /// credentials', whichever is first); it is refreshed ahead of it and never served past it.
+    /// `None` for values that do not expire.
+    pub expires_at: Option<std::time::SystemTime>,
     /// When the source last gave or confirmed it (see [`age`](Self::age)).
     fetched_at: Instant,
 }
@@ -44,6 +48,7 @@ impl ValueInfo {
         name: String,
         version: Option<String>,
         refresh_by: Option<std::time::SystemTime>,
+        expires_at: Option<std::time::SystemTime>,
         fetched_at: Instant,
     ) -> Self {
         ValueInfo {
@@ -51,11 +56,13 @@ impl ValueInfo {
             name,
             version,
             refresh_by,
+            expires_at,
             fetched_at,
         }
     }
 
-    /// The same value, confirmed by the source `at`, with its new "refresh me by".
+    /// The same value, confirmed by the source `at`, with its new "refresh me by" (its expiry
+    /// stays).
     pub(crate) fn confirmed(&self, refresh_by: Option<std::time::SystemTime>, at: Instant) -> Self {
         ValueInfo {
             refresh_by,

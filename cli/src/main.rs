@@ -7,6 +7,9 @@
 //! - `lookup`: the same through one on-demand cache.
 //! - `policy`: prints the least-privilege IAM policy that loading and refreshing the given names
 //!   needs (no AWS call is made).
+//! - `rds-token`, `dsql-token`: print an IAM auth token on stdout, as `aws rds
+//!   generate-db-auth-token` and `aws dsql generate-db-connect-auth-token` do: the only commands
+//!   that print a credential, because that is their job.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,8 +17,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use futures_util::future::join_all;
 use lambda_secrets::{
-    Ciphertext, KmsSource, OnDemand, Policy, Quota, QuotaClass, RateLimits, SecretValue, Secrets,
-    SecretsManagerSource, Snapshot, SsmSource, Stats, ValueInfo,
+    Ciphertext, Declaration, DsqlSource, DsqlToken, KmsSource, OnDemand, Policy, Quota, QuotaClass,
+    RateLimits, RdsDbUser, RdsSource, SecretValue, Secrets, SecretsManagerSource, Snapshot, SsmSource, Stats,
+    ValueInfo,
 };
 use serde_json::json;
 
@@ -41,6 +45,45 @@ enum Command {
     /// nothing else (no AWS call is made). `*` and `?` in a name make a pattern, for names
     /// looked up on demand.
     Policy(PolicyArgs),
+    /// Print an RDS IAM auth token (the password of an IAM database user) on stdout, signed
+    /// locally with the environment's credentials, as `aws rds generate-db-auth-token` does.
+    RdsToken(RdsTokenArgs),
+    /// Print an Aurora DSQL auth token on stdout, signed locally with the environment's
+    /// credentials, as `aws dsql generate-db-connect-auth-token` does.
+    DsqlToken(DsqlTokenArgs),
+}
+
+#[derive(Parser)]
+struct RdsTokenArgs {
+    /// The DB instance's or cluster's endpoint (no scheme, no port).
+    #[arg(long)]
+    hostname: String,
+    /// The port the DB listens on.
+    #[arg(long)]
+    port: u16,
+    /// The database user.
+    #[arg(long)]
+    username: String,
+    /// The DB's Region (default: the environment's).
+    #[arg(long)]
+    region: Option<String>,
+}
+
+#[derive(Parser)]
+struct DsqlTokenArgs {
+    /// The cluster's endpoint (`CLUSTER_ID.dsql.REGION.on.aws`).
+    #[arg(long)]
+    hostname: String,
+    /// A `DbConnectAdmin` token (the `admin` role) rather than `DbConnect`.
+    #[arg(long)]
+    admin: bool,
+    /// How long the token is good for, in seconds (default 900, at most 604800); it still ends
+    /// with the credentials that signed it.
+    #[arg(long = "expires-in", value_name = "SECONDS", default_value_t = 900)]
+    expires_in: u64,
+    /// The cluster's Region (default: the environment's).
+    #[arg(long)]
+    region: Option<String>,
 }
 
 #[derive(Parser)]
@@ -69,6 +112,16 @@ struct PolicyArgs {
     /// Encryption context pair of that ciphertext (repeatable), e.g. `app=billing`.
     #[arg(long = "decrypt-context", value_name = "KEY=VALUE", value_parser = parse_pair)]
     decrypt_context: Vec<(String, String)>,
+    /// RDS IAM database user, `RESOURCE_ID/USER` (repeatable): `rds-db:connect` for it. The
+    /// resource id is the instance's DbiResourceId (`db-…`) or the cluster's (`cluster-…`).
+    #[arg(long = "rds-db-user", value_name = "RESOURCE_ID/USER")]
+    rds_db_users: Vec<String>,
+    /// Aurora DSQL cluster endpoint (repeatable): `dsql:DbConnect` on the cluster.
+    #[arg(long = "dsql", value_name = "HOST")]
+    dsql: Vec<String>,
+    /// Aurora DSQL cluster endpoint (repeatable): `dsql:DbConnectAdmin` on the cluster.
+    #[arg(long = "dsql-admin", value_name = "HOST")]
+    dsql_admin: Vec<String>,
     /// Region of the ARNs (default: `${AWS::Region}`, for SAM/CloudFormation).
     #[arg(long)]
     region: Option<String>,
@@ -164,6 +217,8 @@ async fn main() -> ExitCode {
         Command::Check(check) => run(check).await,
         Command::Lookup(lookup) => run_lookup(lookup).await,
         Command::Policy(args) => run_policy(args),
+        Command::RdsToken(args) => run_rds_token(args).await,
+        Command::DsqlToken(args) => run_dsql_token(args).await,
     };
     match result {
         Ok(code) => code,
@@ -179,8 +234,14 @@ fn run_policy(args: PolicyArgs) -> Result<ExitCode, lambda_secrets::Error> {
         && args.paths.is_empty()
         && args.secrets.is_empty()
         && args.decrypt_keys.is_empty()
+        && args.rds_db_users.is_empty()
+        && args.dsql.is_empty()
+        && args.dsql_admin.is_empty()
     {
-        eprintln!("error: nothing to describe; give at least one --param, --path, --secret or --decrypt-key");
+        eprintln!(
+            "error: nothing to describe; give at least one --param, --path, --secret, --decrypt-key, \
+             --rds-db-user, --dsql or --dsql-admin"
+        );
         return Ok(ExitCode::from(2));
     }
     if !args.decrypt_context.is_empty() && args.decrypt_keys.is_empty() {
@@ -213,6 +274,22 @@ fn run_policy(args: PolicyArgs) -> Result<ExitCode, lambda_secrets::Error> {
         }
         builder = builder.declaration(&kms.decrypt(key.clone(), ciphertext));
     }
+    let (rds, dsql) = (RdsSource::new(&config), DsqlSource::new(&config));
+    for spec in &args.rds_db_users {
+        let Some((resource_id, user)) = spec.split_once('/') else {
+            eprintln!("error: --rds-db-user `{spec}` is not RESOURCE_ID/USER");
+            return Ok(ExitCode::from(2));
+        };
+        // The host and port are not part of the policy.
+        let db_user = RdsDbUser::new("db.invalid", 5432, user).dbi_resource_id(resource_id);
+        builder = builder.declaration(&rds.auth_token_for(spec.clone(), db_user));
+    }
+    for host in &args.dsql {
+        builder = builder.declaration(&dsql.token(host.clone(), DsqlToken::connect(host.clone())));
+    }
+    for host in &args.dsql_admin {
+        builder = builder.declaration(&dsql.token(host.clone(), DsqlToken::admin(host.clone())));
+    }
     for key in &args.kms_keys {
         builder = builder.ssm_kms_key(key.clone());
     }
@@ -236,6 +313,47 @@ fn run_policy(args: PolicyArgs) -> Result<ExitCode, lambda_secrets::Error> {
     match args.format {
         PolicyFormat::Json => println!("{policy}"),
         PolicyFormat::Sam => print!("{}", policy.to_sam_yaml()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_rds_token(args: RdsTokenArgs) -> Result<ExitCode, lambda_secrets::Error> {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let mut rds = RdsSource::new(&config);
+    if let Some(region) = args.region {
+        rds = rds.region(region);
+    }
+    print_token(rds.auth_token("token", args.hostname, args.port, args.username)).await
+}
+
+async fn run_dsql_token(args: DsqlTokenArgs) -> Result<ExitCode, lambda_secrets::Error> {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let mut dsql = DsqlSource::new(&config);
+    if let Some(region) = args.region {
+        dsql = dsql.region(region);
+    }
+    let token = if args.admin {
+        DsqlToken::admin(args.hostname)
+    } else {
+        DsqlToken::connect(args.hostname)
+    };
+    print_token(dsql.token("token", token.expires_in(Duration::from_secs(args.expires_in)))).await
+}
+
+/// Signs the token `decl` declares and prints it (its expiry goes to stderr).
+async fn print_token(decl: Declaration) -> Result<ExitCode, lambda_secrets::Error> {
+    let secrets = Secrets::builder().add(decl).load().await?;
+    let snapshot = secrets.snapshot();
+    println!("{}", snapshot.expose_str("token")?);
+    if let Some(at) = snapshot.info("token").and_then(|i| i.expires_at) {
+        let left = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        eprintln!(
+            "expires {} (in {}s)",
+            humantime::format_rfc3339_seconds(at),
+            left.as_secs()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -387,3 +387,93 @@ async fn lookup_reports_a_missing_name_and_fails_after_every_line() {
     // The miss is remembered: one call for the first round, none for the second.
     assert_eq!(proxy.calls("GetParameters"), 1, "{:?}", proxy.calls_all());
 }
+
+/// `rds-token` and `dsql-token` print a token signed with the environment's credentials (no call:
+/// the endpoint is never reached), its expiry on stderr; bad input fails naming it, printing
+/// nothing on stdout. (That the tokens are botocore's, byte for byte, is `tests/tokens_reference.rs`.)
+#[test]
+fn the_token_commands_print_a_token_signed_with_the_environments_credentials() {
+    let unreachable = "http://127.0.0.1:9";
+    let out = command(unreachable, "rds-token")
+        .env("AWS_SESSION_TOKEN", "session/token+=")
+        .args([
+            "--hostname",
+            "db.example.internal",
+            "--port",
+            "5432",
+            "--username",
+            "app",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap();
+    let token = token.trim_end();
+    assert!(token.starts_with("db.example.internal:5432/?Action=connect&DBUser=app&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=test%2F"), "{token}");
+    assert!(token.contains("%2Fus-east-1%2Frds-db%2Faws4_request&"), "{token}");
+    assert!(token.contains("&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Security-Token=session%2Ftoken%2B%3D&X-Amz-Signature="), "{token}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expires "));
+
+    let out = command(unreachable, "dsql-token")
+        .args([
+            "--hostname",
+            "abc.dsql.eu-west-1.on.aws",
+            "--admin",
+            "--expires-in",
+            "3600",
+            "--region",
+            "eu-west-1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        token.starts_with("abc.dsql.eu-west-1.on.aws/?Action=DbConnectAdmin&"),
+        "{token}"
+    );
+    assert!(
+        token.contains("%2Feu-west-1%2Fdsql%2Faws4_request&") && token.contains("&X-Amz-Expires=3600&"),
+        "{token}"
+    );
+
+    for (sub, args, expected) in [
+        (
+            "rds-token",
+            &[
+                "--hostname",
+                "https://db.example",
+                "--port",
+                "5432",
+                "--username",
+                "app",
+            ][..],
+            "invalid RDS host name `https://db.example`",
+        ),
+        (
+            "rds-token",
+            &["--hostname", "db.example", "--port", "0", "--username", "app"][..],
+            "invalid RDS port",
+        ),
+        (
+            "rds-token",
+            &["--hostname", "db.example", "--port", "5432", "--username", ""][..],
+            "user is empty",
+        ),
+        (
+            "dsql-token",
+            &[
+                "--hostname",
+                "abc.dsql.us-east-1.on.aws",
+                "--expires-in",
+                "604801",
+            ][..],
+            "invalid DSQL token lifetime",
+        ),
+    ] {
+        let out = command(unreachable, sub).args(args).output().unwrap();
+        assert!(!out.status.success() && out.stdout.is_empty(), "{sub} {args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}

@@ -472,3 +472,104 @@ fn bad_input_is_named_and_nothing_is_printed() {
         assert!(stderr.contains(expected), "{stderr}");
     }
 }
+
+/// IAM auth tokens: `rds-db:connect` on exactly each database user, `dsql:DbConnect` /
+/// `dsql:DbConnectAdmin` on exactly each cluster; each statement needed, neighbours denied (a real
+/// IAM evaluator decides; there is no request for the emulator to see: tokens are signed locally).
+#[test]
+fn token_policies_allow_exactly_the_database_users_and_clusters_declared() {
+    let region = "us-east-1";
+    let account = "123456789012";
+    let cluster = "abcdefghijklmnopqrst123456";
+    let out = policy_command()
+        .args([
+            "--rds-db-user",
+            "db-ABCDEFGHIJKLMNOPQRSTUVWXY1/app",
+            "--rds-db-user",
+            "cluster-ZYXWVUTSRQPONMLKJIHGFEDCB2/report",
+            "--dsql",
+            &format!("{cluster}.dsql.{region}.on.aws"),
+            "--dsql-admin",
+            &format!("admincluster000000000000001.dsql.{region}.on.aws"),
+            "--region",
+            region,
+            "--account",
+            account,
+        ])
+        .output()
+        .unwrap();
+    let policy: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    assert!(lint(&policy).is_empty(), "{:?}", lint(&policy));
+    let dbuser = |id: &str, user: &str| format!("arn:aws:rds-db:{region}:{account}:dbuser:{id}/{user}");
+    let cluster_arn = |id: &str| format!("arn:aws:dsql:{region}:{account}:cluster/{id}");
+    let allowed = [
+        IamRequest::new(
+            "rds-db:connect",
+            &dbuser("db-ABCDEFGHIJKLMNOPQRSTUVWXY1", "app"),
+            account,
+        ),
+        IamRequest::new(
+            "rds-db:connect",
+            &dbuser("cluster-ZYXWVUTSRQPONMLKJIHGFEDCB2", "report"),
+            account,
+        ),
+        IamRequest::new("dsql:DbConnect", &cluster_arn(cluster), account),
+        IamRequest::new(
+            "dsql:DbConnectAdmin",
+            &cluster_arn("admincluster000000000000001"),
+            account,
+        ),
+    ];
+    let denied = [
+        IamRequest::new(
+            "rds-db:connect",
+            &dbuser("db-ABCDEFGHIJKLMNOPQRSTUVWXY1", "admin"),
+            account,
+        ),
+        IamRequest::new(
+            "rds-db:connect",
+            &dbuser("db-OTHER0000000000000000000", "app"),
+            account,
+        ),
+        IamRequest::new("dsql:DbConnectAdmin", &cluster_arn(cluster), account),
+        IamRequest::new(
+            "dsql:DbConnect",
+            &cluster_arn("othercluster00000000000000"),
+            account,
+        ),
+    ];
+    for (request, result) in allowed.iter().zip(evaluate(&policy, &allowed)) {
+        assert_eq!(result, "Allowed", "{request:?}");
+    }
+    for (request, result) in denied.iter().zip(evaluate(&policy, &denied)) {
+        assert_eq!(result, "ImplicitlyDenied", "{request:?}");
+    }
+    // Minimal: without any one statement, some allowed request is denied.
+    let statements = policy["Statement"].as_array().unwrap();
+    for (i, statement) in statements.iter().enumerate() {
+        let mut fewer = policy.clone();
+        fewer["Statement"].as_array_mut().unwrap().remove(i);
+        let results = evaluate(&fewer, &allowed);
+        assert!(
+            results.iter().any(|r| r != "Allowed"),
+            "statement {i} is not needed: {statement}"
+        );
+    }
+    // Bad input names it.
+    for (args, expected) in [
+        (&["--rds-db-user", "app"][..], "is not RESOURCE_ID/USER"),
+        (
+            &["--rds-db-user", "bogus/app"][..],
+            "invalid RDS resource id `bogus`",
+        ),
+        (
+            &["--dsql", "db.example.com"][..],
+            "IAM names a DSQL cluster by its id",
+        ),
+    ] {
+        let out = policy_command().args(args).output().unwrap();
+        assert!(!out.status.success() && out.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}

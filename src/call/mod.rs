@@ -116,6 +116,7 @@ impl CallContext {
 
     /// A context for calls that may take at most `fraction` of the time left (a fan-out after a
     /// denied batch): the same counts, policy and rate limits, its own deadline, no spreading.
+    #[cfg_attr(not(feature = "ssm"), allow(dead_code))] // used by the SSM source
     pub(crate) fn share(&self, fraction: f64) -> CallContext {
         let now = Instant::now();
         let left = self.deadline.get().saturating_duration_since(now);

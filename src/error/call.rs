@@ -145,6 +145,7 @@ impl CallError {
     }
 
     /// Whether no request was sent: the call says nothing of the service.
+    #[cfg_attr(not(feature = "ssm"), allow(dead_code))] // used by the SSM source
     pub(crate) fn was_not_sent(&self) -> bool {
         self.not_sent
     }

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
+use super::dates::Dates;
 use crate::error::ItemError;
 use crate::snapshot::ValueInfo;
 use crate::source::Fetched;
@@ -28,11 +29,11 @@ pub(crate) struct Keyed {
     pub(crate) info: Arc<ValueInfo>,
 }
 
-/// An item's values bound to its keys, its version, and the source's "refresh me by".
+/// An item's values bound to its keys, its version, and what the source said of their time.
 pub(crate) struct Bound {
     pub(crate) values: Vec<Keyed>,
     pub(crate) version: Option<String>,
-    pub(crate) refresh_by: Option<SystemTime>,
+    pub(crate) timing: Dates,
 }
 
 /// Binds `fetched` (what a `kind` source answered for one item, arrived `at`) to `keys`: a single
@@ -53,12 +54,19 @@ pub(crate) fn bind(
             .collect());
     }
     let version = fetched[0].version.clone();
-    let refresh_by = fetched.iter().filter_map(|f| f.refresh_by).min();
+    let timing = Dates::of(&fetched);
     let mut values = Vec::new();
     let mut failures = Vec::new();
     let take = if tree { fetched.len() } else { 1 };
     for f in fetched.into_iter().take(take) {
-        let info = Arc::new(ValueInfo::new(kind, f.name, f.version, f.refresh_by, at));
+        let info = Arc::new(ValueInfo::new(
+            kind,
+            f.name,
+            f.version,
+            f.refresh_by,
+            f.expires_at,
+            at,
+        ));
         for binding in keys {
             let key: Box<str> = match (tree, &f.relative) {
                 (true, Some(rel)) => format!("{}{rel}", binding.key).into(),
@@ -85,7 +93,7 @@ pub(crate) fn bind(
         Ok(Bound {
             values,
             version,
-            refresh_by,
+            timing,
         })
     } else {
         Err(failures)

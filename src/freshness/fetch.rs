@@ -53,16 +53,16 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
-    /// The answer as the state machine takes it; `bind` binds new values to their keys (with the
-    /// source's "refresh me by"), or fails.
+    /// The answer as the state machine takes it; `bind` binds new values to their keys (with what
+    /// the source said of their time), or fails.
     pub(crate) fn outcome<V>(
         self,
-        bind: impl FnOnce(Vec<crate::source::Fetched>) -> Result<(V, Option<std::time::SystemTime>), ItemError>,
+        bind: impl FnOnce(Vec<crate::source::Fetched>) -> Result<(V, super::dates::Dates), ItemError>,
     ) -> Outcome<V> {
         match self {
             Answer::Lost(why) => Outcome::Lost(why),
             Answer::Answered(Ok(Refreshed::Changed(fetched))) => match bind(fetched) {
-                Ok((values, refresh_by)) => Outcome::Fetched(values, refresh_by),
+                Ok((values, timing)) => Outcome::Fetched(values, timing),
                 Err(error) => Outcome::Failed(error),
             },
             Answer::Answered(Ok(Refreshed::Unchanged { refresh_by })) => Outcome::Unchanged { refresh_by },

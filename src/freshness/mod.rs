@@ -8,6 +8,7 @@
 //! | which settings both share, their defaults and validation | [`settings`] |
 //! | when is a value due, how long to back off (pure functions) | `time/schedule.rs` |
 //! | what states a value can be in, and the one way out of `Refreshing` | [`state`] |
+//! | what a source said about a value's time (refresh by, expires at) | [`dates`] |
 //! | how a source's answer becomes keyed values with a `ValueInfo` | [`bind`] |
 //! | how items are fetched from their sources, within a budget | [`fetch`] |
 //! | how values are dropped for a SnapStart snapshot | [`seal`] |
@@ -17,6 +18,7 @@
 //! is written once, in the crate docs.
 
 pub(crate) mod bind;
+pub(crate) mod dates;
 pub(crate) mod fetch;
 pub(crate) mod seal;
 pub(crate) mod settings;

@@ -23,23 +23,25 @@
 //! What the state decides, and nothing else does:
 //! - when the next refresh is due ([`schedule::next_due`]: the TTL less the jitter from the start
 //!   of the refresh that read the value, by 90 % of the maximum staleness, at the source's
-//!   "refresh me by" if sooner, a "refresh me by" in the past ignored);
+//!   "refresh me by" if sooner, a "refresh me by" in the past ignored; for a value that expires,
+//!   [`schedule::expiry_margin`] ahead of its expiry at the latest);
 //! - how long to back off after a failure (never past the maximum staleness while the value is
 //!   still served);
-//! - whether the value may be served: not once it is as old as its maximum staleness
-//!   ([`Freshness::unserved_cause`]).
+//! - whether the value may be served: not once it is as old as its maximum staleness, nor past
+//!   its expiry ([`Freshness::unserved_cause`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::dates::{Dates, Expiry};
 use super::settings::Settings;
 use super::spawn::Heartbeat;
 use crate::call::Urgency;
 use crate::error::ItemError;
 use crate::time::schedule;
-use crate::time::{later, Deadline};
+use crate::time::{later, wall, Deadline};
 
 /// Why a refresh ended without an answer: its task was never run.
 pub(crate) const LOST_NEVER_RAN: &str = "the refresh task was never run (its runtime is no longer driven)";
@@ -115,8 +117,8 @@ impl Started {
 
 /// How a refresh of one value ended; `V` is the new value(s), bound to their keys.
 pub(crate) enum Outcome<V> {
-    /// New values, and the source's "refresh me by".
-    Fetched(V, Option<SystemTime>),
+    /// New values, and what the source said of their time.
+    Fetched(V, Dates),
     /// The source confirmed the version held.
     Unchanged { refresh_by: Option<SystemTime> },
     /// The source answered with an error.
@@ -155,6 +157,8 @@ pub(crate) struct Freshness {
     staleness: Duration,
     /// When the value arrived (its age, for the maximum staleness, counts from here).
     fetched_at: Instant,
+    /// When the value stops being good, if it expires (a token).
+    expiry: Option<Expiry>,
     state: State,
     /// After a cold load: the randomly placed first refresh, kept if a source asks for an
     /// earlier one (Secrets Manager learning the rotation schedule), so a fleet stays spread.
@@ -172,6 +176,7 @@ impl Freshness {
             ttl,
             staleness,
             fetched_at: now,
+            expiry: None,
             state: State::Fresh { due: now },
             first_phase: None,
             due_by_source: false,
@@ -194,9 +199,10 @@ impl Freshness {
         self.fetched_at
     }
 
-    /// When the value passes its maximum staleness.
+    /// When the value may no longer be served: it passes its maximum staleness, or it expires.
     pub(crate) fn stale_at(&self) -> Instant {
-        later(self.fetched_at, self.staleness)
+        let stale = later(self.fetched_at, self.staleness);
+        self.expiry.map_or(stale, |e| stale.min(e.at))
     }
 
     /// When a refresh should start, unless one is under way.
@@ -290,6 +296,9 @@ impl Freshness {
                     error: Some(error), ..
                 })
                 | State::Failing { error, .. } => error.clone(),
+                _ if self.expiry.is_some_and(|e| e.at <= at) => {
+                    ItemError::Source("its refresh had not answered when the value expired".into())
+                }
                 _ => ItemError::Source(
                     "its refresh had not answered when the value reached its maximum staleness".into(),
                 ),
@@ -302,6 +311,7 @@ impl Freshness {
     /// is ignored.
     pub(crate) fn seal(&mut self) {
         self.first_phase = None;
+        self.expiry = None;
         self.due_by_source = false;
         self.state = State::Sealed;
     }
@@ -401,9 +411,10 @@ impl Freshness {
         }
         let (since, failures) = (r.since, r.failures);
         let error = match outcome {
-            Outcome::Fetched(values, refresh_by) => {
+            Outcome::Fetched(values, timing) => {
                 let keep_phase = self.due_by_source;
-                self.succeed(since, refresh_by, now, settings, keep_phase, random);
+                self.expiry = timing.expires_at.map(|at| Expiry::new(at, now));
+                self.succeed(since, timing.refresh_by, now, settings, keep_phase, random);
                 return Some(Transition::Refreshed(Some(values)));
             }
             Outcome::Unchanged { refresh_by } => {
@@ -443,9 +454,9 @@ impl Freshness {
         })
     }
 
-    /// The values read by a refresh that started at `since` arrived `now`: their age counts
-    /// from now, and the next refresh is scheduled from `since` (the value may have been read any
-    /// time after it).
+    /// The values read by a refresh that started at `since` arrived (or were confirmed) `now`:
+    /// their age counts from now, and the next refresh is scheduled from `since` (the value may
+    /// have been read any time after it), ahead of the value's expiry if it has one.
     fn succeed(
         &mut self,
         since: Instant,
@@ -457,7 +468,13 @@ impl Freshness {
     ) {
         self.fetched_at = now;
         // A source's "refresh me by" in the past (a rotation that failed) is no reason to hurry.
-        let refresh_in = refresh_by.and_then(|by| by.duration_since(SystemTime::now()).ok());
+        let refresh_in = refresh_by.and_then(wall::until);
+        // A value that expires is renewed ahead of its expiry, whatever the TTL.
+        let renew_in = self.expiry.map(|e| e.renew_at.saturating_duration_since(now));
+        let refresh_in = match (refresh_in, renew_in) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // The first refresh after a cold load keeps its random phase (the source may bring it
         // forward); every other one comes the TTL less the jitter after the refresh's start.
         let delay = match self.first_phase {
@@ -481,12 +498,13 @@ impl Freshness {
         &mut self,
         since: Instant,
         now: Instant,
-        refresh_by: Option<SystemTime>,
+        timing: Dates,
         phase: f64,
         settings: &Settings,
     ) {
         self.first_phase = Some(later(since, self.ttl.mul_f64(phase)));
-        self.succeed(since, refresh_by, now, settings, true, phase);
+        self.expiry = timing.expires_at.map(|at| Expiry::new(at, now));
+        self.succeed(since, timing.refresh_by, now, settings, true, phase);
     }
 
     /// After a first fetch that started at `since` (an on-demand miss): the next refresh comes
@@ -496,12 +514,13 @@ impl Freshness {
         &mut self,
         since: Instant,
         now: Instant,
-        refresh_by: Option<SystemTime>,
+        timing: Dates,
         settings: &Settings,
         random: f64,
     ) {
         self.first_phase = None;
-        self.succeed(since, refresh_by, now, settings, false, random);
+        self.expiry = timing.expires_at.map(|at| Expiry::new(at, now));
+        self.succeed(since, timing.refresh_by, now, settings, false, random);
     }
 }
 
@@ -513,7 +532,7 @@ mod tests {
 
     fn fresh(now: Instant) -> Freshness {
         let mut f = Freshness::new(Duration::from_secs(10), Duration::from_secs(30), now);
-        f.fetched(now, now, None, &Settings::default(), 0.5);
+        f.fetched(now, now, Dates::default(), &Settings::default(), 0.5);
         f
     }
 
@@ -617,7 +636,11 @@ mod tests {
         let now = Instant::now();
         let mut f = Freshness::new(Duration::from_secs(300), Duration::from_secs(900), now);
         let soon = SystemTime::now() + Duration::from_secs(1);
-        f.fetched(now, now, Some(soon), &settings, 0.5);
+        let timing = Dates {
+            refresh_by: Some(soon),
+            expires_at: None,
+        };
+        f.fetched(now, now, timing, &settings, 0.5);
         assert!(f.due_at().unwrap() <= now + Duration::from_secs(1));
         let later_on = now + Duration::from_secs(1);
         start(&mut f, 1, later_on);
@@ -645,6 +668,74 @@ mod tests {
             0.5,
         );
         assert!(f.due_at().unwrap() >= due + Duration::from_secs(270));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_value_that_expires_is_renewed_ahead_of_it_and_never_served_past_it() {
+        // A token signed with credentials that expire in 2 minutes lives 2 minutes, whatever
+        // its TTL (5 min) and maximum staleness (15 min).
+        let settings = Settings::default();
+        let now = Instant::now();
+        let mut f = Freshness::new(Duration::from_secs(300), Duration::from_secs(900), now);
+        let expires = Dates {
+            refresh_by: None,
+            expires_at: Some(wall::now() + Duration::from_secs(120)),
+        };
+        f.fetched(now, now, expires, &settings, 0.5);
+        let due = f.due_at().unwrap();
+        assert_eq!(
+            due - now,
+            Duration::from_secs(108),
+            "12 s (10 % of its life) ahead"
+        );
+        assert_eq!(f.stale_at() - now, Duration::from_secs(120));
+        assert!(f.unserved_cause(now + Duration::from_secs(119)).is_none());
+        // The renewal fails: retried before the expiry; once past it, the value is not served.
+        tokio::time::advance(Duration::from_secs(108)).await;
+        let at = Instant::now();
+        start(&mut f, 1, at);
+        let failed = f.finish(
+            1,
+            Outcome::<()>::Failed(ItemError::Source("no credentials".into())),
+            at,
+            &settings,
+            0.99,
+        );
+        assert!(matches!(failed, Some(Transition::Failed { expired: false, .. })));
+        assert!(f.due_at().unwrap() <= now + Duration::from_secs(120));
+        let cause = f.unserved_cause(now + Duration::from_secs(120)).unwrap();
+        assert!(cause.to_string().contains("no credentials"), "{cause}");
+        // A new token: served again, and its own expiry counts (an unchanged answer keeps it).
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let at = Instant::now();
+        start(&mut f, 2, at);
+        let renewed = Dates {
+            refresh_by: None,
+            expires_at: Some(wall::now() + Duration::from_secs(900)),
+        };
+        f.finish(2, Outcome::Fetched((), renewed), at, &settings, 0.5);
+        assert!(f.unserved_cause(now + Duration::from_secs(125)).is_none());
+        assert_eq!(f.stale_at() - at, Duration::from_secs(900));
+        let due = f.due_at().unwrap();
+        assert!(
+            due - at <= Duration::from_secs(300),
+            "the TTL still counts: {:?}",
+            due - at
+        );
+        start(&mut f, 3, due);
+        f.finish(
+            3,
+            Outcome::<()>::Unchanged { refresh_by: None },
+            due,
+            &settings,
+            0.5,
+        );
+        assert_eq!(
+            f.stale_at() - at,
+            Duration::from_secs(900),
+            "confirmed: same expiry"
+        );
+        assert!(f.due_at().unwrap() - at <= Duration::from_secs(840));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::entry::{Entry, Found, NameSpec};
 use super::Inner;
 use crate::error::{CallError, CallErrorKind, Error, Failure, ItemError};
 use crate::freshness::bind::{bind, KeyBinding};
+use crate::freshness::dates::Dates;
 use crate::freshness::fetch::{FetchTarget, Mode};
 use crate::freshness::state::Freshness;
 use crate::snapshot::ValueInfo;
@@ -133,8 +134,8 @@ impl Inner {
         match found {
             Ok(found) => {
                 let mut freshness = Freshness::new(timing.ttl, timing.staleness, started);
-                let refresh_by = found.info.refresh_by;
-                freshness.fetched(started, now, refresh_by, settings, crate::random::f64());
+                let dates = Dates::of_info(&found.info);
+                freshness.fetched(started, now, dates, settings, crate::random::f64());
                 Ok(Entry::found(Arc::new(found), freshness))
             }
             Err(error @ (ItemError::NotFound | ItemError::Denied { .. })) => Ok(Entry::failed(

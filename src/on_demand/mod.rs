@@ -280,12 +280,15 @@ impl OnDemand {
         self.inner.seal.seal();
         let mut watched = Vec::new();
         let mut names = Vec::new();
+        let mut sources = Vec::new();
         for (name, entry) in self.inner.cache.iter() {
             if let Ok(found) = &entry.0.answer {
                 watched.push((name.to_string(), found.value.watch()));
+                sources.push(found.spec.source.clone());
             }
             names.push(name);
         }
+        crate::source::seal_each(&sources);
         for name in names {
             self.inner.cache.invalidate(&*name).await;
         }

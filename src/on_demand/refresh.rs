@@ -12,6 +12,7 @@ use super::lookup::{bind_found, entry_result};
 use super::Inner;
 use crate::call::Urgency;
 use crate::error::{Error, ItemError};
+use crate::freshness::dates::Dates;
 use crate::freshness::fetch::{Answer, FetchTarget, Mode, GRACE};
 use crate::freshness::spawn::{awaiting, Beating};
 use crate::freshness::state::{Outcome, Started, Transition, LOST_NEVER_RAN, LOST_NO_RUNTIME};
@@ -161,8 +162,8 @@ impl Inner {
             let last = freshness.last_error().cloned();
             let outcome = answer.outcome(|fetched| {
                 let new = bind_found(&found.spec, name, fetched, now)?;
-                let refresh_by = new.info.refresh_by;
-                Ok((Arc::new(new), refresh_by))
+                let timing = Dates::of_info(&new.info);
+                Ok((Arc::new(new), timing))
             });
             let confirmed = match &outcome {
                 Outcome::Unchanged { refresh_by } => Some(*refresh_by),

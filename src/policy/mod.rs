@@ -350,6 +350,9 @@ impl PolicyBuilder {
                     return Err(Error::invalid_input(what, input, reason));
                 }
             }
+            if let Some(why) = decl.no_policy {
+                return Err(Error::invalid_input("declaration", decl.key.clone(), why));
+            }
             match decl.source.permissions(&decl.item, &scope) {
                 Some(needed) => permissions.extend(needed),
                 None => {

@@ -32,6 +32,8 @@ pub struct Declaration {
     pub(crate) invalid: Option<(&'static str, String, String)>,
     /// The only defect is a wildcard in the name: usable in a [`Policy`](crate::Policy), not loadable.
     pub(crate) pattern: bool,
+    /// Loadable, but a [`Policy`](crate::Policy) cannot be written for it: why not.
+    pub(crate) no_policy: Option<&'static str>,
 }
 
 impl Declaration {
@@ -71,6 +73,7 @@ impl Declaration {
             field: None,
             invalid: None,
             pattern: false,
+            no_policy: None,
         }
     }
 
@@ -123,6 +126,14 @@ impl Declaration {
     ) -> Self {
         self.invalid = Some((what, input.into(), reason.into()));
         self.pattern = false;
+        self
+    }
+
+    #[cfg_attr(not(feature = "aws-signing"), allow(dead_code))]
+    /// Marks the declaration as one a [`Policy`](crate::Policy) cannot be written for, and why
+    /// (it still loads).
+    pub(crate) fn without_policy(mut self, why: &'static str) -> Self {
+        self.no_policy = Some(why);
         self
     }
 

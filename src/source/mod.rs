@@ -24,11 +24,17 @@ use crate::value::SecretValue;
 #[macro_use]
 mod aws;
 mod declaration;
+#[cfg(feature = "dsql")]
+pub(crate) mod dsql;
 #[cfg(feature = "kms")]
 pub(crate) mod kms;
 mod memory;
+#[cfg(feature = "rds")]
+pub(crate) mod rds;
 #[cfg(feature = "secretsmanager")]
 pub(crate) mod secrets_manager;
+#[cfg(feature = "aws-signing")]
+mod signing;
 #[cfg(feature = "ssm")]
 pub(crate) mod ssm;
 
@@ -57,6 +63,11 @@ pub struct Fetched {
     /// The source asks to be refreshed no later than this, whatever the TTL (Secrets
     /// Manager: the secret's next scheduled rotation).
     pub refresh_by: Option<SystemTime>,
+    /// The value is no good after this (an IAM auth token: the end of its own lifetime or of the
+    /// credentials that signed it, whichever is first). It is never served past it, and is
+    /// refreshed ahead of it, off the request path, by a minute or a tenth of its lifetime,
+    /// whichever is smaller (see [the crate docs](crate#freshness)).
+    pub expires_at: Option<SystemTime>,
     /// The plaintext.
     pub value: SecretValue,
 }
@@ -74,6 +85,7 @@ impl Fetched {
             name: name.into(),
             version: None,
             refresh_by: None,
+            expires_at: None,
             value: value.into(),
         }
     }
@@ -110,6 +122,19 @@ impl Fetched {
     /// ```
     pub fn with_refresh_by(mut self, at: Option<SystemTime>) -> Self {
         self.refresh_by = at;
+        self
+    }
+
+    /// With the instant after which the value is no good ([`expires_at`](Self::expires_at)).
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// let expiry = SystemTime::now() + Duration::from_secs(900);
+    /// let f = lambda_secrets::Fetched::new("db:5432/app", "token").with_expires_at(Some(expiry));
+    /// assert_eq!(f.expires_at, Some(expiry));
+    /// ```
+    pub fn with_expires_at(mut self, at: Option<SystemTime>) -> Self {
+        self.expires_at = at;
         self
     }
 }
@@ -242,6 +267,12 @@ pub trait Source: Send + Sync + 'static {
         None
     }
 
+    /// Drops what the source keeps that must not be in a SnapStart snapshot (credentials it
+    /// cached, a session): called by [`SnapStart::before_snapshot`](crate::SnapStart::before_snapshot)
+    /// once the values are dropped. After the restore the source gets them afresh. The default
+    /// keeps nothing, so does nothing.
+    fn seal(&self) {}
+
     /// Fetches `items` (distinct); returns one result per item, in order.
     fn fetch(
         &self,
@@ -274,6 +305,7 @@ pub trait Source: Send + Sync + 'static {
 pub(crate) trait DynSource: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     fn permissions(&self, item: &AnyItem, scope: &PolicyScope) -> Option<Vec<Permission>>;
+    fn seal(&self);
     fn fetch<'a>(&'a self, items: &'a [AnyItem], calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>>;
     fn refresh<'a>(
         &'a self,
@@ -291,6 +323,10 @@ impl<S: Source> DynSource for S {
     fn permissions(&self, item: &AnyItem, scope: &PolicyScope) -> Option<Vec<Permission>> {
         let item = item.item.as_any().downcast_ref::<S::Item>()?;
         Source::permissions(self, item, scope)
+    }
+
+    fn seal(&self) {
+        Source::seal(self);
     }
 
     fn fetch<'a>(&'a self, items: &'a [AnyItem], calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>> {
@@ -314,6 +350,18 @@ impl<S: Source> DynSource for S {
                 None => mismatched(items.len()),
             }
         })
+    }
+}
+
+/// Seals each distinct source of `sources` once ([`Source::seal`]).
+pub(crate) fn seal_each<'a>(sources: impl IntoIterator<Item = &'a Arc<dyn DynSource>>) {
+    let mut sealed: Vec<*const ()> = Vec::new();
+    for source in sources {
+        let at = Arc::as_ptr(source).cast::<()>();
+        if !sealed.contains(&at) {
+            sealed.push(at);
+            source.seal();
+        }
     }
 }
 

@@ -123,8 +123,8 @@ impl Entry {
     pub(crate) fn outcome(&self, answer: crate::freshness::fetch::Answer, at: Instant) -> Outcome<Bound> {
         answer.outcome(|fetched| match self.bind(fetched, at) {
             Ok(bound) => {
-                let refresh_by = bound.refresh_by;
-                Ok((bound, refresh_by))
+                let timing = bound.timing;
+                Ok((bound, timing))
             }
             Err(failures) => Err(failures
                 .into_iter()
@@ -155,7 +155,6 @@ impl Entry {
     ) {
         self.values = bound.values;
         self.version = bound.version;
-        self.freshness
-            .loaded(since, now, bound.refresh_by, phase, settings);
+        self.freshness.loaded(since, now, bound.timing, phase, settings);
     }
 }

@@ -64,6 +64,7 @@ impl Store {
         for entry in &mut entries.list {
             entry.seal();
         }
+        crate::source::seal_each(entries.list.iter().map(|e| &e.source));
         entries.sealed = true;
         self.publish(&entries, Instant::now());
         drop(entries);

@@ -1,6 +1,6 @@
 //! Time: overflow-safe instants ([`later`], [`never`]), the [`Deadline`] of a load or refresh,
-//! time lost to Lambda freezes ([`freeze`]), and when values are refreshed ([`schedule`], pure
-//! functions).
+//! time lost to Lambda freezes ([`freeze`]), when values are refreshed ([`schedule`], pure
+//! functions), and the wall clock of dates a source states ([`wall`]).
 //!
 //! Every clock here is `tokio::time::Instant`, which is `std::time::Instant` in a normal build and
 //! the runtime's virtual clock under `tokio::time::pause` (tests advance it to simulate freezes).
@@ -8,6 +8,7 @@
 mod deadline;
 pub(crate) mod freeze;
 pub(crate) mod schedule;
+pub(crate) mod wall;
 
 use std::time::Duration;
 

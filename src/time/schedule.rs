@@ -23,6 +23,7 @@
 //! - [`next_due`]: when the next refresh of values just read is due (the TTL less the jitter,
 //!   counted from the start of the refresh that read them; by 90 % of the maximum staleness at the
 //!   latest; at a source's "refresh me by" if that comes first).
+//! - [`expiry_margin`]: how long before its expiry a value that expires (a token) is refreshed.
 //!
 //! What these give a changed value is stated once, in the crate docs' freshness section (the
 //! freshness bound).
@@ -44,6 +45,19 @@ pub const REFRESH_BY_STALENESS_FRACTION: f64 = 0.9;
 /// The least time between a refresh and the next one asked for by a source's "refresh me by"
 /// (a rotation date just passed, an expiring token): never a loop of refreshes.
 pub const MIN_REFRESH_GAP: Duration = Duration::from_secs(1);
+
+/// The most a value with an expiry (an IAM auth token) is refreshed ahead of it.
+pub const EXPIRY_MARGIN_MAX: Duration = Duration::from_secs(60);
+/// The fraction of its lifetime a value with an expiry is refreshed ahead of it, when that is
+/// less than [`EXPIRY_MARGIN_MAX`].
+pub const EXPIRY_MARGIN_FRACTION: f64 = 0.1;
+
+/// How long before its expiry a value that lives `lifetime` from its arrival is refreshed: a
+/// minute or a tenth of its lifetime, whichever is smaller (a 15-minute token is refreshed 60 s
+/// ahead, one that lives 2 minutes because its credentials do, 12 s ahead).
+pub fn expiry_margin(lifetime: Duration) -> Duration {
+    lifetime.mul_f64(EXPIRY_MARGIN_FRACTION).min(EXPIRY_MARGIN_MAX)
+}
 
 /// Delay before the next refresh of values fetched now. `random` is uniform in `[0, 1)`;
 /// `first` is true right after a cold load.
