@@ -105,7 +105,8 @@
 //!   staleness). A refresh that panics, hangs past its budget, loses its runtime or is never run
 //!   ends like a failure. A failed refresh of declared values logs one warning per source (how many
 //!   values, which keys, the causes), and a key again only when its cause changes; on-demand
-//!   failures log at most one warning every 10 s per cache, counting the names held back.
+//!   failures log at most one warning every 10 s per cache, which counts the failed refreshes not
+//!   logged since the previous one (so an outage lasting minutes warns every 10 s).
 //!
 //! After a cold load, the first refresh comes after a random 5 % to 100 % of the TTL, so that
 //! containers started together by a deploy do not refresh together. Values due close together are

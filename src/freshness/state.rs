@@ -267,13 +267,14 @@ impl Freshness {
         }
     }
 
-    /// A read waited for the refresh under way until its `max_wait` ran out, at `now`: later reads
-    /// do not wait for it, and the refresh has what is left of its grace to answer (the time its
-    /// task spends frozen is no longer given back), then ends as lost and is retried.
-    pub(crate) fn waited_out(&mut self, now: Instant) {
+    /// A read waited for the refresh under way until the whole `max_wait` ran out: later reads do
+    /// not wait for it, and the refresh keeps what is left of its budget (the time its task spends
+    /// frozen is no longer given back: a refresh hung across freezes ends), then ends as lost and
+    /// is retried. Other values of the same refresh keep their budget too.
+    pub(crate) fn waited_out(&mut self) {
         if let State::Refreshing(r) = &mut self.state {
             r.waited_out = true;
-            r.deadline.cut(now);
+            r.deadline.fix();
         }
     }
 

@@ -22,7 +22,8 @@ use crate::time::later;
 struct Waiter {
     target: FetchTarget,
     answer: oneshot::Sender<Answer>,
-    /// The seal epoch when it joined: a waiter from before a seal is not fetched after it.
+    /// The seal epoch when its lookup or refresh began: one from before a seal is not fetched
+    /// after it (even if it joins a batch only after the seal, its task having been polled late).
     epoch: u64,
 }
 
@@ -95,7 +96,7 @@ impl Batcher {
     }
 
     /// Fetches `target` (`Mode::Refresh`: checks it against its version) in the next batch.
-    pub(super) async fn fetch(&self, target: FetchTarget, mode: Mode) -> Answer {
+    pub(super) async fn fetch(&self, target: FetchTarget, mode: Mode, epoch: u64) -> Answer {
         let (tx, rx) = oneshot::channel();
         let filling = match mode {
             Mode::Load => &self.misses,
@@ -104,7 +105,7 @@ impl Batcher {
         let waiter = Waiter {
             target,
             answer: tx,
-            epoch: self.settings.seal.epoch(),
+            epoch,
         };
         let (generation, opened, full) = {
             let mut open = filling.lock().unwrap_or_else(|e| e.into_inner());

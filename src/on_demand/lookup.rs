@@ -54,11 +54,26 @@ impl Inner {
         let inner = self.clone();
         let owned = name.to_owned();
         let fetch = tokio::spawn(async move {
+            // Counted by the seal: `before_snapshot` waits for this task, which may hold the
+            // answer, whether or not its lookup still waits for it.
+            let _live = inner.seal.task();
             let init = {
                 let (inner, owned) = (inner.clone(), owned.clone());
                 async move { inner.fetch(&owned, epoch).await }
             };
-            inner.cache.try_get_with(owned, init).await
+            let entry = inner.cache.try_get_with(owned.clone(), init).await;
+            if let Ok(cached) = &entry {
+                if inner.seal.epoch() != epoch {
+                    // A SnapStart snapshot was taken while this fetch ran, and the cache may have
+                    // taken its answer after the seal emptied it: dropped here, whether or not the
+                    // lookup still waits.
+                    inner.replace(&owned, cached, None).await;
+                }
+            }
+            // moka applies evictions lazily: apply them now, so that both bounds hold whenever a
+            // lookup returns (and once this task ends, if its lookup gave up).
+            inner.cache.run_pending_tasks().await;
+            entry
         });
         let entry = match tokio::time::timeout(budget, fetch).await {
             Ok(Ok(entry)) => entry.map_err(|e| Error::clone(&e))?,
@@ -78,9 +93,6 @@ impl Inner {
                 ))
             }
         };
-        // moka applies evictions lazily: apply them now, so that both bounds hold whenever a
-        // lookup returns.
-        self.cache.run_pending_tasks().await;
         if self.seal.epoch() != epoch {
             // A SnapStart snapshot was taken while this lookup ran (the cache may have taken the
             // answer after the seal emptied it): what it found is from before the snapshot.
@@ -119,7 +131,7 @@ impl Inner {
             item: spec.item.clone(),
             version: None,
         };
-        let answer = self.batcher.fetch(target, Mode::Load).await;
+        let answer = self.batcher.fetch(target, Mode::Load, epoch).await;
         if self.seal.epoch() != epoch {
             // A SnapStart snapshot was taken meanwhile: the answer is from before it, and is not
             // cached (its bytes go with this future).

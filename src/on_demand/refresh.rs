@@ -23,7 +23,8 @@ use crate::value::SecretValue;
 /// At most one warning of failed refreshes per cache in this long.
 const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Rate-limits a cache's warnings of failed refreshes, counting the ones it holds back.
+/// Rate-limits a cache's warnings of failed refreshes, counting the failures it does not log at
+/// warning level, so that every one is reported (as a count) by the next warning.
 #[derive(Default)]
 pub(super) struct Warnings {
     last: std::sync::Mutex<Option<Instant>>,
@@ -31,20 +32,22 @@ pub(super) struct Warnings {
 }
 
 impl Warnings {
-    /// `Some(held back since the last warning)` when a warning may be logged now.
-    fn allow(&self) -> Option<u64> {
+    /// For a failed refresh (`news`: the first of a streak, or a new cause): `Some(failures not
+    /// logged at warning level since the last warning)` when it is to be logged as a warning now:
+    /// news, or a repeat once some failure went unlogged, at most once every [`WARN_EVERY`].
+    /// Otherwise it is counted for the next warning.
+    fn note(&self, news: bool) -> Option<u64> {
         let now = Instant::now();
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        match *last {
-            Some(at) if now.saturating_duration_since(at) < WARN_EVERY => {
+        let quiet = last.is_some_and(|at| now.saturating_duration_since(at) < WARN_EVERY);
+        if quiet || !(news || self.held_back.load(Ordering::Relaxed) > 0) {
+            if quiet || news {
                 self.held_back.fetch_add(1, Ordering::Relaxed);
-                None
             }
-            _ => {
-                *last = Some(now);
-                Some(self.held_back.swap(0, Ordering::Relaxed))
-            }
+            return None;
         }
+        *last = Some(now);
+        Some(self.held_back.swap(0, Ordering::Relaxed))
     }
 }
 
@@ -125,7 +128,7 @@ impl Inner {
             let _live = live;
             // The batch fetches on a task of its own: this one wakes meanwhile, so that the
             // watchdog sees it live and a freeze is given back to its budget.
-            let answer = awaiting(inner.batcher.fetch(target, Mode::Refresh), &deadline).await;
+            let answer = awaiting(inner.batcher.fetch(target, Mode::Refresh, epoch), &deadline).await;
             let Some(entry) = refreshed.upgrade().map(Entry) else {
                 return; // no longer cached: the answer is dropped (its value zeroized)
             };
@@ -222,8 +225,9 @@ impl Inner {
             Err(f) => (f.source, f.id.clone()),
         };
         // A streak starting or a new cause is a warning, at most one per cache every few seconds
-        // (an outage across thousands of names is one line, saying how many others failed).
-        match (last != Some(&error)).then(|| self.warnings.allow()).flatten() {
+        // (an outage across thousands of names is one line every few seconds, counting the failed
+        // refreshes it did not log).
+        match self.warnings.note(last != Some(&error)) {
             Some(others) => tracing::warn!(
                 name,
                 source,
@@ -231,7 +235,7 @@ impl Inner {
                 %error,
                 failures,
                 retry_in_ms = retry_in.as_millis() as u64,
-                other_names_failed_since_last_warning = others,
+                failed_refreshes_not_logged_since_last_warning = others,
                 "lambda-secrets on-demand refresh failed; serving the last good value"
             ),
             None => tracing::debug!(name, %error, failures, "lambda-secrets on-demand refresh failed"),

@@ -232,6 +232,11 @@ impl Store {
             };
             if !ended {
                 tracing::debug!(?max_wait, "the refresh of values past their maximum staleness did not land in time; they read as expired");
+                if max_wait < self.config().max_wait {
+                    // A read with less time (an invocation near its own deadline) does not
+                    // decide for the others: they still wait for the refresh.
+                    return self.current();
+                }
                 return self.waited_out(Instant::now());
             }
         }
@@ -246,7 +251,7 @@ impl Store {
         for entry in &mut entries.list {
             let f = &mut entry.freshness;
             if f.refreshing().is_some() && f.stale_at() <= now {
-                f.waited_out(now);
+                f.waited_out();
             }
         }
         self.publish(&entries, now);

@@ -24,7 +24,7 @@ impl Deadline {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
-    /// Gives back `lost` to a deadline that was `seen` before the wait (unless it was cut).
+    /// Gives back `lost` to a deadline that was `seen` before the wait (unless it was fixed).
     pub(crate) fn give_back(&self, seen: Instant, lost: Duration) {
         if lost > Duration::ZERO {
             let mut at = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -34,9 +34,10 @@ impl Deadline {
         }
     }
 
-    /// Moves the deadline to `now` at the latest, for good: no time is given back after it.
-    pub(crate) fn cut(&self, now: Instant) {
+    /// Fixes the deadline where it is: no time lost to a freeze is given back after this (the work
+    /// it bounds keeps what is left of its budget).
+    pub(crate) fn fix(&self) {
         let mut at = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *at = (at.0.min(now), true);
+        at.1 = true;
     }
 }

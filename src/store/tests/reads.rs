@@ -204,3 +204,23 @@ async fn past_its_maximum_staleness_a_value_is_never_served_even_while_its_refre
     );
     assert!(!log.contains("serving the last values"), "{log}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_read_with_little_time_left_does_not_make_the_others_give_up_on_the_refresh() {
+    // An invocation near its own deadline waits 100 ms for a value past its maximum staleness
+    // and gets Error::Expired; the next one, with the whole `max_wait`, still waits for the
+    // refresh (2 s) and is served. Once, the hurried read made every later one give up at once.
+    let src = Scripted::new(secs(2));
+    let secrets = builder()
+        .add(src.declare("k", "/k").ttl(secs(1)))
+        .max_staleness(secs(3))
+        .max_wait(secs(5))
+        .load()
+        .await
+        .unwrap();
+    tokio::time::sleep(ms(3100)).await; // past the maximum staleness; nothing read meanwhile
+    let hurried = secrets.store.fresh_snapshot(ms(100)).await;
+    assert!(matches!(hurried.get("k"), Err(Error::Expired { .. })));
+    let patient = secrets.fresh_snapshot().await;
+    assert!(patient.get("k").is_ok(), "the patient read gave up too");
+}
