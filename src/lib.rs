@@ -190,6 +190,8 @@ pub use policy::{Policy, PolicyBuilder, PolicyStatement};
 pub use secrets::{Secrets, SecretsBuilder};
 pub use snapshot::{Snapshot, ValueInfo};
 pub use snapstart::SnapStart;
+#[cfg(feature = "assume-role")]
+pub use source::assume::{AssumeRole, ASSUME_ROLE_DURATION};
 #[cfg(feature = "dsql")]
 pub use source::dsql::{DsqlSource, DsqlToken, DSQL_TOKEN_LIFETIME, DSQL_TOKEN_MAX_LIFETIME};
 #[cfg(feature = "kms")]

@@ -17,9 +17,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use futures_util::future::join_all;
 use lambda_secrets::{
-    Ciphertext, Declaration, DsqlSource, DsqlToken, KmsSource, OnDemand, Policy, Quota, QuotaClass,
-    RateLimits, RdsDbUser, RdsSource, SecretValue, Secrets, SecretsManagerSource, Snapshot, SsmSource, Stats,
-    ValueInfo,
+    AssumeRole, Ciphertext, Declaration, DsqlSource, DsqlToken, KmsSource, OnDemand, Policy, Quota,
+    QuotaClass, RateLimits, RdsDbUser, RdsSource, SecretValue, Secrets, SecretsManagerSource, Snapshot,
+    SsmSource, Stats, ValueInfo,
 };
 use serde_json::json;
 
@@ -122,6 +122,10 @@ struct PolicyArgs {
     /// Aurora DSQL cluster endpoint (repeatable): `dsql:DbConnectAdmin` on the cluster.
     #[arg(long = "dsql-admin", value_name = "HOST")]
     dsql_admin: Vec<String>,
+    /// The declarations are read through this role (`arn:aws:iam::ACCOUNT:role/NAME`), the function then
+    /// needs `sts:AssumeRole` on it, and the role's own policy (in its account) follows.
+    #[arg(long = "assume-role", value_name = "ARN")]
+    assume_role: Option<String>,
     /// Region of the ARNs (default: `${AWS::Region}`, for SAM/CloudFormation).
     #[arg(long)]
     region: Option<String>,
@@ -190,6 +194,10 @@ struct Check {
     /// Override this process's SSM burst (default 10).
     #[arg(long)]
     burst: Option<u32>,
+    /// Read everything through this role (`arn:aws:iam::ACCOUNT:role/NAME`), assumed with the
+    /// environment's credentials, as `assume_role` on each source does.
+    #[arg(long = "assume-role", value_name = "ARN")]
+    assume_role: Option<String>,
     /// Re-read through the cache N more times.
     #[arg(long, default_value_t = 0)]
     repeat: u32,
@@ -252,11 +260,21 @@ fn run_policy(args: PolicyArgs) -> Result<ExitCode, lambda_secrets::Error> {
     let config = aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .build();
-    let (ssm, sm, kms) = (
+    let (mut ssm, mut sm, mut kms) = (
         SsmSource::new(&config),
         SecretsManagerSource::new(&config),
         KmsSource::new(&config),
     );
+    let (mut rds, mut dsql) = (RdsSource::new(&config), DsqlSource::new(&config));
+    if let Some(arn) = &args.assume_role {
+        let role = AssumeRole::new(arn.clone());
+        (ssm, sm, kms) = (
+            ssm.assume_role(role.clone())?,
+            sm.assume_role(role.clone())?,
+            kms.assume_role(role.clone())?,
+        );
+        (rds, dsql) = (rds.assume_role(role.clone())?, dsql.assume_role(role)?);
+    }
     let mut builder = Policy::builder();
     for name in &args.params {
         builder = builder.declaration(&ssm.parameter(name.clone(), name.clone()));
@@ -274,7 +292,6 @@ fn run_policy(args: PolicyArgs) -> Result<ExitCode, lambda_secrets::Error> {
         }
         builder = builder.declaration(&kms.decrypt(key.clone(), ciphertext));
     }
-    let (rds, dsql) = (RdsSource::new(&config), DsqlSource::new(&config));
     for spec in &args.rds_db_users {
         let Some((resource_id, user)) = spec.split_once('/') else {
             eprintln!("error: --rds-db-user `{spec}` is not RESOURCE_ID/USER");
@@ -310,9 +327,27 @@ fn run_policy(args: PolicyArgs) -> Result<ExitCode, lambda_secrets::Error> {
              give --region and --account for a policy to use as it is, or --format sam"
         );
     }
+    let roles = policy.role_policies();
     match args.format {
-        PolicyFormat::Json => println!("{policy}"),
-        PolicyFormat::Sam => print!("{}", policy.to_sam_yaml()),
+        PolicyFormat::Json if roles.is_empty() => println!("{policy}"),
+        PolicyFormat::Json => {
+            // Two documents: the function's (sts:AssumeRole), and each role's own.
+            let mut role_policies = serde_json::Map::new();
+            for (arn, role_policy) in roles {
+                role_policies.insert(arn.clone(), serde_json::to_value(role_policy).expect("a policy"));
+            }
+            let both = json!({"FunctionPolicy": policy, "RolePolicies": role_policies});
+            println!("{}", serde_json::to_string_pretty(&both).expect("JSON"));
+        }
+        PolicyFormat::Sam => {
+            print!("{}", policy.to_sam_yaml());
+            for (arn, role_policy) in roles {
+                println!("# The role {arn} needs, in its own account (attach it to that role):");
+                for line in role_policy.to_json_pretty().lines() {
+                    println!("# {line}");
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -468,7 +503,19 @@ async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
         RateLimits::process().set(QuotaClass::SsmGet, Quota::new(rate, burst));
     }
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let ssm = SsmSource::new(&config);
+    let (mut ssm, mut sm, mut kms) = (
+        SsmSource::new(&config),
+        SecretsManagerSource::new(&config),
+        KmsSource::new(&config),
+    );
+    if let Some(arn) = &check.assume_role {
+        let role = AssumeRole::new(arn.clone());
+        (ssm, sm, kms) = (
+            ssm.assume_role(role.clone())?,
+            sm.assume_role(role.clone())?,
+            kms.assume_role(role)?,
+        );
+    }
     let mut builder = Secrets::builder();
     if let Some(ttl) = check.ttl {
         builder = builder.default_ttl(ttl);
@@ -484,11 +531,9 @@ async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
         };
         builder = builder.add(ssm.path_with_prefix(prefix, path.clone()));
     }
-    let sm = SecretsManagerSource::new(&config);
     for id in &check.secrets {
         builder = builder.add(sm.secret(id.clone(), id.clone()));
     }
-    let kms = KmsSource::new(&config);
     for var in &check.kms_env {
         let mut ciphertext = Ciphertext::env(var.clone());
         for (k, v) in &check.kms_context {

@@ -573,3 +573,84 @@ fn token_policies_allow_exactly_the_database_users_and_clusters_declared() {
         assert!(stderr.contains(expected), "{stderr}");
     }
 }
+
+/// `--assume-role`: the function's policy is `sts:AssumeRole` on exactly that role; the role's own
+/// policy (a second document) allows the declarations in the role's account, not in the
+/// function's. A real IAM evaluator decides.
+#[test]
+fn with_an_assumed_role_the_function_may_assume_it_and_the_role_reads_in_its_own_account() {
+    let role = "arn:aws:iam::222222222222:role/secrets-reader";
+    let out = policy_command()
+        .args([
+            "--secret",
+            "shared/api",
+            "--param",
+            "/shared/flag",
+            "--assume-role",
+            role,
+            "--region",
+            "us-east-1",
+            "--account",
+            "123456789012",
+        ])
+        .output()
+        .unwrap();
+    let both: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    let function = &both["FunctionPolicy"];
+    let role_policy = &both["RolePolicies"][role];
+    assert!(lint(function).is_empty() && lint(role_policy).is_empty());
+    assert_eq!(function["Statement"].as_array().unwrap().len(), 1, "{function}");
+    let results = evaluate(
+        function,
+        &[
+            IamRequest::new("sts:AssumeRole", role, "123456789012"),
+            IamRequest::new(
+                "sts:AssumeRole",
+                "arn:aws:iam::222222222222:role/other",
+                "123456789012",
+            ),
+            IamRequest::new(
+                "secretsmanager:GetSecretValue",
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:shared/api-AbCdEf",
+                "123456789012",
+            ),
+        ],
+    );
+    assert_eq!(
+        results,
+        ["Allowed", "ImplicitlyDenied", "ImplicitlyDenied"],
+        "{function}"
+    );
+    let results = evaluate(
+        role_policy,
+        &[
+            IamRequest::new(
+                "secretsmanager:GetSecretValue",
+                "arn:aws:secretsmanager:us-east-1:222222222222:secret:shared/api-AbCdEf",
+                "222222222222",
+            ),
+            IamRequest::new(
+                "ssm:GetParameters",
+                "arn:aws:ssm:us-east-1:222222222222:parameter/shared/flag",
+                "222222222222",
+            ),
+            IamRequest::new(
+                "secretsmanager:GetSecretValue",
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:shared/api-AbCdEf",
+                "222222222222",
+            ),
+            IamRequest::new("sts:AssumeRole", role, "222222222222"),
+        ],
+    );
+    assert_eq!(
+        results,
+        ["Allowed", "Allowed", "ImplicitlyDenied", "ImplicitlyDenied"],
+        "{role_policy}"
+    );
+    let out = policy_command()
+        .args(["--secret", "x", "--assume-role", "arn:aws:iam::2222:role/r"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid role ARN"));
+}

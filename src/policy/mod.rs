@@ -55,6 +55,8 @@ use crate::iam::{Conditions, PolicyScope};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     statements: Vec<PolicyStatement>,
+    /// Per assumed role (ARN), what it needs in its account.
+    roles: Vec<(String, Policy)>,
 }
 
 /// One `Allow` statement of a [`Policy`].
@@ -103,6 +105,19 @@ impl Policy {
     /// ```
     pub fn statements(&self) -> &[PolicyStatement] {
         &self.statements
+    }
+
+    /// For each role a source reads through ([`Source::role_arn`](crate::Source::role_arn): an
+    /// `assume_role`), by ARN, what that role needs in its own account (the ARNs carry its
+    /// account id): attach it to the role. The function's own [`statements`](Self::statements)
+    /// then hold `sts:AssumeRole` on exactly these roles, and nothing those sources need.
+    ///
+    /// ```
+    /// let policy = lambda_secrets::Policy::builder().build().unwrap();
+    /// assert!(policy.role_policies().is_empty());
+    /// ```
+    pub fn role_policies(&self) -> &[(String, Policy)] {
+        &self.roles
     }
 
     /// The JSON policy document, indented.
@@ -344,6 +359,7 @@ impl PolicyBuilder {
             }
         }
         let mut permissions = Vec::new();
+        let mut roles: Vec<(String, Vec<crate::iam::Permission>)> = Vec::new();
         for decl in &self.declarations {
             if let Some((what, input, reason)) = &decl.invalid {
                 if !decl.pattern {
@@ -353,8 +369,27 @@ impl PolicyBuilder {
             if let Some(why) = decl.no_policy {
                 return Err(Error::invalid_input("declaration", decl.key.clone(), why));
             }
-            match decl.source.permissions(&decl.item, &scope) {
-                Some(needed) => permissions.extend(needed),
+            let role = decl.source.role_arn();
+            let role_scope = match role {
+                Some(arn) => {
+                    Some(role_scope(&scope, arn).map_err(|r| Error::invalid_input("role ARN", arn, r))?)
+                }
+                None => None,
+            };
+            match decl
+                .source
+                .permissions(&decl.item, role_scope.as_ref().unwrap_or(&scope))
+            {
+                Some(needed) => match role {
+                    None => permissions.extend(needed),
+                    Some(arn) => match roles.iter_mut().find(|(r, _)| r == arn) {
+                        Some((_, held)) => held.extend(needed),
+                        None => {
+                            permissions.push(crate::iam::Permission::new("sts:AssumeRole", arn));
+                            roles.push((arn.to_owned(), needed));
+                        }
+                    },
+                },
                 None => {
                     return Err(Error::invalid_input(
                         "declaration",
@@ -370,6 +405,29 @@ impl PolicyBuilder {
         }
         Ok(Policy {
             statements: merge::statements(permissions),
+            roles: roles
+                .into_iter()
+                .map(|(arn, needed)| {
+                    let policy = Policy {
+                        statements: merge::statements(needed),
+                        roles: Vec::new(),
+                    };
+                    (arn, policy)
+                })
+                .collect(),
         })
     }
+}
+
+/// The scope of a role's own permissions: its partition and account, the same Region and keys.
+fn role_scope(scope: &PolicyScope, role_arn: &str) -> Result<PolicyScope, String> {
+    let parts: Vec<&str> = role_arn.splitn(6, ':').collect();
+    if parts.len() != 6 || parts[0] != "arn" || parts[2] != "iam" {
+        return Err("a role ARN looks like arn:aws:iam::123456789012:role/NAME".into());
+    }
+    crate::iam::check_account(parts[4])?;
+    let mut scope = scope.clone();
+    scope.partition = parts[1].to_owned();
+    scope.account = parts[4].to_owned();
+    Ok(scope)
 }

@@ -133,6 +133,21 @@ impl DsqlSource {
         }
     }
 
+    /// The same source, signing with `role`'s credentials (assumed with this source's, renewed
+    /// before they expire, dropped before a SnapStart snapshot): a token then lives until the
+    /// earlier of its lifetime and the assumed credentials' expiry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) naming a malformed role ARN, session
+    /// name, external id or duration.
+    #[cfg(feature = "assume-role")]
+    pub fn assume_role(&self, role: crate::AssumeRole) -> Result<Self, crate::Error> {
+        Ok(DsqlSource {
+            inner: Arc::new(DsqlSigner(self.inner.0.assume_role(role)?)),
+        })
+    }
+
     /// Tokens for clusters in `region` rather than the config's.
     pub fn region(&self, region: impl Into<String>) -> Self {
         DsqlSource {
@@ -168,6 +183,10 @@ impl Source for DsqlSigner {
             format!("dsql:{}", item.action()),
             scope.arn("dsql", &resource),
         )])
+    }
+
+    fn role_arn(&self) -> Option<&str> {
+        self.0.role_arn()
     }
 
     fn seal(&self) {

@@ -50,6 +50,8 @@ pub struct KmsSource {
 
 struct KmsInner {
     client: Client,
+    #[cfg(feature = "assume-role")]
+    origin: super::assume::Origin,
 }
 
 impl std::fmt::Debug for KmsSource {
@@ -61,7 +63,30 @@ impl std::fmt::Debug for KmsSource {
 impl KmsSource {
     /// A source using a client made from `config` (SDK retries off: this crate retries).
     pub fn new(config: &aws_types::SdkConfig) -> Self {
-        Self::with_client(client_without_retries!(aws_sdk_kms, config config))
+        #[allow(unused_mut)]
+        let mut source = Self::with_client(client_without_retries!(aws_sdk_kms, config config));
+        #[cfg(feature = "assume-role")]
+        {
+            Arc::get_mut(&mut source.inner).expect("just made").origin =
+                super::assume::Origin::config(config);
+        }
+        source
+    }
+
+    /// The same source, reading through `role`: its calls are made with the role's credentials,
+    /// assumed (`sts:AssumeRole`) with this source's on first use, renewed before they expire and
+    /// dropped before a SnapStart snapshot. Values keep their own TTLs. See [`AssumeRole`](crate::AssumeRole).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput): a malformed role ARN, session name,
+    /// external id or duration, or a source made with `from_client`.
+    #[cfg(feature = "assume-role")]
+    pub fn assume_role(&self, role: crate::AssumeRole) -> Result<Self, crate::Error> {
+        let (config, origin) = self.inner.origin.assume(role)?;
+        let mut source = Self::new(&config);
+        Arc::get_mut(&mut source.inner).expect("just made").origin = origin;
+        Ok(source)
     }
 
     /// A source using (a copy of) `client`, with the SDK's retries turned off.
@@ -71,7 +96,11 @@ impl KmsSource {
 
     fn with_client(client: Client) -> Self {
         KmsSource {
-            inner: Arc::new(KmsInner { client }),
+            inner: Arc::new(KmsInner {
+                client,
+                #[cfg(feature = "assume-role")]
+                origin: Default::default(),
+            }),
         }
     }
 
@@ -209,6 +238,16 @@ impl Source for KmsInner {
 
     fn kind(&self) -> &'static str {
         "kms"
+    }
+
+    #[cfg(feature = "assume-role")]
+    fn role_arn(&self) -> Option<&str> {
+        self.origin.role().map(crate::AssumeRole::arn)
+    }
+
+    #[cfg(feature = "assume-role")]
+    fn seal(&self) {
+        self.origin.forget();
     }
 
     /// `kms:Decrypt` on the key named by [`Ciphertext::key_id`] (a key id or ARN; for an alias,

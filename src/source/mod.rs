@@ -20,6 +20,8 @@ use crate::error::ItemError;
 use crate::iam::{Permission, PolicyScope};
 use crate::value::SecretValue;
 
+#[cfg(feature = "assume-role")]
+pub(crate) mod assume;
 #[cfg(feature = "aws")]
 #[macro_use]
 mod aws;
@@ -267,6 +269,14 @@ pub trait Source: Send + Sync + 'static {
         None
     }
 
+    /// The role the source's calls are made as when it is not the function's own (an assumed
+    /// role's ARN): a [`Policy`](crate::Policy) then grants the function `sts:AssumeRole` on it
+    /// and lists what [`permissions`](Self::permissions) says under that role
+    /// ([`Policy::role_policies`](crate::Policy::role_policies)). The default: the function's own.
+    fn role_arn(&self) -> Option<&str> {
+        None
+    }
+
     /// Drops what the source keeps that must not be in a SnapStart snapshot (credentials it
     /// cached, a session): called by [`SnapStart::before_snapshot`](crate::SnapStart::before_snapshot)
     /// once the values are dropped. After the restore the source gets them afresh. The default
@@ -305,6 +315,7 @@ pub trait Source: Send + Sync + 'static {
 pub(crate) trait DynSource: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     fn permissions(&self, item: &AnyItem, scope: &PolicyScope) -> Option<Vec<Permission>>;
+    fn role_arn(&self) -> Option<&str>;
     fn seal(&self);
     fn fetch<'a>(&'a self, items: &'a [AnyItem], calls: &'a CallContext) -> BoxFuture<'a, Vec<ItemResult>>;
     fn refresh<'a>(
@@ -323,6 +334,10 @@ impl<S: Source> DynSource for S {
     fn permissions(&self, item: &AnyItem, scope: &PolicyScope) -> Option<Vec<Permission>> {
         let item = item.item.as_any().downcast_ref::<S::Item>()?;
         Source::permissions(self, item, scope)
+    }
+
+    fn role_arn(&self) -> Option<&str> {
+        Source::role_arn(self)
     }
 
     fn seal(&self) {

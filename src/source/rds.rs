@@ -122,6 +122,21 @@ impl RdsSource {
         }
     }
 
+    /// The same source, signing with `role`'s credentials (assumed with this source's, renewed
+    /// before they expire, dropped before a SnapStart snapshot): a token then lives until the
+    /// earlier of its lifetime and the assumed credentials' expiry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) naming a malformed role ARN, session
+    /// name, external id or duration.
+    #[cfg(feature = "assume-role")]
+    pub fn assume_role(&self, role: crate::AssumeRole) -> Result<Self, crate::Error> {
+        Ok(RdsSource {
+            inner: Arc::new(RdsSigner(self.inner.0.assume_role(role)?)),
+        })
+    }
+
     /// Tokens for DBs in `region` rather than the config's.
     pub fn region(&self, region: impl Into<String>) -> Self {
         RdsSource {
@@ -172,6 +187,10 @@ impl Source for RdsSigner {
             "rds-db:connect",
             scope.arn("rds-db", &resource),
         )])
+    }
+
+    fn role_arn(&self) -> Option<&str> {
+        self.0.role_arn()
     }
 
     fn seal(&self) {

@@ -67,6 +67,8 @@ pub struct SecretsManagerSource {
 
 struct SmInner {
     client: Client,
+    #[cfg(feature = "assume-role")]
+    origin: super::assume::Origin,
     warned_batch: AtomicBool,
     warned_describe: AtomicBool,
 }
@@ -104,7 +106,30 @@ impl std::fmt::Display for SecretItem {
 impl SecretsManagerSource {
     /// A source using a client made from `config` (SDK retries off: this crate retries).
     pub fn new(config: &aws_types::SdkConfig) -> Self {
-        Self::with_client(client_without_retries!(aws_sdk_secretsmanager, config config))
+        #[allow(unused_mut)]
+        let mut source = Self::with_client(client_without_retries!(aws_sdk_secretsmanager, config config));
+        #[cfg(feature = "assume-role")]
+        {
+            Arc::get_mut(&mut source.inner).expect("just made").origin =
+                super::assume::Origin::config(config);
+        }
+        source
+    }
+
+    /// The same source, reading through `role`: its calls are made with the role's credentials,
+    /// assumed (`sts:AssumeRole`) with this source's on first use, renewed before they expire and
+    /// dropped before a SnapStart snapshot. Values keep their own TTLs. See [`AssumeRole`](crate::AssumeRole).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput): a malformed role ARN, session name,
+    /// external id or duration, or a source made with `from_client`.
+    #[cfg(feature = "assume-role")]
+    pub fn assume_role(&self, role: crate::AssumeRole) -> Result<Self, crate::Error> {
+        let (config, origin) = self.inner.origin.assume(role)?;
+        let mut source = Self::new(&config);
+        Arc::get_mut(&mut source.inner).expect("just made").origin = origin;
+        Ok(source)
     }
 
     /// A source using (a copy of) `client`, with the SDK's retries turned off.
@@ -116,6 +141,8 @@ impl SecretsManagerSource {
         SecretsManagerSource {
             inner: Arc::new(SmInner {
                 client,
+                #[cfg(feature = "assume-role")]
+                origin: Default::default(),
                 warned_batch: AtomicBool::new(false),
                 warned_describe: AtomicBool::new(false),
             }),
@@ -269,6 +296,16 @@ impl Source for SmInner {
 
     fn kind(&self) -> &'static str {
         "secretsmanager"
+    }
+
+    #[cfg(feature = "assume-role")]
+    fn role_arn(&self) -> Option<&str> {
+        self.origin.role().map(crate::AssumeRole::arn)
+    }
+
+    #[cfg(feature = "assume-role")]
+    fn seal(&self) {
+        self.origin.forget();
     }
 
     /// `secretsmanager:GetSecretValue` on the secret; `DescribeSecret` too unless a fixed version

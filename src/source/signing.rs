@@ -42,6 +42,8 @@ pub(crate) struct Signer {
     provider: Option<SharedCredentialsProvider>,
     clock: SharedTimeSource,
     held: Mutex<Option<Credentials>>,
+    #[cfg(feature = "assume-role")]
+    origin: super::assume::Origin,
 }
 
 impl std::fmt::Debug for Signer {
@@ -60,7 +62,23 @@ impl Signer {
             provider: config.credentials_provider(),
             clock: config.time_source().unwrap_or_default(),
             held: Mutex::new(None),
+            #[cfg(feature = "assume-role")]
+            origin: super::assume::Origin::config(config),
         }
+    }
+
+    /// The same signer (and Region), signing with `role`'s credentials.
+    ///
+    /// # Errors
+    ///
+    /// As [`SsmSource::assume_role`](crate::SsmSource::assume_role).
+    #[cfg(feature = "assume-role")]
+    pub(crate) fn assume_role(&self, role: crate::AssumeRole) -> Result<Self, crate::Error> {
+        let (config, origin) = self.origin.assume(role)?;
+        let mut signer = Signer::new(&config);
+        signer.region.clone_from(&self.region);
+        signer.origin = origin;
+        Ok(signer)
     }
 
     /// The same identity, signing for `region`.
@@ -70,6 +88,20 @@ impl Signer {
             provider: self.provider.clone(),
             clock: self.clock.clone(),
             held: Mutex::new(None),
+            #[cfg(feature = "assume-role")]
+            origin: self.origin.clone(),
+        }
+    }
+
+    /// The assumed role it signs as, if any.
+    pub(crate) fn role_arn(&self) -> Option<&str> {
+        #[cfg(feature = "assume-role")]
+        {
+            self.origin.role().map(crate::AssumeRole::arn)
+        }
+        #[cfg(not(feature = "assume-role"))]
+        {
+            None
         }
     }
 
@@ -132,6 +164,8 @@ impl Signer {
     /// their secrets when dropped).
     pub(crate) fn forget(&self) {
         self.lock().take();
+        #[cfg(feature = "assume-role")]
+        self.origin.forget();
     }
 
     #[cfg(test)]

@@ -168,6 +168,8 @@ pub struct SsmSource {
 
 struct SsmInner {
     client: Client,
+    #[cfg(feature = "assume-role")]
+    origin: super::assume::Origin,
     decrypt: bool,
     /// Names whose own `GetParameters` was denied lately (or presumed so): not tried alone again.
     denied: Denied,
@@ -184,7 +186,30 @@ impl std::fmt::Debug for SsmSource {
 impl SsmSource {
     /// A source using a client made from `config`.
     pub fn new(config: &aws_types::SdkConfig) -> Self {
-        Self::with_client(client_without_retries!(aws_sdk_ssm, config config))
+        #[allow(unused_mut)]
+        let mut source = Self::with_client(client_without_retries!(aws_sdk_ssm, config config));
+        #[cfg(feature = "assume-role")]
+        {
+            Arc::get_mut(&mut source.inner).expect("just made").origin =
+                super::assume::Origin::config(config);
+        }
+        source
+    }
+
+    /// The same source, reading through `role`: its calls are made with the role's credentials,
+    /// assumed (`sts:AssumeRole`) with this source's on first use, renewed before they expire and
+    /// dropped before a SnapStart snapshot. Values keep their own TTLs. See [`AssumeRole`](crate::AssumeRole).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput): a malformed role ARN, session name,
+    /// external id or duration, or a source made with `from_client`.
+    #[cfg(feature = "assume-role")]
+    pub fn assume_role(&self, role: crate::AssumeRole) -> Result<Self, crate::Error> {
+        let (config, origin) = self.inner.origin.assume(role)?;
+        let mut source = Self::new(&config).with_decryption(self.inner.decrypt);
+        Arc::get_mut(&mut source.inner).expect("just made").origin = origin;
+        Ok(source)
     }
 
     /// A source using (a copy of) `client`, with the SDK's retries turned off.
@@ -196,6 +221,8 @@ impl SsmSource {
         SsmSource {
             inner: Arc::new(SsmInner {
                 client,
+                #[cfg(feature = "assume-role")]
+                origin: Default::default(),
                 decrypt: true,
                 denied: Denied::default(),
             }),
@@ -208,6 +235,8 @@ impl SsmSource {
         SsmSource {
             inner: Arc::new(SsmInner {
                 client: self.inner.client.clone(),
+                #[cfg(feature = "assume-role")]
+                origin: self.inner.origin.clone(),
                 decrypt,
                 denied: Denied::default(),
             }),
@@ -358,6 +387,16 @@ impl Source for SsmInner {
 
     fn kind(&self) -> &'static str {
         "ssm"
+    }
+
+    #[cfg(feature = "assume-role")]
+    fn role_arn(&self) -> Option<&str> {
+        self.origin.role().map(crate::AssumeRole::arn)
+    }
+
+    #[cfg(feature = "assume-role")]
+    fn seal(&self) {
+        self.origin.forget();
     }
 
     fn is_tree(&self, item: &SsmItem) -> bool {

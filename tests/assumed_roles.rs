@@ -1,0 +1,119 @@
+//! Values of another account, read through an assumed role, against moto: credentials from
+//! assuming `arn:aws:iam::222222222222:role/...` act in account 222222222222, so what is created
+//! there loads through `assume_role` and not without it.
+
+mod support;
+
+use aws_config::sts::AssumeRoleProvider;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_types::SdkConfig;
+use lambda_secrets::{AssumeRole, Error, ItemError, Secrets, SecretsManagerSource, SsmSource};
+use support::{moto, put_param, sdk_config, unique_prefix, FaultProxy};
+
+const ROLE: &str = "arn:aws:iam::222222222222:role/secrets-reader";
+
+/// A config acting in the role's account (to seed it), straight to moto.
+async fn in_other_account() -> SdkConfig {
+    let base = sdk_config(&moto().endpoint).await;
+    let provider = AssumeRoleProvider::builder(ROLE)
+        .configure(&base)
+        .session_name("seed")
+        .build()
+        .await;
+    base.to_builder()
+        .credentials_provider(SharedCredentialsProvider::new(provider))
+        .build()
+}
+
+/// STS calls seen by the proxy (its query protocol has no `X-Amz-Target`: counted under `/`).
+fn sts_calls(proxy: &FaultProxy) -> u64 {
+    proxy.calls("/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_and_a_secure_string_of_another_account_load_through_the_role_and_not_without() {
+    support::init_tracing();
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let seed = in_other_account().await;
+    let prefix = unique_prefix("xacct");
+    let secret = format!("{}/db", prefix.trim_start_matches('/'));
+    aws_sdk_secretsmanager::Client::new(&seed)
+        .create_secret()
+        .name(&secret)
+        .secret_string("from-222")
+        .send()
+        .await
+        .unwrap();
+    let parameter = format!("{prefix}/token");
+    put_param(
+        &aws_sdk_ssm::Client::new(&seed),
+        &parameter,
+        "token-222",
+        "SecureString",
+    )
+    .await;
+
+    let base = sdk_config(&proxy.endpoint()).await;
+    // The function's own account has neither.
+    let err = Secrets::builder()
+        .add(SecretsManagerSource::new(&base).secret("db", &secret))
+        .add(SsmSource::new(&base).parameter("token", &parameter))
+        .load()
+        .await
+        .err()
+        .unwrap();
+    let Error::Load { failures, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(failures.len(), 2, "{err}");
+    assert!(failures.iter().all(|f| f.error == ItemError::NotFound), "{err}");
+    assert_eq!(sts_calls(&proxy), 0);
+
+    let role = AssumeRole::new(ROLE).session_name("lambda-secrets-test");
+    let sm = SecretsManagerSource::new(&base)
+        .assume_role(role.clone())
+        .unwrap();
+    let ssm = SsmSource::new(&base).assume_role(role).unwrap();
+    let secrets = Secrets::builder()
+        .add(sm.secret("db", &secret))
+        .add(ssm.parameter("token", &parameter))
+        .load()
+        .await
+        .unwrap();
+    let snapshot = secrets.snapshot();
+    assert_eq!(snapshot.expose_str("db").unwrap(), "from-222");
+    assert_eq!(snapshot.expose_str("token").unwrap(), "token-222");
+    let assumed = sts_calls(&proxy);
+    assert_eq!(assumed, 2, "each source assumed the role once");
+
+    // Refreshes go on with the credentials held (no new AssumeRole while they are good).
+    secrets.refresh_now("db").await.unwrap();
+    secrets.refresh_now("token").await.unwrap();
+    assert_eq!(sts_calls(&proxy), assumed);
+
+    // SnapStart: the assumed credentials are dropped with the values; a restored environment
+    // assumes the role afresh.
+    let snapstart = secrets.snapstart();
+    snapstart.before_snapshot().await.unwrap();
+    snapstart.after_restore().await.unwrap();
+    assert_eq!(sts_calls(&proxy), assumed + 2, "assumed again after the restore");
+    assert_eq!(secrets.snapshot().expose_str("db").unwrap(), "from-222");
+}
+
+#[tokio::test]
+async fn a_malformed_role_or_a_source_made_from_a_client_is_refused_naming_it() {
+    let base = sdk_config("http://127.0.0.1:9").await;
+    let err = SsmSource::new(&base)
+        .assume_role(AssumeRole::new("arn:aws:iam::2222:role/r"))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("invalid role ARN `arn:aws:iam::2222:role/r`"),
+        "{err}"
+    );
+    let client = aws_sdk_secretsmanager::Client::new(&base);
+    let err = SecretsManagerSource::from_client(&client)
+        .assume_role(AssumeRole::new(ROLE))
+        .unwrap_err();
+    assert!(err.to_string().contains("made from a client"), "{err}");
+}
