@@ -33,8 +33,39 @@ impl NameSpec {
 /// A name's value, and where it came from.
 pub(super) struct Found {
     pub(super) spec: Arc<NameSpec>,
-    pub(super) value: SecretValue,
+    /// Emptied by a SnapStart seal: moka drops the entries it removes lazily (a removed entry may
+    /// stay referenced by its pending maintenance for a while, longer on a busy machine), so the
+    /// seal takes the plaintext out of every entry it can reach rather than rely on that.
+    value: std::sync::Mutex<Option<SecretValue>>,
+    /// The value's length (what the cache weighs), kept after the seal.
+    pub(super) bytes: usize,
     pub(super) info: Arc<ValueInfo>,
+}
+
+impl Found {
+    pub(super) fn new(spec: Arc<NameSpec>, value: SecretValue, info: Arc<ValueInfo>) -> Self {
+        Found {
+            spec,
+            bytes: value.len(),
+            value: std::sync::Mutex::new(Some(value)),
+            info,
+        }
+    }
+
+    /// The value (a reference count); `None` once sealed.
+    pub(super) fn value(&self) -> Option<SecretValue> {
+        self.lock().clone()
+    }
+
+    /// Drops the value (it zeroizes its bytes when its last clone goes): a SnapStart snapshot is
+    /// about to be taken. Returns what watches it, to tell whether a clone is still held.
+    pub(super) fn seal(&self) -> Option<crate::value::ValueWatch> {
+        self.lock().take().map(|v| v.watch())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<SecretValue>> {
+        self.value.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A cached answer for one name (cloning it is a reference count).
@@ -84,7 +115,7 @@ impl Entry {
     /// Bytes of the value (for the byte bound).
     pub(super) fn bytes(&self) -> usize {
         match &self.0.answer {
-            Ok(found) => found.value.len(),
+            Ok(found) => found.bytes,
             Err(_) => 0,
         }
     }

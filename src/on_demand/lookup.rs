@@ -194,11 +194,7 @@ pub(super) fn bind_found(
     let bound =
         bind(spec.source.kind(), false, &keys, fetched, at).map_err(|mut failed| failed.swap_remove(0).1)?;
     let keyed = bound.values.into_iter().next().ok_or(ItemError::NotFound)?;
-    Ok(Found {
-        spec: spec.clone(),
-        value: keyed.value,
-        info: keyed.info,
-    })
+    Ok(Found::new(spec.clone(), keyed.value, keyed.info))
 }
 
 /// A lookup that failed before reaching a source (no runtime, out of budget).
@@ -211,7 +207,12 @@ fn lookup_failure(name: &str, error: ItemError) -> Error {
 /// What a cached entry answers.
 pub(super) fn entry_result(entry: &Entry) -> Result<(SecretValue, Arc<ValueInfo>), Error> {
     match &entry.0.answer {
-        Ok(found) => Ok((found.value.clone(), found.info.clone())),
+        Ok(found) => match found.value() {
+            Some(value) => Ok((value, found.info.clone())),
+            None => Err(Error::DroppedForSnapshot {
+                key: found.info.name.clone(),
+            }),
+        },
         Err(failure) => Err(Error::Load {
             failures: vec![failure.clone()],
         }),

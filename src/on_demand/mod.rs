@@ -283,7 +283,9 @@ impl OnDemand {
         let mut sources = Vec::new();
         for (name, entry) in self.inner.cache.iter() {
             if let Ok(found) = &entry.0.answer {
-                watched.push((name.to_string(), found.value.watch()));
+                if let Some(watch) = found.seal() {
+                    watched.push((name.to_string(), watch));
+                }
                 sources.push(found.spec.source.clone());
             }
             names.push(name);

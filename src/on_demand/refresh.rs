@@ -65,11 +65,11 @@ impl Inner {
             Err(_) if age < self.settings.negative_ttl => Some(entry_result(entry)),
             Err(_) => None,
             Ok(found) if age >= found.spec.timing.staleness => None,
-            Ok(found) => {
+            Ok(_) => {
                 if now >= entry.due() {
                     self.refresh_if_due(name, entry, now);
                 }
-                Some(Ok((found.value.clone(), found.info.clone())))
+                Some(entry_result(entry))
             }
         }
     }
@@ -176,13 +176,18 @@ impl Inner {
                 None => return,
                 Some(Transition::Refreshed(new)) => {
                     self.refreshes.fetch_add(1, Ordering::Relaxed);
-                    let new = new.unwrap_or_else(|| {
-                        Arc::new(Found {
-                            spec: found.spec.clone(),
-                            value: found.value.clone(),
-                            info: Arc::new(found.info.confirmed(confirmed.flatten(), now)),
-                        })
-                    });
+                    let new = match new {
+                        Some(new) => new,
+                        // Confirmed: the same value, unless a seal took it meanwhile.
+                        None => match found.value() {
+                            Some(value) => Arc::new(Found::new(
+                                found.spec.clone(),
+                                value,
+                                Arc::new(found.info.confirmed(confirmed.flatten(), now)),
+                            )),
+                            None => return,
+                        },
+                    };
                     if last.is_some() {
                         tracing::info!(name, "lambda-secrets on-demand refresh succeeded again");
                     }

@@ -5,7 +5,12 @@
 
 // Used by whichever AWS sources are enabled (none: nothing to assume a role for).
 #![cfg_attr(
-    not(any(feature = "ssm", feature = "secretsmanager", feature = "kms", feature = "aws-signing")),
+    not(any(
+        feature = "ssm",
+        feature = "secretsmanager",
+        feature = "kms",
+        feature = "aws-signing"
+    )),
     allow(dead_code)
 )]
 
