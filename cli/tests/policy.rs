@@ -588,6 +588,8 @@ fn with_an_assumed_role_the_function_may_assume_it_and_the_role_reads_in_its_own
             "/shared/flag",
             "--assume-role",
             role,
+            "--kms-key",
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
             "--region",
             "us-east-1",
             "--account",
@@ -600,6 +602,10 @@ fn with_an_assumed_role_the_function_may_assume_it_and_the_role_reads_in_its_own
     let role_policy = &both["RolePolicies"][role];
     assert!(lint(function).is_empty() && lint(role_policy).is_empty());
     assert_eq!(function["Statement"].as_array().unwrap().len(), 1, "{function}");
+    // A key given by id is one of the role's account, in the role's document only.
+    let key = "arn:aws:kms:us-east-1:222222222222:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    assert!(role_policy.to_string().contains(key), "{role_policy}");
+    assert!(!function.to_string().contains("kms:"), "{function}");
     let results = evaluate(
         function,
         &[

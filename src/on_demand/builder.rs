@@ -232,6 +232,7 @@ impl OnDemandBuilder {
                 refresh_failures: AtomicU64::new(0),
                 generation: AtomicU64::new(0),
                 warnings: Default::default(),
+                sources: Default::default(),
                 sealed: AtomicBool::new(false),
                 seal,
                 spawner,

@@ -77,6 +77,9 @@ pub(super) struct EntryData {
     pub(super) answer: Result<Arc<Found>, Failure>,
     /// When the value (or the failure) arrived: its age counts from here.
     pub(super) fetched_at: Instant,
+    /// From when the value is no longer served (its maximum staleness, or its expiry if sooner):
+    /// a lookup then fetches it again first.
+    pub(super) stale_at: Instant,
     /// When something is due (a refresh, a look at the refresh under way), in nanoseconds after
     /// `fetched_at`: one atomic load on a hit.
     due_after: AtomicU64,
@@ -91,6 +94,7 @@ impl Entry {
         let entry = Entry(Arc::new(EntryData {
             answer: Ok(found),
             fetched_at: freshness.fetched_at(),
+            stale_at: freshness.stale_at(),
             due_after: AtomicU64::new(0),
             freshness: Some(Mutex::new(freshness)),
         }));
@@ -105,6 +109,7 @@ impl Entry {
         let entry = Entry(Arc::new(EntryData {
             answer: Err(failure),
             fetched_at: now,
+            stale_at: crate::time::never(now),
             due_after: AtomicU64::new(0),
             freshness: None,
         }));

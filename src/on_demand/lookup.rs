@@ -99,7 +99,7 @@ impl Inner {
             self.replace(name, &entry, None).await;
             return Err(Error::DroppedForSnapshot { key: name.to_owned() });
         }
-        entry_result(&entry)
+        entry_result(name, &entry)
     }
 
     /// Fetches `name` (a miss): declared by the closure, coalesced with other misses. `epoch`: the
@@ -107,6 +107,7 @@ impl Inner {
     pub(super) async fn fetch(&self, name: &str, epoch: u64) -> Result<Entry, Error> {
         self.misses.fetch_add(1, Ordering::Relaxed);
         let decl = (self.declare)(name);
+        self.sources.note(&decl.source);
         if let Some((what, input, reason)) = decl.invalid {
             return Err(Error::InvalidInput { what, input, reason });
         }
@@ -205,13 +206,11 @@ fn lookup_failure(name: &str, error: ItemError) -> Error {
 }
 
 /// What a cached entry answers.
-pub(super) fn entry_result(entry: &Entry) -> Result<(SecretValue, Arc<ValueInfo>), Error> {
+pub(super) fn entry_result(name: &str, entry: &Entry) -> Result<(SecretValue, Arc<ValueInfo>), Error> {
     match &entry.0.answer {
         Ok(found) => match found.value() {
             Some(value) => Ok((value, found.info.clone())),
-            None => Err(Error::DroppedForSnapshot {
-                key: found.info.name.clone(),
-            }),
+            None => Err(Error::DroppedForSnapshot { key: name.to_owned() }),
         },
         Err(failure) => Err(Error::Load {
             failures: vec![failure.clone()],

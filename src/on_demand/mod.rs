@@ -108,6 +108,8 @@ struct Inner {
     generation: AtomicU64,
     /// Warnings of failed refreshes, at most one every few seconds.
     warnings: refresh::Warnings,
+    /// Every source its lookups used, for the seal.
+    sources: crate::source::Seen,
     /// Every entry was dropped for a SnapStart snapshot; lookups fail until the restore.
     sealed: AtomicBool,
     /// Snapshots taken so far, and the background tasks alive (they may hold values).
@@ -280,17 +282,15 @@ impl OnDemand {
         self.inner.seal.seal();
         let mut watched = Vec::new();
         let mut names = Vec::new();
-        let mut sources = Vec::new();
         for (name, entry) in self.inner.cache.iter() {
             if let Ok(found) = &entry.0.answer {
                 if let Some(watch) = found.seal() {
                     watched.push((name.to_string(), watch));
                 }
-                sources.push(found.spec.source.clone());
             }
             names.push(name);
         }
-        crate::source::seal_each(&sources);
+        self.inner.sources.seal();
         for name in names {
             self.inner.cache.invalidate(&*name).await;
         }
@@ -306,6 +306,8 @@ impl OnDemand {
         // removes it itself, but moka applies removals lazily): drop whatever is there now.
         self.inner.cache.invalidate_all();
         self.inner.cache.run_pending_tasks().await;
+        // A fetch that ran until the drain may have taken credentials again.
+        self.inner.sources.seal();
         still_held(watched)
     }
 

@@ -62,14 +62,15 @@ impl Inner {
     ) -> Option<Result<(SecretValue, Arc<ValueInfo>), Error>> {
         let age = now.saturating_duration_since(entry.0.fetched_at);
         match &entry.0.answer {
-            Err(_) if age < self.settings.negative_ttl => Some(entry_result(entry)),
+            Err(_) if age < self.settings.negative_ttl => Some(entry_result(name, entry)),
             Err(_) => None,
-            Ok(found) if age >= found.spec.timing.staleness => None,
+            // Past its maximum staleness, or past its expiry (a token): fetched again first.
+            Ok(_) if now >= entry.0.stale_at => None,
             Ok(_) => {
                 if now >= entry.due() {
                     self.refresh_if_due(name, entry, now);
                 }
-                Some(entry_result(entry))
+                Some(entry_result(name, entry))
             }
         }
     }

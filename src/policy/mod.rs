@@ -371,9 +371,7 @@ impl PolicyBuilder {
             }
             let role = decl.source.role_arn();
             let role_scope = match role {
-                Some(arn) => {
-                    Some(role_scope(&scope, arn).map_err(|r| Error::invalid_input("role ARN", arn, r))?)
-                }
+                Some(arn) => Some(role_scope(&scope, arn, &self.kms_keys)?),
                 None => None,
             };
             match decl
@@ -419,15 +417,31 @@ impl PolicyBuilder {
     }
 }
 
-/// The scope of a role's own permissions: its partition and account, the same Region and keys.
-fn role_scope(scope: &PolicyScope, role_arn: &str) -> Result<PolicyScope, String> {
+/// The scope of a role's own permissions: its partition and account, the same Region, and the
+/// customer managed keys given, a key given by id being one of the role's account.
+fn role_scope(
+    scope: &PolicyScope,
+    role_arn: &str,
+    kms_keys: &[(&'static str, String)],
+) -> Result<PolicyScope, Error> {
+    let invalid = |r: String| Error::invalid_input("role ARN", role_arn, r);
     let parts: Vec<&str> = role_arn.splitn(6, ':').collect();
     if parts.len() != 6 || parts[0] != "arn" || parts[2] != "iam" {
-        return Err("a role ARN looks like arn:aws:iam::123456789012:role/NAME".into());
+        return Err(invalid(
+            "a role ARN looks like arn:aws:iam::123456789012:role/NAME".into(),
+        ));
     }
-    crate::iam::check_account(parts[4])?;
+    crate::iam::check_account(parts[4]).map_err(invalid)?;
     let mut scope = scope.clone();
     scope.partition = parts[1].to_owned();
     scope.account = parts[4].to_owned();
+    scope.kms_keys.clear();
+    for (service, key) in kms_keys {
+        let arn = crate::iam::key_arn(&scope, key).map_err(|r| Error::invalid_input("KMS key", key, r))?;
+        let keys = scope.kms_keys.entry((*service).to_owned()).or_default();
+        if !keys.contains(&arn) {
+            keys.push(arn);
+        }
+    }
     Ok(scope)
 }

@@ -156,7 +156,9 @@ impl AssumeRole {
 pub(crate) struct Assumed {
     role: AssumeRole,
     base: aws_types::SdkConfig,
-    provider: tokio::sync::OnceCell<AssumeRoleProvider>,
+    /// Built on first use; dropped with the credentials at a seal (its STS client's pooled
+    /// connections and its default session name are from before the snapshot).
+    provider: Mutex<Option<Arc<AssumeRoleProvider>>>,
     held: Mutex<Option<Credentials>>,
 }
 
@@ -175,7 +177,7 @@ impl Assumed {
         let assumed = Arc::new(Assumed {
             role,
             base: base.clone(),
-            provider: tokio::sync::OnceCell::new(),
+            provider: Mutex::new(None),
             held: Mutex::new(None),
         });
         let config = base
@@ -191,13 +193,37 @@ impl Assumed {
         &self.role
     }
 
-    /// Drops the credentials held (they zeroize their secrets when dropped).
+    /// Drops the credentials held (they zeroize their secrets when dropped) and the provider.
     pub(crate) fn forget(&self) {
         self.lock().take();
+        self.provider.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Credentials>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The SDK's provider for the role, its STS client made from the base config (given a clock
+    /// and a behavior version if the config has none: the SDK's builder requires both).
+    async fn provider(&self) -> AssumeRoleProvider {
+        let mut base = self.base.to_builder();
+        if self.base.time_source().is_none() {
+            base = base.time_source(aws_smithy_async::time::SystemTimeSource::new());
+        }
+        if self.base.behavior_version().is_none() {
+            base = base.behavior_version(aws_config::BehaviorVersion::latest());
+        }
+        let mut builder = AssumeRoleProvider::builder(self.role.arn.clone()).configure(&base.build());
+        if let Some(name) = &self.role.session_name {
+            builder = builder.session_name(name.clone());
+        }
+        if let Some(id) = &self.role.external_id {
+            builder = builder.external_id(id.clone());
+        }
+        if let Some(d) = self.role.duration {
+            builder = builder.session_length(d);
+        }
+        builder.build().await
     }
 
     async fn credentials(&self) -> provider::Result {
@@ -212,22 +238,15 @@ impl Assumed {
         if let Some(held) = self.lock().as_ref().filter(|c| reusable(c)) {
             return Ok(held.clone());
         }
-        let provider = self
-            .provider
-            .get_or_init(|| async {
-                let mut builder = AssumeRoleProvider::builder(self.role.arn.clone()).configure(&self.base);
-                if let Some(name) = &self.role.session_name {
-                    builder = builder.session_name(name.clone());
-                }
-                if let Some(id) = &self.role.external_id {
-                    builder = builder.external_id(id.clone());
-                }
-                if let Some(d) = self.role.duration {
-                    builder = builder.session_length(d);
-                }
-                builder.build().await
-            })
-            .await;
+        let built = self.provider.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let provider = match built {
+            Some(provider) => provider,
+            None => {
+                let provider = Arc::new(self.provider().await);
+                *self.provider.lock().unwrap_or_else(|e| e.into_inner()) = Some(provider.clone());
+                provider
+            }
+        };
         let fresh = provider.provide_credentials().await?;
         *self.lock() = Some(fresh.clone());
         Ok(fresh)

@@ -133,7 +133,8 @@ impl DsqlSource {
         }
     }
 
-    /// The same source, signing with `role`'s credentials (assumed with this source's, renewed
+    /// The same source, signing with `role`'s credentials (assumed with those of the config it was
+    /// made with, renewed
     /// before they expire, dropped before a SnapStart snapshot): a token then lives until the
     /// earlier of its lifetime and the assumed credentials' expiry.
     ///
@@ -163,7 +164,7 @@ impl DsqlSource {
         match checked {
             Err((what, input, reason)) => decl.rejected(what, input, reason),
             Ok(()) if no_cluster_id => decl.without_policy(
-                "IAM names a DSQL cluster by its id, the first label of its endpoint                  (`CLUSTER_ID.dsql.REGION.on.aws`), and this host name is not such an endpoint",
+                "IAM names a DSQL cluster by its id, the first label of its endpoint (`CLUSTER_ID.dsql.REGION.on.aws`), and this host name is not such an endpoint",
             ),
             Ok(()) => decl,
         }

@@ -380,6 +380,35 @@ pub(crate) fn seal_each<'a>(sources: impl IntoIterator<Item = &'a Arc<dyn DynSou
     }
 }
 
+/// The distinct sources an on-demand cache has fetched from, to seal them whatever its entries
+/// hold then (weakly held: a source no longer used can go).
+#[cfg(feature = "on-demand")]
+#[derive(Default)]
+pub(crate) struct Seen(std::sync::Mutex<Vec<std::sync::Weak<dyn DynSource>>>);
+
+#[cfg(feature = "on-demand")]
+impl Seen {
+    /// Remembers `source` (once).
+    pub(crate) fn note(&self, source: &Arc<dyn DynSource>) {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let at = Arc::as_ptr(source).cast::<()>();
+        if seen.iter().any(|w| std::sync::Weak::as_ptr(w).cast::<()>() == at) {
+            return;
+        }
+        seen.retain(|w| w.strong_count() > 0);
+        seen.push(Arc::downgrade(source));
+    }
+
+    /// Seals every source remembered that still lives ([`Source::seal`]).
+    pub(crate) fn seal(&self) {
+        let live: Vec<Arc<dyn DynSource>> = {
+            let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            seen.iter().filter_map(std::sync::Weak::upgrade).collect()
+        };
+        seal_each(&live);
+    }
+}
+
 /// The items as the source's own type (a declaration always pairs a source with its item type).
 fn typed<T: Clone + 'static>(items: &[AnyItem]) -> Option<Vec<T>> {
     items

@@ -122,7 +122,8 @@ impl RdsSource {
         }
     }
 
-    /// The same source, signing with `role`'s credentials (assumed with this source's, renewed
+    /// The same source, signing with `role`'s credentials (assumed with those of the config it was
+    /// made with, renewed
     /// before they expire, dropped before a SnapStart snapshot): a token then lives until the
     /// earlier of its lifetime and the assumed credentials' expiry.
     ///
@@ -325,6 +326,27 @@ mod tests {
             calls.load(Ordering::SeqCst) >= 5,
             "credentials taken again for each token"
         );
+    }
+
+    #[cfg(feature = "on-demand")]
+    #[tokio::test(start_paused = true)]
+    async fn an_on_demand_token_past_its_expiry_is_signed_again_before_it_is_served() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let rds = RdsSource::new(&config(&calls, Duration::from_secs(120)));
+        let users = crate::OnDemand::builder()
+            .ttl(Duration::from_secs(300))
+            .build(move |user| rds.auth_token(user, "db.example.internal", 5432, user))
+            .unwrap();
+        let (first, info) = users.get_with_info("app").await.unwrap();
+        assert!(info.expires_at.unwrap() <= wall::now() + Duration::from_secs(120));
+        // No lookup for 130 s (the function was not invoked): the token held has expired.
+        tokio::time::advance(Duration::from_secs(130)).await;
+        let (token, info) = users.get_with_info("app").await.unwrap();
+        assert!(
+            info.expires_at.unwrap() > wall::now(),
+            "an expired token was served"
+        );
+        assert_ne!(token.expose_str(), first.expose_str());
     }
 
     #[tokio::test(start_paused = true)]

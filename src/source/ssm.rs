@@ -197,8 +197,9 @@ impl SsmSource {
     }
 
     /// The same source, reading through `role`: its calls are made with the role's credentials,
-    /// assumed (`sts:AssumeRole`) with this source's on first use, renewed before they expire and
-    /// dropped before a SnapStart snapshot. Values keep their own TTLs. See [`AssumeRole`](crate::AssumeRole).
+    /// assumed (`sts:AssumeRole`) with the credentials of the config the source was made with, on
+    /// first use, renewed before they expire and dropped before a SnapStart snapshot. Values keep
+    /// their own TTLs. See [`AssumeRole`](crate::AssumeRole).
     ///
     /// # Errors
     ///

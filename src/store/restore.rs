@@ -49,6 +49,8 @@ impl Store {
                 "lambda-secrets: refreshes under way did not stop within {DRAIN:?} of the SnapStart seal; what they hold may be in the snapshot"
             );
         }
+        // A refresh that ran until the drain may have taken credentials again.
+        crate::source::seal_each(self.lock().list.iter().map(|e| &e.source));
         still_held(held)
     }
 
