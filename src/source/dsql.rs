@@ -5,8 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::signing::{check_host, presign, Signer};
-use super::{Declaration, Fetched, ItemResult, Source};
+use super::signing::{check_host, Signer, TokenRequest};
+use super::{Declaration, ItemResult, Source};
 use crate::call::CallContext;
 use crate::iam::{Permission, PolicyScope};
 
@@ -195,34 +195,12 @@ impl Source for DsqlSigner {
     }
 
     async fn fetch(&self, items: &[DsqlToken], _calls: &CallContext) -> Vec<ItemResult> {
-        let signed = async {
-            let region = self.0.region()?;
-            let credentials = self.0.credentials().await?;
-            Ok::<_, crate::error::ItemError>((region, credentials))
-        }
-        .await;
-        let (region, credentials) = match signed {
-            Ok(ok) => ok,
-            Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
-        };
-        let at = self.0.now();
-        items
-            .iter()
-            .map(|item| {
-                let query = format!("Action={}", item.action());
-                let (token, expires_at) = presign(
-                    &credentials,
-                    "dsql",
-                    region,
-                    &item.host,
-                    &query,
-                    item.lifetime,
-                    at,
-                )?;
-                Ok(vec![
-                    Fetched::new(item.to_string(), token).with_expires_at(Some(expires_at))
-                ])
+        self.0
+            .sign_all("dsql", items, |item| TokenRequest {
+                authority: item.host.clone(),
+                query: format!("Action={}", item.action()),
+                lifetime: item.lifetime,
             })
-            .collect()
+            .await
     }
 }

@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::signing::{check_host, presign, uri_encode_into, Signer};
-use super::{Declaration, Fetched, ItemResult, Source};
+use super::signing::{check_host, uri_encode_into, Signer, TokenRequest};
+use super::{Declaration, ItemResult, Source};
 use crate::call::CallContext;
 use crate::iam::{Permission, PolicyScope};
 
@@ -199,37 +199,17 @@ impl Source for RdsSigner {
     }
 
     async fn fetch(&self, items: &[RdsDbUser], _calls: &CallContext) -> Vec<ItemResult> {
-        let signed = async {
-            let region = self.0.region()?;
-            let credentials = self.0.credentials().await?;
-            Ok::<_, crate::error::ItemError>((region, credentials))
-        }
-        .await;
-        let (region, credentials) = match signed {
-            Ok(ok) => ok,
-            Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
-        };
-        let at = self.0.now();
-        items
-            .iter()
-            .map(|item| {
+        self.0
+            .sign_all("rds-db", items, |item| {
                 let mut query = String::from("Action=connect&DBUser=");
                 uri_encode_into(&item.user, &mut query);
-                let authority = format!("{}:{}", item.host, item.port);
-                let (token, expires_at) = presign(
-                    &credentials,
-                    "rds-db",
-                    region,
-                    &authority,
-                    &query,
-                    RDS_TOKEN_LIFETIME,
-                    at,
-                )?;
-                Ok(vec![
-                    Fetched::new(item.to_string(), token).with_expires_at(Some(expires_at))
-                ])
+                TokenRequest {
+                    authority: format!("{}:{}", item.host, item.port),
+                    query,
+                    lifetime: RDS_TOKEN_LIFETIME,
+                }
             })
-            .collect()
+            .await
     }
 }
 

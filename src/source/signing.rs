@@ -160,6 +160,40 @@ impl Signer {
         Ok(fresh)
     }
 
+    /// A token for each of `items` ([`presign`] of what `request` says of it), all with the same
+    /// credentials and signing time; each item fails alike when there are no credentials or no
+    /// Region.
+    pub(crate) async fn sign_all<T: std::fmt::Display>(
+        &self,
+        service: &str,
+        items: &[T],
+        request: impl Fn(&T) -> TokenRequest,
+    ) -> Vec<crate::source::ItemResult> {
+        let signed = async { Ok::<_, ItemError>((self.region()?, self.credentials().await?)) }.await;
+        let (region, credentials) = match signed {
+            Ok(ok) => ok,
+            Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let at = self.now();
+        items
+            .iter()
+            .map(|item| {
+                let r = request(item);
+                let (token, expires_at) = presign(
+                    &credentials,
+                    service,
+                    region,
+                    &r.authority,
+                    &r.query,
+                    r.lifetime,
+                    at,
+                )?;
+                let fetched = crate::source::Fetched::new(item.to_string(), token);
+                Ok(vec![fetched.with_expires_at(Some(expires_at))])
+            })
+            .collect()
+    }
+
     /// Forgets the credentials held (a SnapStart snapshot is about to be taken; they zeroize
     /// their secrets when dropped).
     pub(crate) fn forget(&self) {
@@ -176,6 +210,14 @@ impl Signer {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Credentials>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// What one token presigns: `GET https://{authority}/?{query}` (already URI-encoded), good for
+/// `lifetime`.
+pub(crate) struct TokenRequest {
+    pub(crate) authority: String,
+    pub(crate) query: String,
+    pub(crate) lifetime: Duration,
 }
 
 /// A token: the presigned `GET https://{authority}/?{query}` for `service`, without the scheme,
