@@ -4,6 +4,8 @@
 //! and everything under `CONFIG_PATH` (default `/lambda-secrets/example/config`, optional); each
 //! invocation answers with the key's length and version (never the key). A missing parameter
 //! fails INIT with an error naming it. `SECRETS_TTL` (e.g. `2s`, default `5m`) sets the TTL.
+//! Built with the `assume-role` feature, `ASSUME_ROLE_ARN` reads them through that role (the
+//! parameters of another account).
 //!
 //! SnapStart-ready: it registers the library's SnapStart hooks, so with
 //! `AWS_LAMBDA_INITIALIZATION_TYPE=snap-start` no value is in the snapshot and every restore loads
@@ -42,6 +44,11 @@ async fn main() -> Result<(), Error> {
 
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let ssm = SsmSource::new(&config);
+    #[cfg(feature = "assume-role")]
+    let ssm = match std::env::var("ASSUME_ROLE_ARN") {
+        Ok(role) => ssm.assume_role(lambda_secrets::AssumeRole::new(role))?,
+        Err(_) => ssm,
+    };
     let param = std::env::var("API_KEY_PARAM").unwrap_or_else(|_| "/lambda-secrets/example/api-key".into());
     let ttl = match std::env::var("SECRETS_TTL") {
         Ok(t) => humantime_like(&t)?,

@@ -4,8 +4,12 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
 use aws_config::sts::AssumeRoleProvider;
 use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_smithy_async::time::{SharedTimeSource, TimeSource};
 use aws_types::SdkConfig;
 use lambda_secrets::{AssumeRole, Error, ItemError, Secrets, SecretsManagerSource, SsmSource};
 use support::{moto, put_param, sdk_config, unique_prefix, FaultProxy};
@@ -98,6 +102,90 @@ async fn a_secret_and_a_secure_string_of_another_account_load_through_the_role_a
     snapstart.after_restore().await.unwrap();
     assert_eq!(sts_calls(&proxy), assumed + 2, "assumed again after the restore");
     assert_eq!(secrets.snapshot().expose_str("db").unwrap(), "from-222");
+}
+
+/// A clock the test moves: the SDK signs and the library judges credentials' expiry by it (moto
+/// checks neither the signing time nor the credentials' expiry, so the calls still go through).
+#[derive(Debug, Clone, Default)]
+struct Clock(Arc<Mutex<Duration>>);
+
+impl Clock {
+    fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+
+    fn set_back(&self) {
+        *self.0.lock().unwrap() = Duration::ZERO;
+    }
+}
+
+impl TimeSource for Clock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + *self.0.lock().unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_go_on_across_the_renewal_of_short_lived_assumed_credentials() {
+    support::init_tracing();
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let seed = in_other_account().await;
+    let prefix = unique_prefix("xacct-renew");
+    let secret = format!("{}/db", prefix.trim_start_matches('/'));
+    let sm_seed = aws_sdk_secretsmanager::Client::new(&seed);
+    sm_seed
+        .create_secret()
+        .name(&secret)
+        .secret_string("v1")
+        .send()
+        .await
+        .unwrap();
+
+    let clock = Clock::default();
+    let base = sdk_config(&proxy.endpoint())
+        .await
+        .into_builder()
+        .time_source(SharedTimeSource::new(clock.clone()))
+        .build();
+    // The shortest session STS gives: 15 minutes, taken again when 5 are left.
+    let role = AssumeRole::new(ROLE).duration(Duration::from_secs(900));
+    let sm = SecretsManagerSource::new(&base).assume_role(role).unwrap();
+    let secrets = Secrets::builder()
+        .refresh_now_interval(Duration::ZERO) // each `refresh_now` below calls
+        .add(sm.secret("db", &secret))
+        .load()
+        .await
+        .unwrap();
+    assert_eq!(sts_calls(&proxy), 1);
+
+    // 9 minutes on: 6 left, the credentials are still used.
+    clock.advance(Duration::from_secs(9 * 60));
+    secrets.refresh_now("db").await.unwrap();
+    assert_eq!(sts_calls(&proxy), 1, "reused while more than 5 minutes are left");
+
+    // 11 minutes on: 4 left. The next refresh assumes the role again and reads the rotated value
+    // with the new credentials.
+    sm_seed
+        .put_secret_value()
+        .secret_id(&secret)
+        .secret_string("v2")
+        .send()
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(2 * 60));
+    secrets.refresh_now("db").await.unwrap();
+    let renewed = sts_calls(&proxy);
+    assert!(renewed > 1, "assumed again before they expire");
+    assert_eq!(secrets.snapshot().expose_str("db").unwrap(), "v2");
+
+    // moto stamps a session's expiry by its own clock, which the test's did not move: back to it,
+    // the new session has its 15 minutes again, and is reused.
+    clock.set_back();
+    secrets.refresh_now("db").await.unwrap();
+    assert_eq!(sts_calls(&proxy), renewed);
+    assert_eq!(secrets.snapshot().expose_str("db").unwrap(), "v2");
+    let stats = secrets.stats();
+    assert_eq!(stats.refresh_failures, 0, "{stats:?}");
 }
 
 #[tokio::test]

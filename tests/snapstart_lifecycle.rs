@@ -421,3 +421,134 @@ async fn the_hooks_registered_with_lambda_http_reload_too() {
         "the value read during INIT was served: {answer}"
     );
 }
+
+/// The text of each `<tag>…</tag>` in the STS answers the proxy kept.
+fn sts_fields(proxy: &FaultProxy, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    proxy
+        .responses("/")
+        .iter()
+        .filter_map(|body| {
+            let text = String::from_utf8_lossy(body);
+            let start = text.find(&open)? + open.len();
+            let end = start + text[start..].find(&close)?;
+            Some(text[start..end].to_owned())
+        })
+        .collect()
+}
+
+/// Whether a copy of a credential is in one of the SDK's HTTP buffers, freed without zeroizing:
+/// the STS answer it came in, or (the session token, which every signed request carries in the
+/// clear and which signs nothing) a request's headers or the canonical request SigV4 signed.
+fn in_sdk_http_buffer(copy: &process_memory::Copy) -> bool {
+    copy.context.contains("Key><value></")
+        || copy.context.contains("Token><value></")
+        || copy.context.contains("x-amz-security-token: <value>")
+        || copy.context.contains("x-amz-security-token:<value>")
+}
+
+/// Copies of an assumed role's secret key or session token that the library could hold (outside
+/// [`in_sdk_http_buffer`]).
+fn held_credentials(function: &Function, proxy: &FaultProxy, label: &str) -> usize {
+    let secrets: Vec<String> = ["SecretAccessKey", "SessionToken"]
+        .iter()
+        .flat_map(|tag| sts_fields(proxy, tag))
+        .collect();
+    assert!(!secrets.is_empty(), "no STS answer seen: {:?}", proxy.calls_all());
+    secrets
+        .iter()
+        .map(|secret| {
+            let copies = function.copies_of(secret);
+            let held = copies.iter().filter(|c| !in_sdk_http_buffer(c)).count();
+            eprintln!(
+                "{label}: {} copies ({held} outside the SDK's HTTP buffers)",
+                copies.len()
+            );
+            for copy in &copies {
+                eprintln!("  {:#x} in {}: {}", copy.address, copy.mapping, copy.context);
+            }
+            held
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assumed_role_s_credentials_are_not_in_the_snapshot_and_a_restore_assumes_it_again() {
+    support::init_tracing();
+    let role = "arn:aws:iam::222222222222:role/snapstart-reader";
+    let base = support::sdk_config(&moto().endpoint).await;
+    let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+        .configure(&base)
+        .session_name("seed")
+        .build()
+        .await;
+    let seed = aws_sdk_ssm::Client::new(
+        &base
+            .to_builder()
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+                provider,
+            ))
+            .build(),
+    );
+    let prefix = unique_prefix("snapstart-role");
+    let param = format!("{prefix}/api-key");
+    put_param(&seed, &param, &distinctive_value("in-222"), "SecureString").await;
+    let config = format!("{prefix}/config");
+    put_param(&seed, &format!("{config}/region"), "eu-west-1", "String").await;
+    let env = [
+        ("API_KEY_PARAM", param.as_str()),
+        ("CONFIG_PATH", config.as_str()),
+        ("ASSUME_ROLE_ARN", role),
+    ];
+
+    // Without the hooks the assumed credentials are held at the end of INIT (the scan can see
+    // them); with them, the snapshot holds none.
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    proxy.record_responses("/");
+    let plain = Function::start_example(
+        RUNTIME_EXAMPLE,
+        "role-plain",
+        Init::OnDemand,
+        &proxy.endpoint(),
+        &env,
+    )
+    .await;
+    plain.reached("invocation/next").await;
+    let held_without = held_credentials(&plain, &proxy, "assumed credentials, end of INIT, no hooks");
+    drop(plain);
+    assert!(
+        held_without >= 1,
+        "the scan finds the credentials the source holds"
+    );
+
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    proxy.record_responses("/");
+    let function = Function::start_example(
+        RUNTIME_EXAMPLE,
+        "role-snap",
+        Init::SnapStart,
+        &proxy.endpoint(),
+        &env,
+    )
+    .await;
+    function.reached("restore/next").await;
+    assert_eq!(proxy.calls("/"), 1, "the role was assumed once in INIT");
+    let held_with = held_credentials(&function, &proxy, "assumed credentials, snapshot point");
+    assert_eq!(held_with, 0, "the snapshot holds assumed credentials");
+
+    // Restored (days later): its connections are dead, the role is assumed afresh, within the
+    // first attempt's short timeout however the dead connections answer.
+    proxy.kill_open_connections();
+    proxy.reset_counts();
+    function.api.release_restore();
+    let answer = function.invoke(serde_json::json!({})).await;
+    assert_eq!(answer["api_key_version"], "1", "{answer}");
+    assert_eq!(function.api.restore_error(), None);
+    assert!(
+        proxy.forwarded("/") >= 1,
+        "assumed again after the restore: {:?}",
+        proxy.calls_all()
+    );
+    assert!(proxy.unanswered() > 0, "the restore met the dead connections");
+    assert!(proxy.forwarded("GetParameters") >= 1, "{:?}", proxy.calls_all());
+}

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use aws_config::sts::AssumeRoleProvider;
 use aws_credential_types::provider::{self, future, ProvideCredentials, SharedCredentialsProvider};
-use aws_credential_types::Credentials;
 
 use crate::error::Error;
 
@@ -27,10 +26,6 @@ use crate::error::Error;
 /// credentials of another role (a Lambda execution role's: role chaining) is capped at one hour.
 pub const ASSUME_ROLE_DURATION: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(900)..=Duration::from_secs(43_200);
-
-/// Assumed credentials are taken again once they expire within this (the SDK's own margin is
-/// shorter; a token signed with them would live less than this).
-const REUSE_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// A role a source reads through: `sts:AssumeRole` with the config's credentials (a Lambda
 /// execution role's), then every call of the source with the role's.
@@ -159,7 +154,7 @@ pub(crate) struct Assumed {
     /// Built on first use; dropped with the credentials at a seal (its STS client's pooled
     /// connections and its default session name are from before the snapshot).
     provider: Mutex<Option<Arc<AssumeRoleProvider>>>,
-    held: Mutex<Option<Credentials>>,
+    held: super::credentials::Held,
 }
 
 impl Assumed {
@@ -178,7 +173,7 @@ impl Assumed {
             role,
             base: base.clone(),
             provider: Mutex::new(None),
-            held: Mutex::new(None),
+            held: super::credentials::Held::default(),
         });
         let config = base
             .to_builder()
@@ -195,12 +190,8 @@ impl Assumed {
 
     /// Drops the credentials held (they zeroize their secrets when dropped) and the provider.
     pub(crate) fn forget(&self) {
-        self.lock().take();
+        self.held.forget();
         self.provider.lock().unwrap_or_else(|e| e.into_inner()).take();
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Credentials>> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The SDK's provider for the role, its STS client made from the base config (given a clock
@@ -226,30 +217,29 @@ impl Assumed {
         builder.build().await
     }
 
+    /// The role's credentials: those held while they have
+    /// [`REUSE_MARGIN`](super::credentials::REUSE_MARGIN) left, else assumed again (by one
+    /// caller at a time: the concurrent calls of a cold load make one `AssumeRole`).
     async fn credentials(&self) -> provider::Result {
-        let now = self
-            .base
-            .time_source()
-            .map_or_else(std::time::SystemTime::now, |c| c.now());
-        let reusable = |c: &Credentials| {
-            c.expiry()
-                .is_none_or(|at| at.duration_since(now).is_ok_and(|left| left > REUSE_MARGIN))
+        let now = || {
+            self.base
+                .time_source()
+                .map_or_else(std::time::SystemTime::now, |c| c.now())
         };
-        if let Some(held) = self.lock().as_ref().filter(|c| reusable(c)) {
-            return Ok(held.clone());
-        }
-        let built = self.provider.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let provider = match built {
-            Some(provider) => provider,
-            None => {
-                let provider = Arc::new(self.provider().await);
-                *self.provider.lock().unwrap_or_else(|e| e.into_inner()) = Some(provider.clone());
-                provider
-            }
-        };
-        let fresh = provider.provide_credentials().await?;
-        *self.lock() = Some(fresh.clone());
-        Ok(fresh)
+        self.held
+            .get_or_renew(now, || async {
+                let built = self.provider.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let provider = match built {
+                    Some(provider) => provider,
+                    None => {
+                        let provider = Arc::new(self.provider().await);
+                        *self.provider.lock().unwrap_or_else(|e| e.into_inner()) = Some(provider.clone());
+                        provider
+                    }
+                };
+                provider.provide_credentials().await
+            })
+            .await
     }
 }
 

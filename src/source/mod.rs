@@ -25,6 +25,8 @@ pub(crate) mod assume;
 #[cfg(feature = "aws")]
 #[macro_use]
 mod aws;
+#[cfg(any(feature = "aws-signing", feature = "assume-role"))]
+mod credentials;
 mod declaration;
 #[cfg(feature = "dsql")]
 pub(crate) mod dsql;

@@ -382,6 +382,65 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn credentials_that_are_never_renewed_give_ever_shorter_tokens_a_handful_of_times_then_none() {
+        // A provider stuck on the same credentials (its own source is gone): each token lives
+        // only as long as they do.
+        #[derive(Debug)]
+        struct Stuck(Arc<AtomicU32>, SystemTime);
+        impl ProvideCredentials for Stuck {
+            fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+            where
+                Self: 'a,
+            {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                future::ProvideCredentials::ready(Ok(Credentials::new(
+                    "AKIDSTUCK",
+                    "secret",
+                    None,
+                    Some(self.1),
+                    "test",
+                )))
+            }
+        }
+        let calls = Arc::new(AtomicU32::new(0));
+        let dies = wall::now() + Duration::from_secs(120);
+        let config = aws_types::SdkConfig::builder()
+            .region(aws_types::region::Region::new("us-east-1"))
+            .credentials_provider(SharedCredentialsProvider::new(Stuck(calls.clone(), dies)))
+            .time_source(WallClock)
+            .build();
+        let secrets = Secrets::builder()
+            .max_wait(Duration::from_millis(200))
+            .add(RdsSource::new(&config).auth_token("db", "db.example.internal", 5432, "app"))
+            .load()
+            .await
+            .unwrap();
+        let mut served = std::collections::BTreeSet::new();
+        // Every 100 ms until 5 s past the credentials' expiry.
+        for _ in 0..1250 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            match secrets.fresh_snapshot().await.expose_str("db") {
+                Ok(token) => {
+                    assert!(
+                        wall::now() < dies,
+                        "a token past its credentials' expiry was served"
+                    );
+                    served.insert(token.to_owned());
+                }
+                Err(e) => {
+                    assert!(wall::now() >= dies - Duration::from_secs(1), "{e}");
+                    assert!(matches!(e, Error::Expired { .. }), "{e}");
+                }
+            }
+        }
+        assert!(served.len() >= 2, "renewed before the credentials' expiry");
+        // Renewed at 90 % of what is left: 120 s, 12 s, 1.2 s, ... a handful of signings, not
+        // one per read; then retried with the core's backoff.
+        let asked = calls.load(Ordering::SeqCst);
+        assert!((2..=15).contains(&asked), "{asked} credentials requests");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_credentials_held_are_dropped_for_a_snapshot_and_taken_afresh_after_the_restore() {
         let calls = Arc::new(AtomicU32::new(0));
         let rds = RdsSource::new(&config(&calls, Duration::from_secs(3600)));

@@ -8,7 +8,6 @@
 //! renews it ahead of that and never serves it past it.
 
 use std::borrow::Cow;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -18,10 +17,6 @@ use aws_smithy_runtime_api::client::identity::Identity;
 
 use crate::error::ItemError;
 use crate::value::SecretValue;
-
-/// Credentials are taken again from the provider once they expire within this: a token signed
-/// with them would live less than this.
-pub(crate) const CREDENTIALS_REUSE_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// The auth parameters of a presigned query, in the order botocore writes them (its token is the
 /// reference; `aws-sigv4` puts `X-Amz-Security-Token` last). The signature covers the sorted
@@ -41,7 +36,7 @@ pub(crate) struct Signer {
     region: Option<String>,
     provider: Option<SharedCredentialsProvider>,
     clock: SharedTimeSource,
-    held: Mutex<Option<Credentials>>,
+    held: super::credentials::Held,
     #[cfg(feature = "assume-role")]
     origin: super::assume::Origin,
 }
@@ -61,7 +56,7 @@ impl Signer {
             region: config.region().map(|r| r.as_ref().to_owned()),
             provider: config.credentials_provider(),
             clock: config.time_source().unwrap_or_default(),
-            held: Mutex::new(None),
+            held: super::credentials::Held::default(),
             #[cfg(feature = "assume-role")]
             origin: super::assume::Origin::config(config),
         }
@@ -87,7 +82,7 @@ impl Signer {
             region: Some(region),
             provider: self.provider.clone(),
             clock: self.clock.clone(),
-            held: Mutex::new(None),
+            held: super::credentials::Held::default(),
             #[cfg(feature = "assume-role")]
             origin: self.origin.clone(),
         }
@@ -124,40 +119,33 @@ impl Signer {
         self.clock.now()
     }
 
-    /// Credentials to sign with: those held while they have [`CREDENTIALS_REUSE_MARGIN`] left,
-    /// else the provider's.
+    /// Credentials to sign with: those held while they have
+    /// [`REUSE_MARGIN`](super::credentials::REUSE_MARGIN) left, else the provider's (asked by
+    /// one caller at a time).
     ///
     /// # Errors
     ///
     /// When the config has no credentials provider, or the provider fails (the message is the
     /// provider's own, without its chain of causes, which may quote an STS answer).
     pub(crate) async fn credentials(&self) -> Result<Credentials, ItemError> {
-        let now = self.now();
-        let reusable = |c: &Credentials| {
-            c.expiry().is_none_or(|at| {
-                at.duration_since(now)
-                    .is_ok_and(|left| left > CREDENTIALS_REUSE_MARGIN)
-            })
-        };
-        if let Some(held) = self.lock().as_ref().filter(|c| reusable(c)) {
-            return Ok(held.clone());
-        }
         let Some(provider) = &self.provider else {
             return Err(ItemError::Invalid(
                 "the SdkConfig has no credentials provider to sign the token with".into(),
             ));
         };
-        let fresh = provider
-            .provide_credentials()
-            .await
-            .map_err(|e| ItemError::Source(format!("no credentials to sign the token with: {e}")))?;
-        if fresh.expiry().is_some_and(|at| at <= now) {
-            return Err(ItemError::Source(
-                "the credentials provider gave credentials that have already expired".into(),
-            ));
-        }
-        *self.lock() = Some(fresh.clone());
-        Ok(fresh)
+        let renew = || async {
+            let fresh = provider
+                .provide_credentials()
+                .await
+                .map_err(|e| ItemError::Source(format!("no credentials to sign the token with: {e}")))?;
+            if fresh.expiry().is_some_and(|at| at <= self.now()) {
+                return Err(ItemError::Source(
+                    "the credentials provider gave credentials that have already expired".into(),
+                ));
+            }
+            Ok(fresh)
+        };
+        self.held.get_or_renew(|| self.now(), renew).await
     }
 
     /// A token for each of `items` ([`presign`] of what `request` says of it), all with the same
@@ -197,18 +185,14 @@ impl Signer {
     /// Forgets the credentials held (a SnapStart snapshot is about to be taken; they zeroize
     /// their secrets when dropped).
     pub(crate) fn forget(&self) {
-        self.lock().take();
+        self.held.forget();
         #[cfg(feature = "assume-role")]
         self.origin.forget();
     }
 
     #[cfg(test)]
     pub(crate) fn held_for_tests(&self) -> Option<Credentials> {
-        self.lock().clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Credentials>> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
+        self.held.peek()
     }
 }
 

@@ -81,6 +81,9 @@ struct State {
     arrivals: Vec<(Instant, String)>,
     /// Operation and body of every request, in arrival order.
     requests: Vec<(String, Bytes)>,
+    /// Operations whose forwarded answers are kept, and those answers' bodies.
+    record_responses: Vec<String>,
+    responses: Vec<(String, Bytes)>,
     // knobs
     latency: Duration,
     fail_next: usize,
@@ -218,6 +221,17 @@ impl FaultProxy {
             .collect()
     }
 
+    /// The bodies of the upstream's answers to `op`, in order, since
+    /// [`record_responses`](Self::record_responses) asked for them.
+    pub fn responses(&self, op: &str) -> Vec<Bytes> {
+        self.state()
+            .responses
+            .iter()
+            .filter(|(o, _)| o == op)
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+
     /// The largest number of arrivals within any sliding 1-second window.
     pub fn peak_in_any_1s_window(&self) -> usize {
         let mut times: Vec<Instant> = self.state().arrivals.iter().map(|(t, _)| *t).collect();
@@ -244,9 +258,15 @@ impl FaultProxy {
         st.unanswered = 0;
         st.arrivals.clear();
         st.requests.clear();
+        st.responses.clear();
     }
 
     // ----- knobs ----------------------------------------------------------
+
+    /// Keeps the upstream's answers to `op` (e.g. `"/"` for STS), for [`responses`](Self::responses).
+    pub fn record_responses(&self, op: &str) {
+        self.state().record_responses.push(op.to_owned());
+    }
 
     /// Delay before every answer (forwarded or injected).
     pub fn set_latency(&self, latency: Duration) {
@@ -447,7 +467,13 @@ async fn handle(
             )
         }
         Fate::Forward => match forward(&shared.upstream, parts, body).await {
-            Ok(resp) => resp,
+            Ok((resp, body)) => {
+                let mut st = shared.lock();
+                if st.record_responses.contains(&op) {
+                    st.responses.push((op.clone(), body));
+                }
+                resp
+            }
             Err(e) => aws_error(
                 StatusCode::BAD_GATEWAY,
                 "BadGateway",
@@ -560,7 +586,7 @@ async fn forward(
     upstream: &str,
     parts: http::request::Parts,
     body: Bytes,
-) -> Result<Response<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(Response<Full<Bytes>>, Bytes), Box<dyn std::error::Error + Send + Sync>> {
     let stream = TcpStream::connect(upstream).await?;
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -590,7 +616,7 @@ async fn forward(
     let resp = sender.send_request(out).await?;
     let (parts, body) = resp.into_parts();
     let body = body.collect().await?.to_bytes();
-    let mut back = Response::new(Full::new(body));
+    let mut back = Response::new(Full::new(body.clone()));
     *back.status_mut() = parts.status;
     let headers = back.headers_mut();
     for (name, value) in parts.headers.iter() {
@@ -598,5 +624,5 @@ async fn forward(
             headers.append(name.clone(), value.clone());
         }
     }
-    Ok(back)
+    Ok((back, body))
 }
