@@ -272,6 +272,16 @@ pub(crate) fn check_account(account: &str) -> Result<(), String> {
     }
 }
 
+/// Checks the account of a role ARN: twelve digits (a role is one role of one account; `*` would
+/// let the function assume any role of that name in any account).
+pub(crate) fn check_role_account(account: &str) -> Result<(), String> {
+    if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err("a role ARN names one account: twelve digits (no wildcard)".into())
+    }
+}
+
 /// A customer managed key as an ARN: a key ARN is kept, a key id is put in the scope's account.
 pub(crate) fn key_arn(scope: &PolicyScope, key: &str) -> Result<String, String> {
     if let Some(rest) = key.strip_prefix("arn:") {

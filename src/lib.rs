@@ -66,8 +66,8 @@
 //! - [`Policy`]: the least-privilege IAM policy the declarations need (JSON or SAM).
 //! - [`SnapStart`]: the Lambda SnapStart hooks (see [below](#snapstart)).
 //!
-//! Features: `ssm` and `lambda-runtime` (default), `secretsmanager`, `kms`, `rds`, `dsql`, `on-demand`,
-//! `snapstart` (the `lambda_runtime::SnapStartResource` impl; enabled by `lambda-runtime`); `full`
+//! Features: `ssm` and `lambda-runtime` (default), `secretsmanager`, `kms`, `rds`, `dsql`,
+//! `assume-role`, `on-demand`, `snapstart` (the `lambda_runtime::SnapStartResource` impl; enabled by `lambda-runtime`); `full`
 //! enables all.
 //!
 //! ## Freshness
@@ -82,7 +82,8 @@
 //!   [`ValueInfo::expires_at`]) is refreshed ahead of its expiry, whatever its TTL, by a minute or
 //!   a tenth of its lifetime, whichever is smaller (a 15-minute token 60 s ahead, one whose
 //!   credentials expire in 2 minutes 12 s ahead), and is never served past it: its expiry caps its
-//!   maximum staleness (below). A failed renewal is retried before the expiry.
+//!   maximum staleness (below). A failed renewal is retried before the expiry. A [`Snapshot`]
+//!   held past a value's expiry (by a long invocation) does not serve it either.
 //! - **The freshness bound.** A value changed at time `t` is served by every invocation that
 //!   starts after `t + TTL × (1 + spread) + d`, where `spread` is the
 //!   [refresh spread](SecretsBuilder::refresh_spread) (0.1 by default, 0 for values with no

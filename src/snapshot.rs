@@ -150,6 +150,14 @@ impl Snapshot {
     fn slot(&self, key: &str) -> Result<&Published, Error> {
         match self.0.values.get(key) {
             Some(slot) => match &slot.expired {
+                // A value with an expiry (an IAM auth token) in a snapshot held past it: a long
+                // invocation's. Only such values read the clock.
+                None if slot.info.expires_at.is_some_and(|at| crate::time::wall::now() >= at) => Err(Error::Expired {
+                    key: key.to_owned(),
+                    cause: ItemError::Source(
+                        "it expired while this snapshot was held (a token's lifetime); a new snapshot (`Secrets::snapshot`) holds its renewal".into(),
+                    ),
+                }),
                 None => Ok(slot),
                 Some(cause) => Err(Error::Expired {
                     key: key.to_owned(),

@@ -11,7 +11,9 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_async::time::{SharedTimeSource, TimeSource};
 use aws_types::SdkConfig;
-use lambda_secrets::{AssumeRole, Error, ItemError, Secrets, SecretsManagerSource, SsmSource};
+use lambda_secrets::{
+    AssumeRole, Ciphertext, Error, ItemError, KmsSource, RdsSource, Secrets, SecretsManagerSource, SsmSource,
+};
 use support::{moto, put_param, sdk_config, unique_prefix, FaultProxy};
 
 const ROLE: &str = "arn:aws:iam::222222222222:role/secrets-reader";
@@ -102,6 +104,74 @@ async fn a_secret_and_a_secure_string_of_another_account_load_through_the_role_a
     snapstart.after_restore().await.unwrap();
     assert_eq!(sts_calls(&proxy), assumed + 2, "assumed again after the restore");
     assert_eq!(secrets.snapshot().expose_str("db").unwrap(), "from-222");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_ciphertext_of_another_account_decrypts_through_the_role_and_a_token_is_signed_as_the_role() {
+    support::init_tracing();
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    proxy.record_responses("/");
+    let seed = aws_sdk_kms::Client::new(&in_other_account().await);
+    let key = seed
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let encrypted = seed
+        .encrypt()
+        .key_id(&key)
+        .plaintext(aws_sdk_kms::primitives::Blob::new(b"kms-222".to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let ciphertext = aws_smithy_types::base64::encode(encrypted.ciphertext_blob.unwrap().into_inner());
+
+    let base = sdk_config(&proxy.endpoint()).await;
+    let Err(err) = Secrets::builder()
+        .add(KmsSource::new(&base).decrypt("k", Ciphertext::base64(&ciphertext)))
+        .load()
+        .await
+    else {
+        panic!("the function's own account has no such key");
+    };
+    assert!(err.to_string().contains("key `k`"), "{err}");
+
+    let role = AssumeRole::new(ROLE).duration(Duration::from_secs(900));
+    let kms = KmsSource::new(&base).assume_role(role.clone()).unwrap();
+    let rds = RdsSource::new(&base).assume_role(role).unwrap();
+    let secrets = Secrets::builder()
+        .add(kms.decrypt("k", Ciphertext::base64(&ciphertext)))
+        .add(rds.auth_token("db", "db.example.internal", 5432, "app"))
+        .load()
+        .await
+        .unwrap();
+    let snapshot = secrets.snapshot();
+    assert_eq!(snapshot.expose_str("k").unwrap(), "kms-222");
+    // The token is signed with the role's credentials (the key STS gave), not the config's.
+    let keys = proxy.xml_fields("/", "AccessKeyId");
+    assert_eq!(keys.len(), 2, "KMS and RDS each assumed the role once");
+    let token = snapshot.expose_str("db").unwrap();
+    assert!(
+        keys.iter()
+            .any(|k| token.contains(&format!("X-Amz-Credential={k}%2F"))),
+        "the token is not signed as the role"
+    );
+    assert!(!token.contains("X-Amz-Credential=test%2F"));
+    assert!(token.contains("X-Amz-Security-Token="));
+    // Good no longer than the session (15 minutes) nor its own 900 s.
+    let expires = snapshot.info("db").unwrap().expires_at.unwrap();
+    assert!(expires <= SystemTime::now() + Duration::from_secs(900));
+    drop(snapshot);
+
+    // The seal drops both sources' credentials; the restore assumes the role again for each.
+    let snapstart = secrets.snapstart();
+    snapstart.before_snapshot().await.unwrap();
+    snapstart.after_restore().await.unwrap();
+    assert_eq!(proxy.xml_fields("/", "AccessKeyId").len(), 4);
+    assert_eq!(secrets.snapshot().expose_str("k").unwrap(), "kms-222");
 }
 
 /// A clock the test moves: the SDK signs and the library judges credentials' expiry by it (moto
@@ -204,4 +274,14 @@ async fn a_malformed_role_or_a_source_made_from_a_client_is_refused_naming_it() 
         .assume_role(AssumeRole::new(ROLE))
         .unwrap_err();
     assert!(err.to_string().contains("made from a client"), "{err}");
+    let err = SsmSource::new(&base)
+        .assume_role(AssumeRole::new(ROLE))
+        .unwrap()
+        .assume_role(AssumeRole::new("arn:aws:iam::333333333333:role/other"))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("already reads through `arn:aws:iam::222222222222:role/secrets-reader`"),
+        "{err}"
+    );
 }

@@ -422,21 +422,6 @@ async fn the_hooks_registered_with_lambda_http_reload_too() {
     );
 }
 
-/// The text of each `<tag>…</tag>` in the STS answers the proxy kept.
-fn sts_fields(proxy: &FaultProxy, tag: &str) -> Vec<String> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    proxy
-        .responses("/")
-        .iter()
-        .filter_map(|body| {
-            let text = String::from_utf8_lossy(body);
-            let start = text.find(&open)? + open.len();
-            let end = start + text[start..].find(&close)?;
-            Some(text[start..end].to_owned())
-        })
-        .collect()
-}
-
 /// Whether a copy of a credential is in one of the SDK's HTTP buffers, freed without zeroizing:
 /// the STS answer it came in, or (the session token, which every signed request carries in the
 /// clear and which signs nothing) a request's headers or the canonical request SigV4 signed.
@@ -452,7 +437,7 @@ fn in_sdk_http_buffer(copy: &process_memory::Copy) -> bool {
 fn held_credentials(function: &Function, proxy: &FaultProxy, label: &str) -> usize {
     let secrets: Vec<String> = ["SecretAccessKey", "SessionToken"]
         .iter()
-        .flat_map(|tag| sts_fields(proxy, tag))
+        .flat_map(|tag| proxy.xml_fields("/", tag))
         .collect();
     assert!(!secrets.is_empty(), "no STS answer seen: {:?}", proxy.calls_all());
     secrets

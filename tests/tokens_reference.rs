@@ -91,6 +91,7 @@ async fn rds_tokens_equal_botocores() {
             })
             .collect::<Vec<_>>(),
     );
+    assert_eq!(reference.len(), cases.len(), "boto3 answered every case");
     for (&(region, session_token, host, port, user), expected) in cases.iter().zip(&reference) {
         let rds = RdsSource::new(&config(region, session_token, at, None));
         let (token, expires_at) = ours(rds.auth_token("token", host, port, user)).await;
@@ -127,6 +128,7 @@ async fn dsql_tokens_equal_botocores() {
             })
             .collect::<Vec<_>>(),
     );
+    assert_eq!(reference.len(), cases.len(), "boto3 answered every case");
     for (&(kind, session_token, expires_in), expected) in cases.iter().zip(&reference) {
         let dsql = DsqlSource::new(&config("us-east-1", session_token, at, None));
         let token = match kind {

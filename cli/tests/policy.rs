@@ -627,6 +627,24 @@ fn with_an_assumed_role_the_function_may_assume_it_and_the_role_reads_in_its_own
         ["Allowed", "ImplicitlyDenied", "ImplicitlyDenied"],
         "{function}"
     );
+    // The evaluator ignores `kms:EncryptionContext:KEY` context keys (it matches variable keys
+    // only in the `prefix/KEY` form), so a request cannot satisfy that condition: it is taken
+    // out for the evaluation (`src/policy/tests.rs` checks its value), `kms:ViaService` and the
+    // key are evaluated.
+    let mut role_policy = role_policy.clone();
+    for statement in role_policy["Statement"].as_array_mut().unwrap() {
+        if let Some(like) = statement.pointer_mut("/Condition/StringLike") {
+            let like = like.as_object_mut().unwrap();
+            like.retain(|k, _| !k.starts_with("kms:EncryptionContext:"));
+            if like.is_empty() {
+                statement["Condition"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("StringLike");
+            }
+        }
+    }
+    let role_policy = &role_policy;
     let results = evaluate(
         role_policy,
         &[
@@ -646,13 +664,57 @@ fn with_an_assumed_role_the_function_may_assume_it_and_the_role_reads_in_its_own
                 "222222222222",
             ),
             IamRequest::new("sts:AssumeRole", role, "222222222222"),
+            IamRequest::new("kms:Decrypt", key, "222222222222")
+                .with("kms:ViaService", "ssm.us-east-1.amazonaws.com"),
+            IamRequest::new("kms:Decrypt", key, "222222222222"),
         ],
     );
     assert_eq!(
         results,
-        ["Allowed", "Allowed", "ImplicitlyDenied", "ImplicitlyDenied"],
+        [
+            "Allowed",
+            "Allowed",
+            "ImplicitlyDenied",
+            "ImplicitlyDenied",
+            "Allowed",
+            "ImplicitlyDenied"
+        ],
         "{role_policy}"
     );
+    // Minimal: without any one of the role's statements, a request it allowed is denied.
+    let allowed = [
+        IamRequest::new(
+            "secretsmanager:GetSecretValue",
+            "arn:aws:secretsmanager:us-east-1:222222222222:secret:shared/api-AbCdEf",
+            "222222222222",
+        ),
+        IamRequest::new("secretsmanager:BatchGetSecretValue", "*", "222222222222"),
+        IamRequest::new(
+            "secretsmanager:DescribeSecret",
+            "arn:aws:secretsmanager:us-east-1:222222222222:secret:shared/api-AbCdEf",
+            "222222222222",
+        ),
+        IamRequest::new(
+            "ssm:GetParameters",
+            "arn:aws:ssm:us-east-1:222222222222:parameter/shared/flag",
+            "222222222222",
+        ),
+        IamRequest::new("kms:Decrypt", key, "222222222222")
+            .with("kms:ViaService", "ssm.us-east-1.amazonaws.com"),
+    ];
+    assert!(
+        evaluate(role_policy, &allowed).iter().all(|r| r == "Allowed"),
+        "{role_policy}"
+    );
+    let statements = role_policy["Statement"].as_array().unwrap();
+    for (i, statement) in statements.iter().enumerate() {
+        let mut fewer = role_policy.clone();
+        fewer["Statement"].as_array_mut().unwrap().remove(i);
+        assert!(
+            evaluate(&fewer, &allowed).iter().any(|r| r != "Allowed"),
+            "role statement {i} is not needed: {statement}"
+        );
+    }
     let out = policy_command()
         .args(["--secret", "x", "--assume-role", "arn:aws:iam::2222:role/r"])
         .output()

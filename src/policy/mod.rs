@@ -431,7 +431,7 @@ fn role_scope(
             "a role ARN looks like arn:aws:iam::123456789012:role/NAME".into(),
         ));
     }
-    crate::iam::check_account(parts[4]).map_err(invalid)?;
+    crate::iam::check_role_account(parts[4]).map_err(invalid)?;
     let mut scope = scope.clone();
     scope.partition = parts[1].to_owned();
     scope.account = parts[4].to_owned();

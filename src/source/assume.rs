@@ -23,9 +23,13 @@ use aws_credential_types::provider::{self, future, ProvideCredentials, SharedCre
 use crate::error::Error;
 
 /// STS's range for an assumed role's session (`DurationSeconds`). A role assumed with the
-/// credentials of another role (a Lambda execution role's: role chaining) is capped at one hour.
+/// credentials of another role (a Lambda execution role's: role chaining) takes at most one hour:
+/// STS refuses more.
 pub const ASSUME_ROLE_DURATION: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(900)..=Duration::from_secs(43_200);
+
+/// The longest session STS gives a role assumed with another role's credentials.
+const ROLE_CHAINING_MAX: Duration = Duration::from_secs(3600);
 
 /// A role a source reads through: `sts:AssumeRole` with the config's credentials (a Lambda
 /// execution role's), then every call of the source with the role's.
@@ -71,7 +75,8 @@ impl AssumeRole {
     }
 
     /// How long a session lasts ([`ASSUME_ROLE_DURATION`]; STS's default is one hour, the most a
-    /// role chained from a Lambda execution role may have).
+    /// role assumed with a Lambda execution role's credentials may have: STS refuses more, so in
+    /// Lambda (`AWS_LAMBDA_FUNCTION_NAME` set) more than 3,600 s is refused at `assume_role`).
     pub fn duration(mut self, duration: Duration) -> Self {
         self.duration = Some(duration);
         self
@@ -94,6 +99,12 @@ impl AssumeRole {
     ///
     /// [`Error::InvalidInput`] naming the ARN, session name, external id or duration.
     pub(crate) fn check(&self) -> Result<(), Error> {
+        self.check_in(std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some())
+    }
+
+    /// [`check`](Self::check), in Lambda (where the role is always assumed with a role's
+    /// credentials) or not.
+    fn check_in(&self, in_lambda: bool) -> Result<(), Error> {
         let arn = |reason: &str| Error::invalid_input("role ARN", &self.arn, reason);
         let parts: Vec<&str> = self.arn.splitn(6, ':').collect();
         if parts.len() != 6 || parts[0] != "arn" || parts[1].is_empty() || parts[2] != "iam" {
@@ -102,7 +113,7 @@ impl AssumeRole {
         if !parts[3].is_empty() {
             return Err(arn("IAM ARNs have no Region: arn:aws:iam::ACCOUNT:role/NAME"));
         }
-        crate::iam::check_account(parts[4]).map_err(|r| arn(&r))?;
+        crate::iam::check_role_account(parts[4]).map_err(|r| arn(&r))?;
         let Some(name) = parts[5].strip_prefix("role/") else {
             return Err(arn("its resource must be `role/NAME` (with an optional path)"));
         };
@@ -133,6 +144,13 @@ impl AssumeRole {
             }
         }
         if let Some(d) = self.duration {
+            if d > ROLE_CHAINING_MAX && in_lambda {
+                return Err(Error::invalid_input(
+                    "role session duration",
+                    format!("{d:?}"),
+                    "in Lambda the role is assumed with the execution role's credentials (role chaining), for which STS takes at most 3,600 s",
+                ));
+            }
             if !ASSUME_ROLE_DURATION.contains(&d) || d.subsec_nanos() != 0 {
                 return Err(Error::invalid_input(
                     "role session duration",
@@ -190,8 +208,14 @@ impl Assumed {
 
     /// Drops the credentials held (they zeroize their secrets when dropped) and the provider.
     pub(crate) fn forget(&self) {
+        let mut provider = self.provider.lock().unwrap_or_else(|e| e.into_inner());
         self.held.forget();
-        self.provider.lock().unwrap_or_else(|e| e.into_inner()).take();
+        provider.take();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn holds_anything(&self) -> bool {
+        self.held.peek().is_some() || self.provider.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
     /// The SDK's provider for the role, its STS client made from the base config (given a clock
@@ -232,8 +256,13 @@ impl Assumed {
                 let provider = match built {
                     Some(provider) => provider,
                     None => {
+                        let generation = self.held.generation();
                         let provider = Arc::new(self.provider().await);
-                        *self.provider.lock().unwrap_or_else(|e| e.into_inner()) = Some(provider.clone());
+                        let mut kept = self.provider.lock().unwrap_or_else(|e| e.into_inner());
+                        // Not kept across a seal that came while it was built.
+                        if self.held.generation() == generation {
+                            *kept = Some(provider.clone());
+                        }
                         provider
                     }
                 };
@@ -259,6 +288,25 @@ impl ProvideCredentials for Handle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_credential_types::Credentials;
+
+    #[tokio::test]
+    async fn the_seal_drops_the_provider_with_its_sts_client() {
+        let base = aws_types::SdkConfig::builder()
+            .region(aws_types::region::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9") // refused: no credentials, but a provider built
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "AKID", "secret", None, None, "test",
+            )))
+            .build();
+        let (_, assumed) =
+            Assumed::config(&base, AssumeRole::new("arn:aws:iam::222222222222:role/r")).unwrap();
+        assert!(!assumed.holds_anything());
+        assert!(assumed.credentials().await.is_err());
+        assert!(assumed.holds_anything(), "the provider is kept between calls");
+        assumed.forget();
+        assert!(!assumed.holds_anything(), "nothing of it is in a snapshot");
+    }
 
     #[test]
     fn a_malformed_role_session_or_duration_is_refused_naming_it() {
@@ -269,6 +317,7 @@ mod tests {
                 "no Region",
             ),
             (AssumeRole::new("arn:aws:iam::1234:role/r"), "invalid role ARN"),
+            (AssumeRole::new("arn:aws:iam::*:role/r"), "no wildcard"),
             (AssumeRole::new("arn:aws:iam::123456789012:user/u"), "role/NAME"),
             (AssumeRole::new("arn:aws:iam::123456789012:role/a b"), "role name"),
             (
@@ -291,6 +340,10 @@ mod tests {
             let err = role.check().unwrap_err().to_string();
             assert!(err.contains(says), "{says}: {err}");
         }
+        let long = AssumeRole::new("arn:aws:iam::123456789012:role/r").duration(Duration::from_secs(7200));
+        long.check_in(false).unwrap();
+        let err = long.check_in(true).unwrap_err().to_string();
+        assert!(err.contains("role chaining") && err.contains("3,600"), "{err}");
         AssumeRole::new("arn:aws:iam::123456789012:role/team/secrets-reader")
             .session_name("fn-1")
             .duration(Duration::from_secs(900))
@@ -330,6 +383,16 @@ impl Origin {
                 "a source made from a client cannot assume a role; make it with `new(&config)`",
             ));
         };
+        if let Some(first) = self.role() {
+            return Err(Error::invalid_input(
+                "role ARN",
+                role.arn,
+                format!(
+                    "the source already reads through `{}`; a source reads through one role (make the second from a source made with `new(&config)`)",
+                    first.arn
+                ),
+            ));
+        }
         let (config, assumed) = Assumed::config(base, role)?;
         Ok((
             config,

@@ -4,6 +4,7 @@
 //! and forgotten at a SnapStart seal. Used by the token signer and by assumed roles.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -14,11 +15,22 @@ use aws_credential_types::Credentials;
 /// own margin is shorter).
 pub(crate) const REUSE_MARGIN: Duration = Duration::from_secs(5 * 60);
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Held {
     held: Mutex<Option<Credentials>>,
+    /// Counts the seals: a renewal that began before one does not keep what it got.
+    generation: AtomicU64,
     /// Held by the one caller renewing; the others wait for it and take what it got.
     renewing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not even the access key id.
+        f.debug_struct("Held")
+            .field("held", &self.lock().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Held {
@@ -44,14 +56,27 @@ impl Held {
         if let Some(held) = self.reusable(now()) {
             return Ok(held);
         }
+        let generation = self.generation();
         let fresh = renew().await?;
-        *self.lock() = Some(fresh.clone());
+        let mut held = self.lock();
+        // A seal came meanwhile: the caller uses them for its call, nobody keeps them.
+        if self.generation() == generation {
+            *held = Some(fresh.clone());
+        }
         Ok(fresh)
     }
 
-    /// Drops the credentials held (they zeroize their secrets when dropped).
+    /// Drops the credentials held (they zeroize their secrets when dropped); a renewal under way
+    /// keeps nothing.
     pub(crate) fn forget(&self) {
-        self.lock().take();
+        let mut held = self.lock();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        held.take();
+    }
+
+    /// How many seals there were: what was made before one is not kept after it.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     #[cfg(test)]
@@ -74,7 +99,7 @@ impl Held {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::AtomicU32;
     use std::sync::Arc;
 
     use super::*;
@@ -112,6 +137,38 @@ mod tests {
         assert_eq!(renewals.load(Ordering::SeqCst), 2);
         held.forget();
         assert!(held.peek().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_renewal_under_way_at_a_seal_keeps_nothing() {
+        let held = Arc::new(Held::default());
+        let now = SystemTime::now();
+        let (started, seal) = (
+            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        let renewal = tokio::spawn({
+            let (held, started, seal) = (held.clone(), started.clone(), seal.clone());
+            async move {
+                held.get_or_renew(
+                    || now,
+                    || async move {
+                        started.notify_one();
+                        seal.notified().await;
+                        Ok::<_, ()>(expiring(now + Duration::from_secs(3600)))
+                    },
+                )
+                .await
+            }
+        });
+        started.notified().await;
+        held.forget();
+        seal.notify_one();
+        assert!(
+            renewal.await.unwrap().is_ok(),
+            "the caller gets them for its call"
+        );
+        assert!(held.peek().is_none(), "kept across the seal");
     }
 
     #[tokio::test]

@@ -70,6 +70,13 @@ impl DsqlToken {
         rest.starts_with("dsql").then_some(id)
     }
 
+    /// The Region an endpoint `CLUSTER_ID.dsql.REGION.on.aws` names.
+    fn region(&self) -> Option<&str> {
+        let rest = self.host.split_once('.')?.1.strip_prefix("dsql.")?;
+        let (region, suffix) = rest.split_once('.')?;
+        (suffix.starts_with("on.aws") && !region.is_empty()).then_some(region)
+    }
+
     fn check(&self) -> Result<(), (&'static str, String, String)> {
         check_host(&self.host).map_err(|r| ("DSQL host name", self.host.clone(), r))?;
         let secs = self.lifetime.as_secs();
@@ -182,7 +189,7 @@ impl Source for DsqlSigner {
         let resource = format!("cluster/{}", item.cluster_id()?);
         Some(vec![Permission::new(
             format!("dsql:{}", item.action()),
-            scope.arn("dsql", &resource),
+            self.0.policy_scope(scope, item.region()).arn("dsql", &resource),
         )])
     }
 
@@ -202,5 +209,46 @@ impl Source for DsqlSigner {
                 lifetime: item.lifetime,
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Policy;
+
+    fn config() -> aws_types::SdkConfig {
+        aws_types::SdkConfig::builder()
+            .region(aws_types::region::Region::new("us-east-1"))
+            .build()
+    }
+
+    fn resources(decl: &Declaration) -> Vec<String> {
+        let policy = Policy::builder()
+            .region("us-east-1")
+            .account("123456789012")
+            .declaration(decl)
+            .build()
+            .unwrap();
+        policy
+            .statements()
+            .iter()
+            .flat_map(|s| s.resources.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_policy_names_the_cluster_in_the_region_its_endpoint_names() {
+        let dsql = DsqlSource::new(&config());
+        let here = dsql.token("a", DsqlToken::connect("abc.dsql.us-east-1.on.aws"));
+        let there = dsql.token("b", DsqlToken::admin("xyz.dsql.eu-west-1.on.aws"));
+        assert_eq!(
+            resources(&here),
+            ["arn:aws:dsql:us-east-1:123456789012:cluster/abc"]
+        );
+        assert_eq!(
+            resources(&there),
+            ["arn:aws:dsql:eu-west-1:123456789012:cluster/xyz"]
+        );
     }
 }

@@ -186,7 +186,7 @@ impl Source for RdsSigner {
         let resource = format!("dbuser:{id}/{}", item.user);
         Some(vec![Permission::new(
             "rds-db:connect",
-            scope.arn("rds-db", &resource),
+            self.0.policy_scope(scope, None).arn("rds-db", &resource),
         )])
     }
 
@@ -265,6 +265,66 @@ mod tests {
             }))
             .time_source(WallClock)
             .build()
+    }
+
+    #[test]
+    fn a_policy_names_the_database_user_in_the_region_the_source_signs_for() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let rds = RdsSource::new(&config(&calls, Duration::from_secs(3600)));
+        let user = |rds: &RdsSource| {
+            rds.auth_token_for(
+                "db",
+                RdsDbUser::new("db.example.internal", 5432, "app").dbi_resource_id("db-ABC"),
+            )
+        };
+        let resources = |decl: &crate::Declaration| -> Vec<String> {
+            crate::Policy::builder()
+                .region("us-west-2")
+                .account("123456789012")
+                .declaration(decl)
+                .build()
+                .unwrap()
+                .statements()
+                .iter()
+                .flat_map(|s| s.resources.clone())
+                .collect()
+        };
+        // The config's Region is the function's: the policy's Region is used.
+        assert_eq!(
+            resources(&user(&rds)),
+            ["arn:aws:rds-db:us-west-2:123456789012:dbuser:db-ABC/app"]
+        );
+        // A source set to sign for another Region: that Region.
+        assert_eq!(
+            resources(&user(&rds.region("eu-west-1"))),
+            ["arn:aws:rds-db:eu-west-1:123456789012:dbuser:db-ABC/app"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_held_past_a_token_s_expiry_does_not_serve_it() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let rds = RdsSource::new(&config(&calls, Duration::from_secs(120)));
+        let secrets = Secrets::builder()
+            .add(rds.auth_token("db", "db.example.internal", 5432, "app"))
+            .load()
+            .await
+            .unwrap();
+        // A long invocation keeps the snapshot it started with.
+        let held = secrets.snapshot();
+        tokio::time::advance(Duration::from_secs(100)).await;
+        assert!(held.expose_str("db").is_ok());
+        tokio::time::advance(Duration::from_secs(21)).await;
+        let err = held.expose_str("db").map(str::len).unwrap_err();
+        assert!(matches!(err, Error::Expired { .. }), "{err}");
+        assert!(
+            err.to_string().contains("expired while this snapshot was held"),
+            "{err}"
+        );
+        assert!(
+            secrets.fresh_snapshot().await.expose_str("db").is_ok(),
+            "a new one serves its renewal"
+        );
     }
 
     #[tokio::test(start_paused = true)]

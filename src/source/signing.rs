@@ -34,6 +34,8 @@ const BOTOCORE_ORDER: [&str; 7] = [
 /// The Region, credentials and clock a token source signs with, from an `SdkConfig`.
 pub(crate) struct Signer {
     region: Option<String>,
+    /// The Region was set on the source (`region(..)`), not taken from the config.
+    explicit_region: bool,
     provider: Option<SharedCredentialsProvider>,
     clock: SharedTimeSource,
     held: super::credentials::Held,
@@ -54,6 +56,7 @@ impl Signer {
     pub(crate) fn new(config: &aws_types::SdkConfig) -> Self {
         Signer {
             region: config.region().map(|r| r.as_ref().to_owned()),
+            explicit_region: false,
             provider: config.credentials_provider(),
             clock: config.time_source().unwrap_or_default(),
             held: super::credentials::Held::default(),
@@ -72,6 +75,7 @@ impl Signer {
         let (config, origin) = self.origin.assume(role)?;
         let mut signer = Signer::new(&config);
         signer.region.clone_from(&self.region);
+        signer.explicit_region = self.explicit_region;
         signer.origin = origin;
         Ok(signer)
     }
@@ -80,6 +84,7 @@ impl Signer {
     pub(crate) fn in_region(&self, region: String) -> Self {
         Signer {
             region: Some(region),
+            explicit_region: true,
             provider: self.provider.clone(),
             clock: self.clock.clone(),
             held: super::credentials::Held::default(),
@@ -114,6 +119,21 @@ impl Signer {
         })
     }
 
+    /// A policy's scope for tokens signed here: `scope` in the Region the source was set to sign
+    /// for, if it was (a database in another Region than the function's), or in `region` (the
+    /// Region a DSQL endpoint names).
+    pub(crate) fn policy_scope(
+        &self,
+        scope: &crate::iam::PolicyScope,
+        region: Option<&str>,
+    ) -> crate::iam::PolicyScope {
+        let mut scope = scope.clone();
+        if let Some(region) = region.or(self.explicit_region.then_some(()).and(self.region.as_deref())) {
+            region.clone_into(&mut scope.region);
+        }
+        scope
+    }
+
     /// The signing time: the config's clock (`SystemTime::now()` unless a test set one).
     pub(crate) fn now(&self) -> SystemTime {
         self.clock.now()
@@ -134,10 +154,19 @@ impl Signer {
             ));
         };
         let renew = || async {
-            let fresh = provider
-                .provide_credentials()
-                .await
-                .map_err(|e| ItemError::Source(format!("no credentials to sign the token with: {e}")))?;
+            let fresh = provider.provide_credentials().await.map_err(|e| {
+                // The causes (an STS answer, which may name the account and role) go to
+                // the log, not into the error that an invoker may see.
+                let mut causes = String::new();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    causes.push_str(": ");
+                    causes.push_str(&c.to_string());
+                    cause = c.source();
+                }
+                tracing::warn!(error = %e, causes = %causes, "no credentials to sign tokens with");
+                ItemError::Source(format!("no credentials to sign the token with: {e}"))
+            })?;
             if fresh.expiry().is_some_and(|at| at <= self.now()) {
                 return Err(ItemError::Source(
                     "the credentials provider gave credentials that have already expired".into(),

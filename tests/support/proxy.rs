@@ -232,6 +232,21 @@ impl FaultProxy {
             .collect()
     }
 
+    /// The text of the first `<tag>…</tag>` of each kept answer to `op` that has one (an XML
+    /// protocol's: STS).
+    pub fn xml_fields(&self, op: &str, tag: &str) -> Vec<String> {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        self.responses(op)
+            .iter()
+            .filter_map(|body| {
+                let text = String::from_utf8_lossy(body);
+                let start = text.find(&open)? + open.len();
+                let end = start + text[start..].find(&close)?;
+                Some(text[start..end].to_owned())
+            })
+            .collect()
+    }
+
     /// The largest number of arrivals within any sliding 1-second window.
     pub fn peak_in_any_1s_window(&self) -> usize {
         let mut times: Vec<Instant> = self.state().arrivals.iter().map(|(t, _)| *t).collect();
