@@ -176,7 +176,48 @@ impl PolicyScope {
         self.kms_keys.get(service).map_or(&[], Vec::as_slice)
     }
 
-    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    /// The scope of a source's failover Region `region`: ARNs in that Region, and of each
+    /// service's customer managed keys those of that Region (a replica is encrypted with a key of
+    /// its own Region) and the multi-Region keys (`mrk-…`), named in that Region.
+    #[cfg_attr(not(any(feature = "ssm", feature = "secretsmanager")), allow(dead_code))]
+    pub(crate) fn in_failover_region(&self, region: &str) -> PolicyScope {
+        let mut scope = self.clone();
+        region.clone_into(&mut scope.region);
+        for keys in scope.kms_keys.values_mut() {
+            let mut there: Vec<String> = Vec::new();
+            for key in keys.iter() {
+                let parts: Vec<&str> = key.splitn(6, ':').collect();
+                let [arn, partition, "kms", key_region, account, resource] = parts[..] else {
+                    continue;
+                };
+                let moved = if key_region == region {
+                    key.clone()
+                } else if resource.starts_with("key/mrk-") {
+                    format!("{arn}:{partition}:kms:{region}:{account}:{resource}")
+                } else {
+                    continue;
+                };
+                if !there.contains(&moved) {
+                    there.push(moved);
+                }
+            }
+            *keys = there;
+        }
+        scope
+    }
+
+    /// The scope of a source's own Region when it fails over to `region`: the keys of `region`
+    /// are the replicas', not its own.
+    #[cfg_attr(not(any(feature = "ssm", feature = "secretsmanager")), allow(dead_code))]
+    pub(crate) fn without_keys_of(&self, region: &str) -> PolicyScope {
+        let mut scope = self.clone();
+        for keys in scope.kms_keys.values_mut() {
+            keys.retain(|key| key.split(':').nth(3) != Some(region));
+        }
+        scope
+    }
+
+    #[cfg_attr(not(any(feature = "ssm", feature = "secretsmanager")), allow(dead_code))]
     /// `kms:Decrypt` on each customer managed key of `service` (`ssm`, `secretsmanager`), only
     /// through that service (`kms:ViaService`) and only for values whose encryption context
     /// `context_key` is like `value` (the ARN of what the service decrypts).
@@ -196,7 +237,7 @@ impl PolicyScope {
             .collect()
     }
 
-    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "ssm", feature = "secretsmanager")), allow(dead_code))]
     /// The resources of Secrets Manager secret `id` (a name, a partial ARN or a full ARN, or a
     /// pattern with `*`/`?`). IAM matches a secret's full ARN, whose name ends with `-` and six
     /// random characters: a name gets `-??????` (exactly six, so `prod/db` does not match
@@ -222,7 +263,7 @@ impl PolicyScope {
     }
 }
 
-#[cfg_attr(not(feature = "aws"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "ssm", feature = "secretsmanager")), allow(dead_code))]
 /// Whether a secret name in an ARN ends with the `-XXXXXX` suffix Secrets Manager appends.
 fn has_random_suffix(name: &str) -> bool {
     let bytes = name.as_bytes();

@@ -325,9 +325,16 @@ impl BucketState {
     }
 }
 
-/// A set of buckets, one per [`QuotaClass`]. [`RateLimits::process`] is the process-wide set
-/// every [`Secrets`](crate::Secrets) uses unless given another; separate sets stand for separate
-/// containers in simulations and tests.
+/// A failover Region's bucket of a class.
+type RegionalBucket = (Arc<str>, QuotaClass, Arc<TokenBucket>);
+
+/// A set of buckets, one per [`QuotaClass`] and Region. [`RateLimits::process`] is the
+/// process-wide set every [`Secrets`](crate::Secrets) uses unless given another; separate sets
+/// stand for separate containers in simulations and tests.
+///
+/// Quotas are per account and Region: calls to a source's own Region draw on one bucket per class,
+/// and calls to a failover Region (`failover_region` on a source) on buckets of that Region's,
+/// made on first use with the class's configured quota.
 ///
 /// ```
 /// use lambda_secrets::{Quota, QuotaClass, RateLimits};
@@ -339,7 +346,9 @@ impl BucketState {
 /// ```
 #[derive(Debug, Clone)]
 pub struct RateLimits {
-    buckets: Arc<[(QuotaClass, TokenBucket)]>,
+    buckets: Arc<[(QuotaClass, Arc<TokenBucket>)]>,
+    /// Buckets of failover Regions, made on first use.
+    regional: Arc<Mutex<Vec<RegionalBucket>>>,
 }
 
 impl Default for RateLimits {
@@ -361,8 +370,9 @@ impl RateLimits {
         RateLimits {
             buckets: QuotaClass::ALL
                 .iter()
-                .map(|&c| (c, TokenBucket::new(c.default_quota())))
+                .map(|&c| (c, Arc::new(TokenBucket::new(c.default_quota()))))
                 .collect(),
+            regional: Arc::default(),
         }
     }
 
@@ -383,6 +393,13 @@ impl RateLimits {
         for (_, bucket) in self.buckets.iter() {
             bucket.restart();
         }
+        for (_, _, bucket) in self.regional().iter() {
+            bucket.restart();
+        }
+    }
+
+    fn regional(&self) -> std::sync::MutexGuard<'_, Vec<RegionalBucket>> {
+        self.regional.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether `self` and `other` are the same set (clones of one another).
@@ -399,6 +416,29 @@ impl RateLimits {
             .1
     }
 
+    /// The bucket of `class` in `region` (a failover Region), or in the sources' own Region
+    /// (`None`).
+    pub(crate) fn bucket_in(&self, class: QuotaClass, region: Option<&Arc<str>>) -> Arc<TokenBucket> {
+        let own = || {
+            self.buckets
+                .iter()
+                .find(|(c, _)| *c == class)
+                .expect("every class has a bucket")
+                .1
+                .clone()
+        };
+        let Some(region) = region else {
+            return own();
+        };
+        let mut regional = self.regional();
+        if let Some((_, _, bucket)) = regional.iter().find(|(r, c, _)| r == region && *c == class) {
+            return bucket.clone();
+        }
+        let bucket = Arc::new(TokenBucket::new(self.quota(class)));
+        regional.push((region.clone(), class, bucket.clone()));
+        bucket
+    }
+
     /// Sets the quota of `class` (for every user of this set).
     ///
     /// ```
@@ -408,6 +448,11 @@ impl RateLimits {
     /// ```
     pub fn set(&self, class: QuotaClass, quota: Quota) -> &Self {
         self.bucket(class).set_quota(quota);
+        for (_, c, bucket) in self.regional().iter() {
+            if *c == class {
+                bucket.set_quota(quota);
+            }
+        }
         self
     }
 
@@ -440,6 +485,22 @@ impl RateLimits {
     /// ```
     pub fn current_rate(&self, class: QuotaClass) -> f64 {
         self.bucket(class).current_rate()
+    }
+
+    /// [`current_rate`](Self::current_rate) of `class` in a failover Region (its configured
+    /// quota's rate before its first call there).
+    ///
+    /// ```
+    /// use lambda_secrets::{QuotaClass, RateLimits};
+    /// let limits = RateLimits::new();
+    /// assert_eq!(limits.current_rate_in(QuotaClass::SsmGet, "us-west-2"), 10.0);
+    /// ```
+    pub fn current_rate_in(&self, class: QuotaClass, region: &str) -> f64 {
+        let regional = self.regional();
+        match regional.iter().find(|(r, c, _)| &**r == region && *c == class) {
+            Some((_, _, bucket)) => bucket.current_rate(),
+            None => self.quota(class).rate,
+        }
     }
 }
 

@@ -38,6 +38,12 @@ pub struct ValueInfo {
     /// credentials', whichever is first); it is refreshed ahead of it and never served past it.
     /// `None` for values that do not expire.
     pub expires_at: Option<std::time::SystemTime>,
+    /// The Region that served it, for a source with a failover Region (`failover_region`): its
+    /// own, or the failover Region's while its own failed. `None` for other sources.
+    pub region: Option<String>,
+    /// When the value was last changed at the source, if it says (SSM: `LastModifiedDate`;
+    /// Secrets Manager: the version's `CreatedDate`).
+    pub modified_at: Option<std::time::SystemTime>,
     /// When the source last gave or confirmed it (see [`age`](Self::age)).
     fetched_at: Instant,
 }
@@ -57,8 +63,21 @@ impl ValueInfo {
             version,
             refresh_by,
             expires_at,
+            region: None,
+            modified_at: None,
             fetched_at,
         }
+    }
+
+    /// With the Region that served it and when it was last changed.
+    pub(crate) fn with_region(
+        mut self,
+        region: Option<String>,
+        modified_at: Option<std::time::SystemTime>,
+    ) -> Self {
+        self.region = region;
+        self.modified_at = modified_at;
+        self
     }
 
     /// The same value, confirmed by the source `at`, with its new "refresh me by" (its expiry

@@ -30,6 +30,11 @@ use std::collections::BTreeMap;
 pub struct Stats {
     /// API calls per operation (`GetParameters`, ...), every attempt counted.
     pub calls: BTreeMap<String, u64>,
+    /// Of [`calls`](Self::calls), those sent to a failover Region, per Region and operation
+    /// (a source's `failover_region`); the rest went to the sources' own Regions. Left out of
+    /// the serialized form when empty.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub failover_calls: BTreeMap<String, BTreeMap<String, u64>>,
     /// Calls answered with throttling.
     pub throttled: u64,
     /// Attempts that were retries.

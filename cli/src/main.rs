@@ -126,6 +126,10 @@ struct PolicyArgs {
     /// needs `sts:AssumeRole` on it, and the role's own policy (in its account) follows.
     #[arg(long = "assume-role", value_name = "ARN")]
     assume_role: Option<String>,
+    /// Fail over to this Region's replicas (of secrets; of parameters kept there too) when the
+    /// primary Region fails: the policy also grants the replicas' ARNs (and their Region's keys).
+    #[arg(long = "failover-region", value_name = "REGION")]
+    failover_region: Option<String>,
     /// Region of the ARNs (default: `${AWS::Region}`, for SAM/CloudFormation).
     #[arg(long)]
     region: Option<String>,
@@ -151,6 +155,10 @@ struct Lookup {
     /// Secrets Manager secret name or ARN (repeatable).
     #[arg(long = "secret", value_name = "ID")]
     secrets: Vec<String>,
+    /// Fail over to this Region's replicas (of secrets; of parameters kept there too) when the
+    /// primary Region fails, as `failover_region` on the SSM and Secrets Manager sources does.
+    #[arg(long = "failover-region", value_name = "REGION")]
+    failover_region: Option<String>,
     /// Rounds of lookups of every name.
     #[arg(long, default_value_t = 1)]
     rounds: u32,
@@ -198,6 +206,10 @@ struct Check {
     /// environment's credentials, as `assume_role` on each source does.
     #[arg(long = "assume-role", value_name = "ARN")]
     assume_role: Option<String>,
+    /// Fail over to this Region's replicas (of secrets; of parameters kept there too) when the
+    /// primary Region fails, as `failover_region` on the SSM and Secrets Manager sources does.
+    #[arg(long = "failover-region", value_name = "REGION")]
+    failover_region: Option<String>,
     /// Re-read through the cache N more times.
     #[arg(long, default_value_t = 0)]
     repeat: u32,
@@ -274,6 +286,12 @@ fn run_policy(args: PolicyArgs) -> Result<ExitCode, lambda_secrets::Error> {
             kms.assume_role(role.clone())?,
         );
         (rds, dsql) = (rds.assume_role(role.clone())?, dsql.assume_role(role)?);
+    }
+    if let Some(region) = &args.failover_region {
+        (ssm, sm) = (
+            ssm.failover_region(region.clone())?,
+            sm.failover_region(region.clone())?,
+        );
     }
     let mut builder = Policy::builder();
     for name in &args.params {
@@ -406,7 +424,13 @@ async fn run_lookup(lookup: Lookup) -> Result<ExitCode, lambda_secrets::Error> {
         return Ok(ExitCode::from(2));
     }
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let (ssm, sm) = (SsmSource::new(&config), SecretsManagerSource::new(&config));
+    let (mut ssm, mut sm) = (SsmSource::new(&config), SecretsManagerSource::new(&config));
+    if let Some(region) = &lookup.failover_region {
+        (ssm, sm) = (
+            ssm.failover_region(region.clone())?,
+            sm.failover_region(region.clone())?,
+        );
+    }
     // One cache for both kinds: a name is looked up as `param:NAME` or `secret:ID`.
     // Every name of a round is asked at once: a wider window than a function's keeps a busy
     // machine from splitting a round into more calls.
@@ -516,6 +540,12 @@ async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
             kms.assume_role(role)?,
         );
     }
+    if let Some(region) = &check.failover_region {
+        (ssm, sm) = (
+            ssm.failover_region(region.clone())?,
+            sm.failover_region(region.clone())?,
+        );
+    }
     let mut builder = Secrets::builder();
     if let Some(ttl) = check.ttl {
         builder = builder.default_ttl(ttl);
@@ -593,11 +623,20 @@ fn print_round(snapshot: &Snapshot, round: u32, as_json: bool, show_round: bool)
         };
         if as_json {
             let version = version_json(version);
-            let line = json!({"round": round, "key": key, "source": info.source, "name": info.name, "version": version, "bytes": bytes});
+            let mut line = json!({"round": round, "key": key, "source": info.source, "name": info.name, "version": version, "bytes": bytes});
+            if let Some(region) = &info.region {
+                line["region"] = json!(region);
+            }
             println!("{line}");
         } else {
+            // With --failover-region: the Region that served it.
+            let region = info
+                .region
+                .as_deref()
+                .map(|r| format!("  {r}"))
+                .unwrap_or_default();
             println!(
-                "{key:<40} {:<8} {:<40} {version:>8} {bytes:>8}",
+                "{key:<40} {:<8} {:<40} {version:>8} {bytes:>8}{region}",
                 info.source, info.name
             );
         }
@@ -616,6 +655,10 @@ fn print_summary(stats: &Stats, as_json: bool) {
             "misses": stats.misses,
             "waits": stats.waits,
         });
+        let mut line = line;
+        if !stats.failover_calls.is_empty() {
+            line["failover_calls"] = json!(stats.failover_calls);
+        }
         println!("{line}");
     } else {
         let calls: Vec<String> = stats.calls.iter().map(|(op, n)| format!("{op}={n}")).collect();
@@ -627,6 +670,11 @@ fn print_summary(stats: &Stats, as_json: bool) {
             stats.refreshes,
             stats.refresh_failures
         );
+        // Of those, the calls to a failover Region (the rest went to the primary).
+        for (region, calls) in &stats.failover_calls {
+            let calls: Vec<String> = calls.iter().map(|(op, n)| format!("{op}={n}")).collect();
+            println!("  of which to failover Region {region}: {}", calls.join(" "));
+        }
     }
 }
 

@@ -477,3 +477,84 @@ fn the_token_commands_print_a_token_signed_with_the_environments_credentials() {
         assert!(stderr.contains(expected), "{stderr}");
     }
 }
+
+/// `check --failover-region`: the primary failing, each value is served by the other Region, and
+/// the summary's per-Region calls are the ones the emulator saw there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_with_a_failover_region_counts_calls_per_region() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let prefix = unique_prefix("clifo");
+    let name = format!("{}/db", prefix.trim_start_matches('/'));
+    let param = format!("{prefix}/key");
+    for region in ["us-east-1", "us-west-2"] {
+        let config = support::sdk_config(&moto().endpoint)
+            .await
+            .into_builder()
+            .region(aws_types::region::Region::from_static(region))
+            .build();
+        aws_sdk_secretsmanager::Client::new(&config)
+            .create_secret()
+            .name(&name)
+            .secret_string("sm-value")
+            .send()
+            .await
+            .unwrap();
+        put_param(
+            &aws_sdk_ssm::Client::new(&config),
+            &param,
+            "p-value",
+            "SecureString",
+        )
+        .await;
+    }
+    proxy.fail_region("us-east-1", Some(503));
+    let out = check(&proxy.endpoint())
+        .args([
+            "--secret",
+            &name,
+            "--param",
+            &param,
+            "--failover-region",
+            "us-west-2",
+            "--json",
+        ])
+        .run();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for key in [name.as_str(), param.as_str()] {
+        let line = lines.iter().find(|l| l["key"] == key).expect(&stdout);
+        assert_eq!(line["region"], "us-west-2", "{line}");
+    }
+    let summary = lines.last().unwrap();
+    let west = &summary["failover_calls"]["us-west-2"];
+    for op in ["BatchGetSecretValue", "GetParameters"] {
+        assert_eq!(
+            west[op].as_u64(),
+            Some(proxy.calls_in("us-west-2", op)),
+            "{op}: {summary}"
+        );
+    }
+    let total: u64 = summary["calls"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    let east: u64 = ["BatchGetSecretValue", "GetParameters"]
+        .iter()
+        .map(|op| proxy.calls_in("us-east-1", op))
+        .sum();
+    let west_total: u64 = west
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, east + west_total, "{summary}");
+    assert!(!stdout.contains("sm-value") && !stdout.contains("p-value"));
+}

@@ -631,20 +631,7 @@ fn with_an_assumed_role_the_function_may_assume_it_and_the_role_reads_in_its_own
     // only in the `prefix/KEY` form), so a request cannot satisfy that condition: it is taken
     // out for the evaluation (`src/policy/tests.rs` checks its value), `kms:ViaService` and the
     // key are evaluated.
-    let mut role_policy = role_policy.clone();
-    for statement in role_policy["Statement"].as_array_mut().unwrap() {
-        if let Some(like) = statement.pointer_mut("/Condition/StringLike") {
-            let like = like.as_object_mut().unwrap();
-            like.retain(|k, _| !k.starts_with("kms:EncryptionContext:"));
-            if like.is_empty() {
-                statement["Condition"]
-                    .as_object_mut()
-                    .unwrap()
-                    .remove("StringLike");
-            }
-        }
-    }
-    let role_policy = &role_policy;
+    let role_policy = &without_encryption_context(role_policy);
     let results = evaluate(
         role_policy,
         &[
@@ -721,4 +708,94 @@ fn with_an_assumed_role_the_function_may_assume_it_and_the_role_reads_in_its_own
         .unwrap();
     assert!(!out.status.success() && out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid role ARN"));
+}
+
+/// `policy` without its `kms:EncryptionContext:KEY` conditions, which the evaluator cannot match
+/// (it matches variable context keys only in the `prefix/KEY` form): `kms:ViaService` and the key
+/// are still evaluated; `src/policy/tests.rs` checks the context conditions' values.
+fn without_encryption_context(policy: &Value) -> Value {
+    let mut policy = policy.clone();
+    for statement in policy["Statement"].as_array_mut().unwrap() {
+        if let Some(like) = statement.pointer_mut("/Condition/StringLike") {
+            let like = like.as_object_mut().unwrap();
+            like.retain(|k, _| !k.starts_with("kms:EncryptionContext:"));
+            if like.is_empty() {
+                statement["Condition"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("StringLike");
+            }
+        }
+    }
+    policy
+}
+
+/// `--failover-region`: the replicas' ARNs in the other Region are allowed besides the
+/// primary's, the replica Region's key only through that Region's Secrets Manager, and nothing
+/// in a third Region; every statement is needed.
+#[test]
+fn with_a_failover_region_the_replicas_and_their_region_s_key_are_allowed() {
+    let (east_key, west_key) = (
+        "arn:aws:kms:us-east-1:123456789012:key/1111aaaa-12ab-34cd-56ef-1234567890ab",
+        "arn:aws:kms:us-west-2:123456789012:key/2222bbbb-12ab-34cd-56ef-1234567890ab",
+    );
+    let out = policy_command()
+        .args([
+            "--secret",
+            "shared/api",
+            "--param",
+            "/app/key",
+            "--failover-region",
+            "us-west-2",
+            "--secret-kms-key",
+            east_key,
+            "--secret-kms-key",
+            west_key,
+            "--region",
+            "us-east-1",
+            "--account",
+            "123456789012",
+        ])
+        .output()
+        .unwrap();
+    let printed = stdout_of(&out);
+    let policy: Value = serde_json::from_str(&printed).unwrap();
+    assert!(lint(&policy).is_empty(), "{printed}");
+    let policy = without_encryption_context(&policy);
+    let secret =
+        |region: &str| format!("arn:aws:secretsmanager:{region}:123456789012:secret:shared/api-AbCdEf");
+    let param = |region: &str| format!("arn:aws:ssm:{region}:123456789012:parameter/app/key");
+    let via = |region: &str| format!("secretsmanager.{region}.amazonaws.com");
+    let account = "123456789012";
+    let allowed = [
+        IamRequest::new("secretsmanager:GetSecretValue", &secret("us-east-1"), account),
+        IamRequest::new("secretsmanager:GetSecretValue", &secret("us-west-2"), account),
+        IamRequest::new("secretsmanager:DescribeSecret", &secret("us-west-2"), account),
+        IamRequest::new("secretsmanager:BatchGetSecretValue", "*", account),
+        IamRequest::new("ssm:GetParameters", &param("us-east-1"), account),
+        IamRequest::new("ssm:GetParameters", &param("us-west-2"), account),
+        IamRequest::new("kms:Decrypt", east_key, account).with("kms:ViaService", &via("us-east-1")),
+        IamRequest::new("kms:Decrypt", west_key, account).with("kms:ViaService", &via("us-west-2")),
+    ];
+    for (request, result) in allowed.iter().zip(evaluate(&policy, &allowed)) {
+        assert_eq!(result, "Allowed", "{request:?} under {printed}");
+    }
+    let denied = [
+        IamRequest::new("secretsmanager:GetSecretValue", &secret("eu-west-1"), account),
+        IamRequest::new("ssm:GetParameters", &param("eu-west-1"), account),
+        IamRequest::new("kms:Decrypt", east_key, account).with("kms:ViaService", &via("us-west-2")),
+        IamRequest::new("kms:Decrypt", west_key, account).with("kms:ViaService", &via("us-east-1")),
+    ];
+    for (request, result) in denied.iter().zip(evaluate(&policy, &denied)) {
+        assert_eq!(result, "ImplicitlyDenied", "{request:?} under {printed}");
+    }
+    let statements = policy["Statement"].as_array().unwrap();
+    for (i, statement) in statements.iter().enumerate() {
+        let mut fewer = policy.clone();
+        fewer["Statement"].as_array_mut().unwrap().remove(i);
+        assert!(
+            evaluate(&fewer, &allowed).iter().any(|r| r != "Allowed"),
+            "statement {i} is not needed: {statement}"
+        );
+    }
 }

@@ -54,6 +54,9 @@ pub struct CallContext {
     /// A shorter timeout for the first attempt of each call (after a SnapStart restore, where a
     /// pooled connection may be dead without a word).
     first_attempt_timeout: Option<Duration>,
+    /// The failover Region the calls go to (its own rate limits, counted apart); `None`: the
+    /// source's own Region.
+    region: Option<Arc<str>>,
 }
 
 impl CallContext {
@@ -81,6 +84,24 @@ impl CallContext {
             spread: None,
             background: false,
             first_attempt_timeout: None,
+            region: None,
+        }
+    }
+
+    /// The context for the calls of the same load or refresh to failover Region `region`: the
+    /// same counts, policy and deadline, that Region's rate limits, no spreading (a failover is
+    /// not a background call to spread).
+    #[cfg_attr(not(any(feature = "ssm", feature = "secretsmanager")), allow(dead_code))]
+    pub(crate) fn in_region(&self, region: Arc<str>) -> CallContext {
+        CallContext {
+            stats: self.stats.clone(),
+            policy: self.policy,
+            limits: self.limits.clone(),
+            deadline: self.deadline.clone(),
+            spread: None,
+            background: self.background,
+            first_attempt_timeout: self.first_attempt_timeout,
+            region: Some(region),
         }
     }
 
@@ -128,6 +149,7 @@ impl CallContext {
             spread: None,
             background: self.background,
             first_attempt_timeout: self.first_attempt_timeout,
+            region: self.region.clone(),
         }
     }
 
@@ -149,6 +171,15 @@ impl CallContext {
     /// ```
     pub fn deadline(&self) -> std::time::Instant {
         self.deadline.get().into_std()
+    }
+
+    /// The timeout of a call's first attempt.
+    #[cfg_attr(not(any(feature = "ssm", feature = "secretsmanager")), allow(dead_code))]
+    pub(crate) fn attempt_timeout(&self) -> Duration {
+        self.first_attempt_timeout
+            .map_or(self.policy.attempt_timeout, |first| {
+                first.min(self.policy.attempt_timeout)
+            })
     }
 
     pub(crate) fn deadline_handle(&self) -> &Deadline {

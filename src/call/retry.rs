@@ -135,7 +135,8 @@ impl CallContext {
         let mut thaws = 0;
         let class = operation.quota();
         let operation = operation.name();
-        let bucket = class.and_then(|c| self.limits.as_ref().map(|l| l.bucket(c)));
+        let bucket = class.and_then(|c| self.limits.as_ref().map(|l| l.bucket_in(c, self.region.as_ref())));
+        let bucket = bucket.as_deref();
         if let Some(spread) = self
             .spread
             .as_ref()
@@ -176,7 +177,7 @@ impl CallContext {
                     "the deadline came before an attempt could start".to_owned(),
                 ));
             }
-            self.stats.count(operation);
+            self.stats.count(operation, self.region.as_ref());
             let timeout = match self.first_attempt_timeout {
                 Some(first) if retry == 0 && thaws == 0 => first.min(self.policy.attempt_timeout),
                 _ => self.policy.attempt_timeout,

@@ -15,6 +15,8 @@ const WARNED_CAUSES: usize = 256;
 #[derive(Debug, Default)]
 pub(crate) struct CallStats {
     calls: Mutex<BTreeMap<&'static str, u64>>,
+    /// Calls to failover Regions, per Region and operation (also counted in `calls`).
+    regional: Mutex<BTreeMap<(std::sync::Arc<str>, &'static str), u64>>,
     pub(crate) throttled: AtomicU64,
     pub(crate) retries: AtomicU64,
     /// Final failures already logged as warnings: hashes of (operation, message, AWS message).
@@ -39,16 +41,29 @@ impl CallStats {
 
     /// The call counters as [`Stats`](crate::Stats) (the cache fills in its own).
     pub(crate) fn stats(&self) -> crate::stats::Stats {
+        let mut failover_calls: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for ((region, operation), n) in self.regional.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            failover_calls
+                .entry(region.to_string())
+                .or_default()
+                .insert((*operation).to_owned(), *n);
+        }
         crate::stats::Stats {
             calls: self.calls(),
+            failover_calls,
             throttled: self.throttled.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             ..Default::default()
         }
     }
 
-    pub(super) fn count(&self, operation: &'static str) {
+    pub(super) fn count(&self, operation: &'static str, region: Option<&std::sync::Arc<str>>) {
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         *calls.entry(operation).or_default() += 1;
+        drop(calls);
+        if let Some(region) = region {
+            let mut regional = self.regional.lock().unwrap_or_else(|e| e.into_inner());
+            *regional.entry((region.clone(), operation)).or_default() += 1;
+        }
     }
 }

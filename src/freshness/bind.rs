@@ -59,14 +59,10 @@ pub(crate) fn bind(
     let mut failures = Vec::new();
     let take = if tree { fetched.len() } else { 1 };
     for f in fetched.into_iter().take(take) {
-        let info = Arc::new(ValueInfo::new(
-            kind,
-            f.name,
-            f.version,
-            f.refresh_by,
-            f.expires_at,
-            at,
-        ));
+        let info = Arc::new(
+            ValueInfo::new(kind, f.name, f.version, f.refresh_by, f.expires_at, at)
+                .with_region(f.region, f.modified_at),
+        );
         for binding in keys {
             let key: Box<str> = match (tree, &f.relative) {
                 (true, Some(rel)) => format!("{}{rel}", binding.key).into(),

@@ -420,3 +420,43 @@ fn json_document_and_sam_form() {
         "Policies:\n  - Version: \"2012-10-17\"\n    Statement: []\n"
     );
 }
+
+#[cfg(feature = "secretsmanager")]
+#[test]
+fn a_failover_region_grants_the_replicas_and_a_multi_region_key_in_both_regions() {
+    let sm = crate::SecretsManagerSource::new(&config())
+        .failover_region("us-west-2")
+        .unwrap();
+    let mrk = "arn:aws:kms:us-east-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+    let policy = explicit()
+        .secrets_manager_kms_key(mrk)
+        .declaration(&sm.secret("db", "prod/db"))
+        .build()
+        .unwrap();
+    let resources: Vec<&String> = policy.statements().iter().flat_map(|s| &s.resources).collect();
+    for expected in [
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-??????",
+        "arn:aws:secretsmanager:us-west-2:123456789012:secret:prod/db-??????",
+        mrk,
+        "arn:aws:kms:us-west-2:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab",
+    ] {
+        assert!(
+            resources.iter().any(|r| *r == expected),
+            "{expected} not in {policy}"
+        );
+    }
+    let via: Vec<&String> = policy
+        .statements()
+        .iter()
+        .filter(|s| s.actions.iter().any(|a| a == "kms:Decrypt"))
+        .flat_map(|s| s.conditions["StringEquals"]["kms:ViaService"].iter())
+        .collect();
+    assert!(
+        via.iter().any(|v| *v == "secretsmanager.us-west-2.amazonaws.com"),
+        "{policy}"
+    );
+    assert!(
+        via.iter().any(|v| *v == "secretsmanager.us-east-1.amazonaws.com"),
+        "{policy}"
+    );
+}

@@ -14,6 +14,16 @@ macro_rules! client_without_retries {
                 .build(),
         )
     };
+    ($sdk:ident, client $client:expr, region $region:expr) => {
+        $sdk::Client::from_conf(
+            $client
+                .config()
+                .to_builder()
+                .region($sdk::config::Region::new($region))
+                .retry_config($sdk::config::retry::RetryConfig::disabled())
+                .build(),
+        )
+    };
     ($sdk:ident, client $client:expr) => {
         $sdk::Client::from_conf(
             $client

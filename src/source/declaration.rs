@@ -137,7 +137,7 @@ impl Declaration {
         self
     }
 
-    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "ssm", feature = "secretsmanager")), allow(dead_code))]
     /// Marks the declaration as a name pattern (`*`, `?`): rejected by `load`, described by a
     /// [`Policy`](crate::Policy).
     pub(crate) fn pattern(self, what: &'static str, input: impl Into<String>) -> Self {

@@ -30,6 +30,8 @@ mod credentials;
 mod declaration;
 #[cfg(feature = "dsql")]
 pub(crate) mod dsql;
+#[cfg(any(feature = "ssm", feature = "secretsmanager"))]
+pub(crate) mod failover;
 #[cfg(feature = "kms")]
 pub(crate) mod kms;
 mod memory;
@@ -72,6 +74,12 @@ pub struct Fetched {
     /// refreshed ahead of it, off the request path, by a minute or a tenth of its lifetime,
     /// whichever is smaller (see [the crate docs](crate#freshness)).
     pub expires_at: Option<SystemTime>,
+    /// When the value was last changed at the source, if it says (SSM: `LastModifiedDate`;
+    /// Secrets Manager: the version's `CreatedDate`): a source with a failover Region never
+    /// replaces a value with one its failover Region changed earlier.
+    pub modified_at: Option<SystemTime>,
+    /// The Region that answered, for a source with a failover Region.
+    pub region: Option<String>,
     /// The plaintext.
     pub value: SecretValue,
 }
@@ -90,8 +98,23 @@ impl Fetched {
             version: None,
             refresh_by: None,
             expires_at: None,
+            modified_at: None,
+            region: None,
             value: value.into(),
         }
+    }
+
+    /// With when the value was last changed at the source ([`modified_at`](Self::modified_at)).
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// let at = SystemTime::UNIX_EPOCH;
+    /// let f = lambda_secrets::Fetched::new("/prod/db", "pw").with_modified_at(Some(at));
+    /// assert_eq!(f.modified_at, Some(at));
+    /// ```
+    pub fn with_modified_at(mut self, at: Option<SystemTime>) -> Self {
+        self.modified_at = at;
+        self
     }
 
     /// With the version the source reported.

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_secretsmanager::Client;
 use futures_util::future::join_all;
 
+use super::failover::{Failover, Regional};
 use super::{Declaration, Fetched, ItemResult, RefreshResult, Refreshed, Source};
 use crate::call::{CallContext, Operation};
 use crate::error::{CallError, CallErrorKind, ItemError};
@@ -63,6 +64,8 @@ const MAX_PAGES: usize = 20;
 #[derive(Clone)]
 pub struct SecretsManagerSource {
     inner: Arc<SmInner>,
+    /// Set by [`failover_region`](Self::failover_region): what declarations read through.
+    failover: Option<Arc<Failover<SmInner>>>,
 }
 
 struct SmInner {
@@ -127,6 +130,16 @@ impl SecretsManagerSource {
     /// external id or duration, or a source made with `from_client`.
     #[cfg(feature = "assume-role")]
     pub fn assume_role(&self, role: crate::AssumeRole) -> Result<Self, crate::Error> {
+        if let Some(failover) = &self.failover {
+            return Err(crate::Error::invalid_input(
+                "role ARN",
+                role.arn(),
+                format!(
+                    "the source already fails over to {}; call `assume_role` first, then `failover_region`",
+                    failover.region()
+                ),
+            ));
+        }
         let (config, origin) = self.inner.origin.assume(role)?;
         let mut source = Self::new(&config);
         Arc::get_mut(&mut source.inner).expect("just made").origin = origin;
@@ -147,6 +160,78 @@ impl SecretsManagerSource {
                 warned_batch: AtomicBool::new(false),
                 warned_describe: AtomicBool::new(false),
             }),
+            failover: None,
+        }
+    }
+
+    /// The same source, failing over to the replicas of its secrets in `region` when its own
+    /// Region fails (a client for `region` made from this source's: same credentials, HTTP
+    /// client and endpoint). Declarations do not change; the rules are in the README's "Region
+    /// failover" section: transient failures go to the replica, a 4xx is an answer, a cold load
+    /// hedges after [`hedge_after`](Self::hedge_after), a refresh never goes backwards, and
+    /// the primary is asked again after a backoff.
+    ///
+    /// ```
+    /// # async fn run(config: aws_types::SdkConfig) -> Result<(), lambda_secrets::Error> {
+    /// // config's Region is us-east-1; the secrets are replicated to us-west-2.
+    /// let sm = lambda_secrets::SecretsManagerSource::new(&config).failover_region("us-west-2")?;
+    /// let secrets = lambda_secrets::Secrets::builder().add(sm.secret("db", "prod/db")).load().await?;
+    /// println!("served from {:?}", secrets.snapshot().info("db").unwrap().region);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) naming `region`: not a Region name, or
+    /// the source's own.
+    pub fn failover_region(&self, region: impl Into<String>) -> Result<Self, crate::Error> {
+        let region = region.into();
+        super::failover::check_region(&region, self.inner.client.config().region().map(|r| r.as_ref()))?;
+        let replica = Self::with_client(
+            client_without_retries!(aws_sdk_secretsmanager, client self.inner.client, region region.clone()),
+        );
+        Ok(self.failing_over(replica.inner, region, None))
+    }
+
+    /// The same source, failing over to the client of `config` (another endpoint or other
+    /// credentials for the replica's Region), as [`failover_region`](Self::failover_region).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput): `config` has no Region, or the
+    /// source's own.
+    pub fn failover_config(&self, config: &aws_types::SdkConfig) -> Result<Self, crate::Error> {
+        let region = config.region().map(|r| r.as_ref().to_owned()).unwrap_or_default();
+        super::failover::check_region(&region, self.inner.client.config().region().map(|r| r.as_ref()))?;
+        let replica = Self::with_client(client_without_retries!(aws_sdk_secretsmanager, config config));
+        Ok(self.failing_over(replica.inner, region, None))
+    }
+
+    /// With a failover Region: ask it too when the primary has not answered a cold load's (or an
+    /// on-demand lookup's) call within `delay`. By default a third of the attempt timeout (1 s
+    /// with the default [`RetryPolicy`](crate::RetryPolicy)). Without a failover Region it does
+    /// nothing.
+    pub fn hedge_after(&self, delay: std::time::Duration) -> Self {
+        match &self.failover {
+            Some(f) => self.failing_over(f.replica().clone(), f.region().to_owned(), Some(delay)),
+            None => self.clone(),
+        }
+    }
+
+    fn failing_over(
+        &self,
+        replica: Arc<SmInner>,
+        region: String,
+        hedge: Option<std::time::Duration>,
+    ) -> Self {
+        SecretsManagerSource {
+            inner: self.inner.clone(),
+            failover: Some(Arc::new(Failover::new(
+                self.inner.clone(),
+                replica,
+                region,
+                hedge,
+            ))),
         }
     }
 
@@ -196,7 +281,10 @@ impl SecretsManagerSource {
             id: id.clone(),
             selector,
         };
-        let decl = Declaration::new(key, self.inner.clone(), item);
+        let decl = match &self.failover {
+            Some(failover) => Declaration::new(key, failover.clone(), item),
+            None => Declaration::new(key, self.inner.clone(), item),
+        };
         match validate_secret_id(&id.replace(['*', '?'], "x")) {
             Ok(()) if id.contains(['*', '?']) => decl.pattern("secret id", id),
             Ok(()) => decl,
@@ -289,6 +377,19 @@ fn value_of(string: Option<String>, binary: Option<aws_smithy_types::Blob>) -> S
         (Some(s), _) => SecretValue::from(s),
         (None, Some(b)) => SecretValue::new(b.into_inner()),
         (None, None) => SecretValue::from(""),
+    }
+}
+
+impl Regional for SmInner {
+    fn region(&self) -> Option<String> {
+        self.client.config().region().map(|r| r.as_ref().to_owned())
+    }
+
+    fn in_region(&self, item: &SecretItem, region: &str) -> SecretItem {
+        SecretItem {
+            id: super::failover::arn_in_region(&item.id, region),
+            selector: item.selector.clone(),
+        }
     }
 }
 
@@ -466,7 +567,8 @@ fn land_values(
             continue;
         };
         let name = entry.name.clone().unwrap_or_else(|| ids[i].to_owned());
-        let mut fetched = Fetched::new(name, value_of(entry.secret_string, entry.secret_binary));
+        let mut fetched = Fetched::new(name, value_of(entry.secret_string, entry.secret_binary))
+            .with_modified_at(entry.created_date.and_then(|d| SystemTime::try_from(d).ok()));
         fetched.version = entry.version_id;
         results[i] = Some(Ok(vec![fetched]));
     }
@@ -568,7 +670,8 @@ impl SmInner {
             .await
             .map_err(|e| call_item_error(e, GET_ACTION))?;
         let name = out.name.clone().unwrap_or_else(|| id.to_owned());
-        let mut fetched = Fetched::new(name, value_of(out.secret_string, out.secret_binary));
+        let mut fetched = Fetched::new(name, value_of(out.secret_string, out.secret_binary))
+            .with_modified_at(out.created_date.and_then(|d| SystemTime::try_from(d).ok()));
         fetched.version = out.version_id;
         Ok(vec![fetched])
     }

@@ -7,6 +7,7 @@ use aws_sdk_ssm::types::Parameter;
 use aws_sdk_ssm::Client;
 use futures_util::future::join_all;
 
+use super::failover::{Failover, Regional};
 use super::{Declaration, Fetched, ItemResult, Source};
 use crate::call::{CallContext, Operation};
 use crate::error::{CallError, CallErrorKind, ItemError};
@@ -164,6 +165,8 @@ impl std::fmt::Display for SsmItem {
 #[derive(Clone)]
 pub struct SsmSource {
     inner: Arc<SsmInner>,
+    /// Set by [`failover_region`](Self::failover_region): what declarations read through.
+    failover: Option<Arc<Failover<SsmInner>>>,
 }
 
 struct SsmInner {
@@ -207,6 +210,16 @@ impl SsmSource {
     /// external id or duration, or a source made with `from_client`.
     #[cfg(feature = "assume-role")]
     pub fn assume_role(&self, role: crate::AssumeRole) -> Result<Self, crate::Error> {
+        if let Some(failover) = &self.failover {
+            return Err(crate::Error::invalid_input(
+                "role ARN",
+                role.arn(),
+                format!(
+                    "the source already fails over to {}; call `assume_role` first, then `failover_region`",
+                    failover.region()
+                ),
+            ));
+        }
         let (config, origin) = self.inner.origin.assume(role)?;
         let mut source = Self::new(&config).with_decryption(self.inner.decrypt);
         Arc::get_mut(&mut source.inner).expect("just made").origin = origin;
@@ -227,13 +240,84 @@ impl SsmSource {
                 decrypt: true,
                 denied: Denied::default(),
             }),
+            failover: None,
+        }
+    }
+
+    /// The same source, failing over to `region` when its own Region fails (a client for
+    /// `region` made from this source's: same credentials, HTTP client and endpoint), for
+    /// parameters kept in both Regions (SSM does not replicate them: your tooling does).
+    /// Declarations do not change; the rules are in the README's "Region failover" section, as
+    /// for [`SecretsManagerSource::failover_region`](crate::SecretsManagerSource::failover_region).
+    /// SSM version numbers are per Region: a value the failover Region served has its version
+    /// there, and it never replaces one changed later (`LastModifiedDate`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) naming `region`: not a Region name, or
+    /// the source's own.
+    pub fn failover_region(&self, region: impl Into<String>) -> Result<Self, crate::Error> {
+        let region = region.into();
+        super::failover::check_region(&region, self.inner.client.config().region().map(|r| r.as_ref()))?;
+        let client = client_without_retries!(aws_sdk_ssm, client self.inner.client, region region.clone());
+        let replica = Self::with_client(client).with_decryption(self.inner.decrypt);
+        Ok(self.failing_over(replica.inner, region, None))
+    }
+
+    /// The same source, failing over to the client of `config` (another endpoint or other
+    /// credentials for the failover Region), as [`failover_region`](Self::failover_region).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput): `config` has no Region, or the
+    /// source's own.
+    pub fn failover_config(&self, config: &aws_types::SdkConfig) -> Result<Self, crate::Error> {
+        let region = config.region().map(|r| r.as_ref().to_owned()).unwrap_or_default();
+        super::failover::check_region(&region, self.inner.client.config().region().map(|r| r.as_ref()))?;
+        let replica = Self::with_client(client_without_retries!(aws_sdk_ssm, config config))
+            .with_decryption(self.inner.decrypt);
+        Ok(self.failing_over(replica.inner, region, None))
+    }
+
+    /// With a failover Region: ask it too when the primary has not answered a cold load's (or an
+    /// on-demand lookup's) call within `delay`. By default a third of the attempt timeout (1 s
+    /// with the default [`RetryPolicy`](crate::RetryPolicy)). Without a failover Region it does
+    /// nothing.
+    pub fn hedge_after(&self, delay: std::time::Duration) -> Self {
+        match &self.failover {
+            Some(f) => self.failing_over(f.replica().clone(), f.region().to_owned(), Some(delay)),
+            None => self.clone(),
+        }
+    }
+
+    fn failing_over(
+        &self,
+        replica: Arc<SsmInner>,
+        region: String,
+        hedge: Option<std::time::Duration>,
+    ) -> Self {
+        SsmSource {
+            inner: self.inner.clone(),
+            failover: Some(Arc::new(Failover::new(
+                self.inner.clone(),
+                replica,
+                region,
+                hedge,
+            ))),
+        }
+    }
+
+    fn declare(&self, key: impl Into<String>, item: SsmItem) -> Declaration {
+        match &self.failover {
+            Some(failover) => Declaration::new(key, failover.clone(), item),
+            None => Declaration::new(key, self.inner.clone(), item),
         }
     }
 
     /// Whether SecureString values are decrypted (the default). With `false` the ciphertext is
     /// returned and `kms:Decrypt` is not needed.
     pub fn with_decryption(self, decrypt: bool) -> Self {
-        SsmSource {
+        let source = SsmSource {
             inner: Arc::new(SsmInner {
                 client: self.inner.client.clone(),
                 #[cfg(feature = "assume-role")]
@@ -241,6 +325,18 @@ impl SsmSource {
                 decrypt,
                 denied: Denied::default(),
             }),
+            failover: None,
+        };
+        match &self.failover {
+            Some(f) => {
+                let replica = SsmSource {
+                    inner: f.replica().clone(),
+                    failover: None,
+                }
+                .with_decryption(decrypt);
+                source.failing_over(replica.inner, f.region().to_owned(), f.hedge())
+            }
+            None => source,
         }
     }
 
@@ -248,7 +344,7 @@ impl SsmSource {
     /// with a selector, `:VERSION` or `:LABEL`. A malformed name is reported by `load`.
     pub fn parameter(&self, key: impl Into<String>, name: impl Into<String>) -> Declaration {
         let name = name.into();
-        let decl = Declaration::new(key, self.inner.clone(), SsmItem::Name(name.clone()));
+        let decl = self.declare(key, SsmItem::Name(name.clone()));
         match validate_name(&without_wildcards(&name)) {
             Ok(()) if name.contains(['*', '?']) => decl.pattern("SSM parameter name", name),
             Ok(()) => decl,
@@ -265,7 +361,7 @@ impl SsmSource {
     /// Like [`path`](Self::path), with `prefix` put before every key.
     pub fn path_with_prefix(&self, prefix: impl Into<String>, path: impl Into<String>) -> Declaration {
         let path = path.into();
-        let decl = Declaration::new(prefix, self.inner.clone(), SsmItem::Path(path.clone()));
+        let decl = self.declare(prefix, SsmItem::Path(path.clone()));
         match validate_path(&path) {
             Ok(()) => decl,
             Err(reason) => decl.rejected("SSM path", path, reason),
@@ -381,6 +477,19 @@ fn validate_path(path: &str) -> Result<(), String> {
         return Err("a path must not contain `//`".into());
     }
     Ok(())
+}
+
+impl Regional for SsmInner {
+    fn region(&self) -> Option<String> {
+        self.client.config().region().map(|r| r.as_ref().to_owned())
+    }
+
+    fn in_region(&self, item: &SsmItem, region: &str) -> SsmItem {
+        match item {
+            SsmItem::Name(id) => SsmItem::Name(super::failover::arn_in_region(id, region)),
+            SsmItem::Path(id) => SsmItem::Path(super::failover::arn_in_region(id, region)),
+        }
+    }
 }
 
 impl Source for SsmInner {
@@ -756,7 +865,12 @@ fn relative_name(path: &str, name: &str) -> String {
 
 fn fetched(mut p: Parameter, relative: Option<String>) -> Fetched {
     let value = SecretValue::from(p.value.take().unwrap_or_default());
-    let mut f = Fetched::new(p.name.take().unwrap_or_default(), value).with_version(p.version().to_string());
+    let mut f = Fetched::new(p.name.take().unwrap_or_default(), value)
+        .with_version(p.version().to_string())
+        .with_modified_at(
+            p.last_modified_date
+                .and_then(|d| std::time::SystemTime::try_from(d).ok()),
+        );
     f.relative = relative;
     f
 }

@@ -8,7 +8,8 @@
 //!    (counted in `unanswered`);
 //! 3. `drop_connections_next`: the connection is closed without an answer;
 //! 4. `throttle_tps`: over quota -> 400 `ThrottlingException`;
-//! 5. `fail_all`, then `fail_next`: injected error status;
+//! 5. `fail_region` (the Region the request is signed for, from its SigV4 credential scope),
+//!    then `fail_all`, then `fail_next`: injected error status; `hang_region`: never answered;
 //! 6. `deny`: 400 `AccessDeniedException`;
 //! 7. forwarded to the upstream (`forwarded`).
 //!
@@ -81,6 +82,10 @@ struct State {
     arrivals: Vec<(Instant, String)>,
     /// Operation and body of every request, in arrival order.
     requests: Vec<(String, Bytes)>,
+    /// Calls per (Region the request was signed for, operation).
+    calls_in: BTreeMap<(String, String), u64>,
+    /// Per Region: `Some(status)` fails every request signed for it; `None` hangs them.
+    region_faults: BTreeMap<String, Option<u16>>,
     /// Operations whose forwarded answers are kept, and those answers' bodies.
     record_responses: Vec<String>,
     responses: Vec<(String, Bytes)>,
@@ -181,6 +186,15 @@ impl FaultProxy {
         self.state().calls.clone()
     }
 
+    /// Requests for `op` signed for `region` (SigV4's credential scope) that reached the proxy.
+    pub fn calls_in(&self, region: &str, op: &str) -> u64 {
+        self.state()
+            .calls_in
+            .get(&(region.to_owned(), op.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Requests for `op` that were passed on to the upstream.
     pub fn forwarded(&self, op: &str) -> u64 {
         self.state().forwarded.get(op).copied().unwrap_or(0)
@@ -274,9 +288,20 @@ impl FaultProxy {
         st.arrivals.clear();
         st.requests.clear();
         st.responses.clear();
+        st.calls_in.clear();
     }
 
     // ----- knobs ----------------------------------------------------------
+
+    /// Every request signed for `region` gets `status` (an AWS JSON error), or with `None` no
+    /// answer at all (a Region that hangs); [`clear_region`](Self::clear_region) lifts it.
+    pub fn fail_region(&self, region: &str, status: Option<u16>) {
+        self.state().region_faults.insert(region.to_owned(), status);
+    }
+
+    pub fn clear_region(&self, region: &str) {
+        self.state().region_faults.remove(region);
+    }
 
     /// Keeps the upstream's answers to `op` (e.g. `"/"` for STS), for [`responses`](Self::responses).
     pub fn record_responses(&self, op: &str) {
@@ -352,6 +377,7 @@ impl FaultProxy {
         st.admitted.clear();
         st.denies.clear();
         st.drop_next = 0;
+        st.region_faults.clear();
     }
 }
 
@@ -395,6 +421,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// `(service prefix, operation)` from `X-Amz-Target`, e.g.
 /// `AmazonSSM.GetParameters` -> `("AmazonSSM", "GetParameters")`; requests
 /// without the header count under their path.
+/// The Region a request is signed for: the third field of its SigV4 credential scope
+/// (`Credential=AKID/20261207/us-west-2/ssm/aws4_request`); empty when unsigned.
+fn signed_region(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|auth| auth.split("Credential=").nth(1))
+        .and_then(|scope| scope.split('/').nth(2))
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn identify(req: &Request<Incoming>) -> (String, String) {
     match req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()) {
         Some(target) => match target.rsplit_once('.') {
@@ -411,6 +449,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, DroppedByProxy> {
     let (service, op) = identify(&req);
+    let region = signed_region(&req);
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -421,13 +460,15 @@ async fn handle(
         let mut st = shared.lock();
         let now = Instant::now();
         *st.calls.entry(op.clone()).or_default() += 1;
+        *st.calls_in.entry((region.clone(), op.clone())).or_default() += 1;
         st.arrivals.push((now, op.clone()));
         if st.requests.len() < MAX_RECORDED_REQUESTS {
             st.requests.push((op.clone(), body.clone()));
         }
-        let fate = match connection < st.dead_below {
-            true => Fate::Unanswered,
-            false => decide(&mut st, now, &op, &body),
+        let fate = match (connection < st.dead_below, st.region_faults.get(&region)) {
+            (true, _) | (false, Some(None)) => Fate::Unanswered,
+            (false, Some(Some(status))) => Fate::Fail(*status),
+            (false, None) => decide(&mut st, now, &op, &body),
         };
         match fate {
             Fate::Unanswered => st.unanswered += 1,

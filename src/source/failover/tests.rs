@@ -1,0 +1,266 @@
+//! The failover rules in virtual time, over a source whose two Regions the test scripts.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::*;
+use crate::call::RetryPolicy;
+
+/// How one Region answers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Answers {
+    /// After `latency`, each item's value, changed at `modified` seconds after the epoch.
+    Values { latency: Duration, modified: u64 },
+    /// After `latency`, a 503 for every item.
+    Unavailable { latency: Duration },
+    /// After `latency`, not found.
+    NotFound { latency: Duration },
+    /// Never.
+    Hangs,
+}
+
+#[derive(Debug)]
+struct Region {
+    name: &'static str,
+    answers: Mutex<Answers>,
+    calls: AtomicU32,
+}
+
+impl Region {
+    fn new(name: &'static str, answers: Answers) -> Arc<Region> {
+        Arc::new(Region {
+            name,
+            answers: Mutex::new(answers),
+            calls: AtomicU32::new(0),
+        })
+    }
+
+    fn set(&self, answers: Answers) {
+        *self.answers.lock().unwrap() = answers;
+    }
+
+    fn calls(&self) -> u32 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Source for Region {
+    type Item = String;
+
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+
+    async fn fetch(&self, items: &[String], _calls: &CallContext) -> Vec<ItemResult> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let answers = *self.answers.lock().unwrap();
+        let (latency, answer): (Duration, Answer) = match answers {
+            Answers::Values { latency, modified } => {
+                let name = self.name;
+                (
+                    latency,
+                    Box::new(move |item: &String| {
+                        Ok(vec![Fetched::new(item.clone(), format!("{item}@{name}"))
+                            .with_modified_at(Some(
+                                SystemTime::UNIX_EPOCH + Duration::from_secs(modified),
+                            ))])
+                    }),
+                )
+            }
+            Answers::Unavailable { latency } => (
+                latency,
+                Box::new(|_: &String| {
+                    Err(ItemError::Call(CallError::new(
+                        CallErrorKind::Transient,
+                        "TestGet: ServiceUnavailable (HTTP 503)",
+                    )))
+                }),
+            ),
+            Answers::NotFound { latency } => (latency, Box::new(|_: &String| Err(ItemError::NotFound))),
+            Answers::Hangs => std::future::pending().await,
+        };
+        tokio::time::sleep(latency).await;
+        items.iter().map(answer).collect()
+    }
+}
+
+impl Regional for Region {
+    fn region(&self) -> Option<String> {
+        Some(self.name.to_owned())
+    }
+
+    fn in_region(&self, item: &String, region: &str) -> String {
+        item.replace("us-east-1", region)
+    }
+}
+
+/// What a Region answers for one item.
+type Answer = Box<dyn Fn(&String) -> ItemResult + Send>;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn healthy(modified: u64) -> Answers {
+    Answers::Values {
+        latency: 20 * MS,
+        modified,
+    }
+}
+
+fn pair(primary: Answers, replica: Answers) -> (Failover<Region>, Arc<Region>, Arc<Region>) {
+    let (p, r) = (
+        Region::new("us-east-1", primary),
+        Region::new("us-west-2", replica),
+    );
+    let failover = Failover::new(p.clone(), r.clone(), "us-west-2".into(), None);
+    (failover, p, r)
+}
+
+/// A load's context: 10 s, the default policy (3 s attempts: a 1 s hedge).
+fn calls() -> CallContext {
+    CallContext::new(
+        Arc::default(),
+        RetryPolicy::default(),
+        None,
+        Instant::now() + Duration::from_secs(10),
+    )
+}
+
+fn items(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+fn served_by(results: &[ItemResult]) -> Vec<Option<String>> {
+    results
+        .iter()
+        .map(|r| r.as_ref().ok().and_then(|f| f[0].region.clone()))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_healthy_primary_serves_and_the_failover_region_is_not_asked() {
+    let (failover, primary, replica) = pair(healthy(10), healthy(10));
+    let results = failover.fetch(&items(&["a", "b"]), &calls()).await;
+    assert_eq!(
+        served_by(&results),
+        [Some("us-east-1".into()), Some("us-east-1".into())]
+    );
+    assert_eq!((primary.calls(), replica.calls()), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_primary_is_read_from_the_failover_region_then_skipped_then_probed_and_failed_back() {
+    let (failover, primary, replica) = pair(Answers::Unavailable { latency: 20 * MS }, healthy(10));
+    let results = failover.fetch(&items(&["a"]), &calls()).await;
+    assert_eq!(served_by(&results), [Some("us-west-2".into())]);
+    assert_eq!((primary.calls(), replica.calls()), (1, 1));
+    // Within the backoff (at least 0.5 s after one failure) the primary is not asked.
+    failover.fetch(&items(&["a"]), &calls()).await;
+    assert_eq!((primary.calls(), replica.calls()), (1, 2), "no doubled calls");
+    // After it (at most 1 s), the primary is probed; it answers: failback.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    primary.set(healthy(11));
+    let results = failover.fetch(&items(&["a"]), &calls()).await;
+    assert_eq!(served_by(&results), [Some("us-east-1".into())]);
+    assert_eq!((primary.calls(), replica.calls()), (2, 2));
+    failover.fetch(&items(&["a"]), &calls()).await;
+    assert_eq!((primary.calls(), replica.calls()), (3, 2), "back on the primary");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_primary_costs_a_cold_load_the_hedge_delay_and_a_round_trip() {
+    let (failover, _, replica) = pair(Answers::Hangs, healthy(10));
+    let start = Instant::now();
+    let results = failover.fetch(&items(&["a", "b"]), &calls()).await;
+    let took = start.elapsed();
+    assert_eq!(
+        served_by(&results),
+        [Some("us-west-2".into()), Some("us-west-2".into())]
+    );
+    assert_eq!(replica.calls(), 1);
+    // The default hedge: a third of the 3 s attempt timeout; then the replica's 20 ms.
+    assert_eq!(took, Duration::from_secs(1) + 20 * MS, "{took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_primary_gets_half_a_refresh_s_budget_then_the_failover_region_is_asked() {
+    let (failover, _, replica) = pair(Answers::Hangs, healthy(10));
+    let start = Instant::now();
+    let results = failover.refresh(&items(&["a"]), &[None], &calls()).await;
+    assert!(matches!(&results[0], Ok(Refreshed::Changed(f)) if f[0].region.as_deref() == Some("us-west-2")));
+    assert_eq!(replica.calls(), 1);
+    assert_eq!(start.elapsed(), Duration::from_secs(5) + 20 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_not_found_from_the_primary_is_an_answer_not_masked_by_the_failover_region() {
+    let (failover, _, replica) = pair(Answers::NotFound { latency: 20 * MS }, healthy(10));
+    let results = failover.fetch(&items(&["deleted"]), &calls()).await;
+    assert!(matches!(results[0], Err(ItemError::NotFound)), "{:?}", results[0]);
+    assert_eq!(replica.calls(), 0);
+    // And it counts as the primary answering: no failover afterwards.
+    assert_eq!(failover.route().first(Instant::now()), Side::Primary);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_primary_s_answer_wins_over_the_failover_region_s_not_found() {
+    // The replica answers first (hedged), but without the value (a secret it has not received yet):
+    // the primary's later answer is used for it.
+    let (failover, _, _) = pair(
+        Answers::Values {
+            latency: 1500 * MS,
+            modified: 10,
+        },
+        Answers::NotFound { latency: 20 * MS },
+    );
+    let results = failover.fetch(&items(&["new"]), &calls()).await;
+    assert_eq!(served_by(&results), [Some("us-east-1".into())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_answered_by_a_lagging_replica_never_goes_backwards() {
+    let (failover, primary, replica) = pair(healthy(20), healthy(10));
+    // Loaded from the primary: the version changed at t = 20.
+    failover.fetch(&items(&["db"]), &calls()).await;
+    // The primary fails; the replica still has the version of t = 10.
+    primary.set(Answers::Unavailable { latency: 20 * MS });
+    let results = failover
+        .refresh(&items(&["db"]), &[Some("v".into())], &calls())
+        .await;
+    assert!(
+        matches!(results[0], Ok(Refreshed::Unchanged { .. })),
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(replica.calls(), 1);
+    // Once the replica has caught up (t = 20 or later), its value is taken.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    replica.set(healthy(25));
+    let results = failover
+        .refresh(&items(&["db"]), &[Some("v".into())], &calls())
+        .await;
+    assert!(
+        matches!(&results[0], Ok(Refreshed::Changed(f)) if f[0].region.as_deref() == Some("us-west-2")),
+        "{:?}",
+        results[0]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn items_are_named_as_the_failover_region_names_them() {
+    let (failover, _, _) = pair(Answers::Unavailable { latency: 20 * MS }, healthy(10));
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf".to_owned();
+    let results = failover.fetch(std::slice::from_ref(&arn), &calls()).await;
+    let fetched = &results[0].as_ref().unwrap()[0];
+    assert_eq!(
+        fetched.name,
+        "arn:aws:secretsmanager:us-west-2:123456789012:secret:db-AbCdEf"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_seal_forgets_the_failover_state() {
+    let (failover, _, _) = pair(Answers::Unavailable { latency: 20 * MS }, healthy(10));
+    failover.fetch(&items(&["a"]), &calls()).await;
+    assert_eq!(failover.route().first(Instant::now()), Side::Replica);
+    failover.seal();
+    assert_eq!(failover.route().first(Instant::now()), Side::Primary);
+}
