@@ -186,10 +186,13 @@ impl PolicyScope {
         for keys in scope.kms_keys.values_mut() {
             let mut there: Vec<String> = Vec::new();
             for key in keys.iter() {
-                let parts: Vec<&str> = key.splitn(6, ':').collect();
-                let [arn, partition, "kms", key_region, account, resource] = parts[..] else {
+                let parts = arn_parts(key);
+                let [arn, partition, kms, key_region, account, resource] = &parts[..] else {
                     continue;
                 };
+                if kms != "kms" {
+                    continue;
+                }
                 let moved = if key_region == region {
                     key.clone()
                 } else if resource.starts_with("key/mrk-") {
@@ -212,7 +215,7 @@ impl PolicyScope {
     pub(crate) fn without_keys_of(&self, region: &str) -> PolicyScope {
         let mut scope = self.clone();
         for keys in scope.kms_keys.values_mut() {
-            keys.retain(|key| key.split(':').nth(3) != Some(region));
+            keys.retain(|key| arn_parts(key).get(3).map(String::as_str) != Some(region));
         }
         scope
     }
@@ -311,6 +314,16 @@ pub(crate) fn check_account(account: &str) -> Result<(), String> {
     } else {
         Err("an account id is twelve digits (or `*`, to allow any account)".into())
     }
+}
+
+/// The six fields of an ARN, whose fields may be CloudFormation placeholders (`${AWS::Region}`,
+/// whose `::` is not a separator).
+fn arn_parts(arn: &str) -> Vec<String> {
+    const HIDDEN: &str = "${AWS\u{0}";
+    arn.replace("${AWS::", HIDDEN)
+        .splitn(6, ':')
+        .map(|part| part.replace(HIDDEN, "${AWS::"))
+        .collect()
 }
 
 /// Checks the account of a role ARN: twelve digits (a role is one role of one account; `*` would

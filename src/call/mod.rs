@@ -173,6 +173,21 @@ impl CallContext {
         self.deadline.get().into_std()
     }
 
+    /// When a source with a failover Region stops waiting for its primary: `share` of the time
+    /// left after the spread window of a background refresh (whose calls wait for their slot
+    /// first), or after now.
+    #[cfg_attr(not(any(feature = "ssm", feature = "secretsmanager")), allow(dead_code))]
+    pub(crate) fn failover_cutoff(&self, share: f64) -> Instant {
+        let now = Instant::now();
+        let from = self
+            .spread
+            .as_ref()
+            .filter(|s| !s.urgency.is_urgent())
+            .map_or(now, |s| later(s.start, s.window).max(now));
+        let left = self.deadline.get().saturating_duration_since(from);
+        later(from, left.mul_f64(share.clamp(0.0, 1.0)))
+    }
+
     /// The timeout of a call's first attempt.
     #[cfg_attr(not(any(feature = "ssm", feature = "secretsmanager")), allow(dead_code))]
     pub(crate) fn attempt_timeout(&self) -> Duration {

@@ -460,3 +460,28 @@ fn a_failover_region_grants_the_replicas_and_a_multi_region_key_in_both_regions(
         "{policy}"
     );
 }
+
+#[cfg(feature = "secretsmanager")]
+#[test]
+fn a_failover_region_moves_a_multi_region_key_in_a_template_policy_too() {
+    let sm = crate::SecretsManagerSource::new(&config())
+        .failover_region("us-west-2")
+        .unwrap();
+    // No Region or account: CloudFormation placeholders, a key given by id.
+    let policy = Policy::builder()
+        .secrets_manager_kms_key("mrk-1234abcd12ab34cd56ef1234567890ab")
+        .declaration(&sm.secret("db", "prod/db"))
+        .build()
+        .unwrap();
+    let resources: Vec<&String> = policy.statements().iter().flat_map(|s| &s.resources).collect();
+    for expected in [
+        "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/mrk-1234abcd12ab34cd56ef1234567890ab",
+        "arn:${AWS::Partition}:kms:us-west-2:${AWS::AccountId}:key/mrk-1234abcd12ab34cd56ef1234567890ab",
+        "arn:${AWS::Partition}:secretsmanager:us-west-2:${AWS::AccountId}:secret:prod/db-??????",
+    ] {
+        assert!(
+            resources.iter().any(|r| *r == expected),
+            "{expected} not in {policy}"
+        );
+    }
+}

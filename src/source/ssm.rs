@@ -490,6 +490,15 @@ impl Regional for SsmInner {
             SsmItem::Path(id) => SsmItem::Path(super::failover::arn_in_region(id, region)),
         }
     }
+
+    /// Not a name with a version or label: those are per Region, so another Region's `name:3`
+    /// is another value.
+    fn fails_over(&self, item: &SsmItem) -> bool {
+        match item {
+            SsmItem::Name(id) => split_id(id).map_or(true, |(_, selector)| selector.is_none()),
+            SsmItem::Path(_) => true,
+        }
+    }
 }
 
 impl Source for SsmInner {

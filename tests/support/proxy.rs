@@ -418,9 +418,6 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     .await
 }
 
-/// `(service prefix, operation)` from `X-Amz-Target`, e.g.
-/// `AmazonSSM.GetParameters` -> `("AmazonSSM", "GetParameters")`; requests
-/// without the header count under their path.
 /// The Region a request is signed for: the third field of its SigV4 credential scope
 /// (`Credential=AKID/20261207/us-west-2/ssm/aws4_request`); empty when unsigned.
 fn signed_region(req: &Request<Incoming>) -> String {
@@ -433,6 +430,9 @@ fn signed_region(req: &Request<Incoming>) -> String {
         .to_owned()
 }
 
+/// `(service prefix, operation)` from `X-Amz-Target`, e.g.
+/// `AmazonSSM.GetParameters` -> `("AmazonSSM", "GetParameters")`; requests
+/// without the header count under their path.
 fn identify(req: &Request<Incoming>) -> (String, String) {
     match req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()) {
         Some(target) => match target.rsplit_once('.') {

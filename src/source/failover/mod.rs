@@ -49,6 +49,13 @@ pub(crate) trait Regional: Source {
 
     /// `item` as `region` names it (an ARN names its Region; a name is the same everywhere).
     fn in_region(&self, item: &Self::Item, region: &str) -> Self::Item;
+
+    /// Whether another Region may answer for `item` (an SSM version or label is the primary's
+    /// own: version numbers and labels are per Region). The default: yes.
+    fn fails_over(&self, item: &Self::Item) -> bool {
+        let _ = item;
+        true
+    }
 }
 
 /// `S` with a failover Region: see the module docs.
@@ -60,8 +67,8 @@ pub(crate) struct Failover<S: Regional> {
     /// The hedge delay set on the source; `None`: a third of the attempt timeout.
     hedge: Option<Duration>,
     route: Mutex<Route>,
-    /// The newest modification date served per item, from either Region.
-    newest: Mutex<HashMap<S::Item, SystemTime>>,
+    /// The newest modification date served per value name, from either Region.
+    newest: Mutex<HashMap<String, SystemTime>>,
 }
 
 impl<S: Regional> std::fmt::Debug for Failover<S> {
@@ -129,119 +136,171 @@ impl<S: Regional> Failover<S> {
             .collect()
     }
 
-    /// Runs `ask` for `items` by the rules of the module docs; one answer per item, with the side
-    /// that gave it. `ask(side, which)` asks that side for the items at indexes `which`, in order.
+    /// Runs `ask` for `n` items by the rules of the module docs; one answer per item, with the
+    /// side that gave it. `ask(side, which)` asks that side for the items at indexes `which`, in
+    /// order. Only the items `spare` says may be answered by the failover Region are asked there.
     async fn run<'a, T: Send + 'a>(
         &'a self,
-        n: usize,
+        spare: &[bool],
         calls: &'a CallContext,
         hedge: bool,
         ask: impl Fn(Side, Vec<usize>) -> BoxFuture<'a, Vec<Result<T, ItemError>>>,
     ) -> Vec<(Result<T, ItemError>, Side)> {
+        let n = spare.len();
         let all: Vec<usize> = (0..n).collect();
-        let now = Instant::now();
-        if self.route().first(now) == Side::Replica {
-            return ask(Side::Replica, all)
-                .await
-                .into_iter()
-                .map(|r| (r, Side::Replica))
-                .collect();
+        let to_replica: Vec<usize> = (0..n).filter(|&i| spare[i]).collect();
+        let cutoff = calls.failover_cutoff(PRIMARY_SHARE);
+        if self.route().first(Instant::now()) == Side::Replica && to_replica.len() == n {
+            return self.on_replica(n, cutoff, &ask).await;
         }
-        let left = calls.deadline_handle().get().saturating_duration_since(now);
-        let cutoff = crate::time::later(now, left.mul_f64(PRIMARY_SHARE));
-        let mut primary = Box::pin(tokio::time::timeout_at(cutoff, ask(Side::Primary, all.clone())));
+        let mut primary = Box::pin(within(cutoff, ask(Side::Primary, all.clone())));
         let mut replica_all = None;
-        let primary_answer = match hedge.then(|| {
-            self.hedge
-                .unwrap_or_else(|| default_hedge(calls.attempt_timeout()))
-        }) {
-            None => primary.await.ok(),
-            Some(delay) => match select(primary.as_mut(), Box::pin(tokio::time::sleep(delay))).await {
-                Either::Left((answer, _)) => answer.ok(),
+        let delay = self
+            .hedge
+            .unwrap_or_else(|| default_hedge(calls.attempt_timeout()));
+        let answer = if hedge && !to_replica.is_empty() {
+            match select(primary.as_mut(), Box::pin(sleep_thawed(delay))).await {
+                Either::Left((answer, _)) => answer,
                 Either::Right(((), _)) => {
                     tracing::debug!(region = %self.region, ?delay, "no answer from the primary Region within the hedge delay; asking the failover Region too");
-                    let replica = ask(Side::Replica, all.clone());
+                    let replica = ask(Side::Replica, to_replica.clone());
                     match select(primary.as_mut(), replica).await {
                         Either::Left((answer, replica)) => {
                             replica_all = Some(replica);
-                            answer.ok()
+                            answer
                         }
                         Either::Right((replica, primary)) => {
-                            return self.replica_first(replica, primary).await;
+                            return self
+                                .replica_first(spare, pad(replica, to_replica.len()), primary)
+                                .await;
                         }
                     }
                 }
-            },
+            }
+        } else {
+            primary.await
         };
-        let primary_answer = primary_answer.unwrap_or_else(|| {
-            let err = ItemError::Call(CallError::new(
-                CallErrorKind::Transient,
-                format!(
-                    "no answer from the primary Region within {:?}",
-                    cutoff.saturating_duration_since(now)
-                ),
-            ));
-            all.iter().map(|_| Err(err.clone())).collect()
-        });
+        let answer = match answer {
+            Some(answer) => pad(answer, n),
+            None => {
+                let err = outage("no answer from the primary Region within its share of the budget");
+                all.iter().map(|_| Err(err.clone())).collect()
+            }
+        };
         let mut out: Vec<Option<(Result<T, ItemError>, Side)>> = (0..n).map(|_| None).collect();
         let mut failed = Vec::new();
-        for (i, answer) in primary_answer.into_iter().enumerate() {
+        for (i, answer) in answer.into_iter().enumerate() {
             match &answer {
-                Err(e) if is_outage(e) => failed.push((i, answer)),
-                _ => out[i] = Some((answer, Side::Primary)),
+                Err(e) if is_outage(e) && spare[i] => failed.push(i),
+                _ => {}
             }
+            out[i] = Some((answer, Side::Primary));
         }
         self.note_primary(failed.len() < n);
         if !failed.is_empty() {
-            let which: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
             let answers = match replica_all {
                 Some(replica) => {
-                    let mut answers: Vec<Option<Result<T, ItemError>>> =
-                        replica.await.into_iter().map(Some).collect();
-                    which
+                    let mut answers: Vec<Option<Result<T, ItemError>>> = pad(replica.await, to_replica.len())
+                        .into_iter()
+                        .map(Some)
+                        .collect();
+                    failed
                         .iter()
-                        .map(|&i| answers[i].take().expect("one answer per item"))
+                        .map(|i| {
+                            let k = to_replica.iter().position(|j| j == i).expect("a spare item");
+                            answers[k].take().expect("one answer per item")
+                        })
                         .collect()
                 }
-                None => ask(Side::Replica, which.clone()).await,
+                None => pad(ask(Side::Replica, failed.clone()).await, failed.len()),
             };
-            for ((i, _), answer) in failed.into_iter().zip(answers) {
+            for (&i, answer) in failed.iter().zip(answers) {
                 out[i] = Some((answer, Side::Replica));
             }
         }
         out.into_iter().map(|o| o.expect("every item answered")).collect()
     }
 
-    /// The failover Region answered before the primary: what it found wins; for the rest the
-    /// primary's answer is awaited, and wins unless it is an outage too.
+    /// While the primary is skipped: the failover Region answers; what it has not (not found,
+    /// denied: a value not copied there yet, a policy without the replica's ARN) is asked of the
+    /// primary too, whose answer then wins unless it is an outage.
+    async fn on_replica<'a, T: Send + 'a>(
+        &'a self,
+        n: usize,
+        cutoff: Instant,
+        ask: &impl Fn(Side, Vec<usize>) -> BoxFuture<'a, Vec<Result<T, ItemError>>>,
+    ) -> Vec<(Result<T, ItemError>, Side)> {
+        let answers = pad(ask(Side::Replica, (0..n).collect()).await, n);
+        let unsure: Vec<usize> = (0..n)
+            .filter(|&i| matches!(&answers[i], Err(e) if !is_outage(e)))
+            .collect();
+        let mut out: Vec<(Result<T, ItemError>, Side)> =
+            answers.into_iter().map(|a| (a, Side::Replica)).collect();
+        if unsure.is_empty() {
+            return out;
+        }
+        if let Some(primary) = within(cutoff, ask(Side::Primary, unsure.clone())).await {
+            let mut answered = false;
+            for (&i, answer) in unsure.iter().zip(pad(primary, unsure.len())) {
+                if !matches!(&answer, Err(e) if is_outage(e)) {
+                    out[i] = (answer, Side::Primary);
+                    answered = true;
+                }
+            }
+            if answered {
+                self.note_primary(true);
+            }
+        }
+        out
+    }
+
+    /// The failover Region answered before the primary (hedged): what it found wins; for the
+    /// rest the primary's answer is awaited, and wins unless it is an outage too. Being slower
+    /// than the failover Region is no failure of the primary's.
     async fn replica_first<T>(
         &self,
+        spare: &[bool],
         replica: Vec<Result<T, ItemError>>,
-        primary: impl std::future::Future<Output = Result<Vec<Result<T, ItemError>>, tokio::time::error::Elapsed>>,
+        primary: impl std::future::Future<Output = Option<Vec<Result<T, ItemError>>>>,
     ) -> Vec<(Result<T, ItemError>, Side)> {
-        if replica.iter().all(Result::is_ok) {
-            self.note_primary(false);
-            return replica.into_iter().map(|r| (r, Side::Replica)).collect();
+        let n = spare.len();
+        let mut replica = replica.into_iter();
+        let mut from_replica: Vec<Option<Result<T, ItemError>>> = (0..n)
+            .map(|i| if spare[i] { replica.next() } else { None })
+            .collect();
+        if from_replica.iter().all(|r| matches!(r, Some(Ok(_)))) {
+            return from_replica
+                .into_iter()
+                .map(|r| (r.expect("all answered"), Side::Replica))
+                .collect();
         }
-        let primary = primary.await.ok();
-        let answered = primary
-            .as_ref()
-            .is_some_and(|p| p.iter().any(|a| !matches!(a, Err(e) if is_outage(e))));
-        self.note_primary(answered);
-        let mut primary: Vec<Option<Result<T, ItemError>>> = match primary {
-            Some(p) => p.into_iter().map(Some).collect(),
-            None => Vec::new(),
-        };
-        replica
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| match r {
-                Ok(v) => (Ok(v), Side::Replica),
-                Err(replica_err) => match primary.get_mut(i).and_then(Option::take) {
-                    Some(Err(e)) if is_outage(&e) => (Err(replica_err), Side::Replica),
-                    Some(answer) => (answer, Side::Primary),
-                    None => (Err(replica_err), Side::Replica),
-                },
+        let primary = primary.await.map(|p| pad(p, n));
+        if let Some(answers) = &primary {
+            self.note_primary(answers.iter().any(|a| !matches!(a, Err(e) if is_outage(e))));
+        } else {
+            self.note_primary(false);
+        }
+        let mut primary: Vec<Option<Result<T, ItemError>>> =
+            primary.map_or_else(Vec::new, |p| p.into_iter().map(Some).collect());
+        (0..n)
+            .map(|i| {
+                let theirs = primary.get_mut(i).and_then(Option::take);
+                match from_replica[i].take() {
+                    Some(Ok(v)) => (Ok(v), Side::Replica),
+                    Some(Err(replica_err)) => match theirs {
+                        Some(Err(e)) if is_outage(&e) => (Err(replica_err), Side::Replica),
+                        Some(answer) => (answer, Side::Primary),
+                        None => (Err(replica_err), Side::Replica),
+                    },
+                    None => (
+                        theirs.unwrap_or_else(|| {
+                            Err(outage(
+                                "no answer from the primary Region within its share of the budget",
+                            ))
+                        }),
+                        Side::Primary,
+                    ),
+                }
             })
             .collect()
     }
@@ -261,32 +320,85 @@ impl<S: Regional> Failover<S> {
         }
     }
 
-    /// Tags `fetched` with the Region that answered and remembers its date; for an answer of the
-    /// failover Region to a refresh, whether it is older than what was served (then it is not
-    /// used).
-    fn land(&self, item: &S::Item, fetched: &mut [Fetched], side: Side, refresh: bool) -> bool {
+    /// Tags `fetched` with the Region that answered and remembers each value's date; for an
+    /// answer of the failover Region to a refresh, whether any of its values is older than the
+    /// one served under that name (then none is used: a tree is taken whole or not at all).
+    fn land(&self, fetched: &mut [Fetched], side: Side, refresh: bool) -> bool {
         let region = self.region_of(side);
         for f in fetched.iter_mut() {
             f.region.clone_from(&region);
         }
-        let Some(date) = fetched.iter().filter_map(|f| f.modified_at).max() else {
-            return false;
-        };
         let mut newest = self.newest.lock().unwrap_or_else(|e| e.into_inner());
-        match (side, newest.get(item)) {
-            (Side::Replica, Some(&held)) if refresh && date < held => {
-                tracing::debug!(region = %self.region, "the failover Region's value is older than the one held (a replica behind its primary); kept");
-                true
-            }
-            (Side::Replica, Some(&held)) if date < held => false,
-            _ => {
-                if newest.len() >= REMEMBERED && !newest.contains_key(item) {
-                    newest.clear();
+        if side == Side::Replica {
+            let behind = fetched
+                .iter()
+                .any(|f| match (f.modified_at, newest.get(&f.name)) {
+                    (Some(date), Some(&held)) => date < held,
+                    _ => false,
+                });
+            if behind {
+                if refresh {
+                    tracing::debug!(region = %self.region, "the failover Region's value is older than the one held (a replica behind its primary); kept");
                 }
-                newest.insert(item.clone(), date);
-                false
+                return refresh;
             }
         }
+        for f in fetched.iter() {
+            let Some(date) = f.modified_at else { continue };
+            if newest.len() >= REMEMBERED && !newest.contains_key(&f.name) {
+                // Forget the oldest half rather than everything.
+                let mut dates: Vec<SystemTime> = newest.values().copied().collect();
+                dates.sort_unstable();
+                let median = dates[dates.len() / 2];
+                newest.retain(|_, d| *d >= median);
+            }
+            let held = newest.entry(f.name.clone()).or_insert(date);
+            // The primary is the authority (a label moved back is a change); the failover
+            // Region only moves dates forward.
+            if side == Side::Primary || date > *held {
+                *held = date;
+            }
+        }
+        false
+    }
+}
+
+/// `answers`, one per item of `n`: a source that gave fewer gets "no result" for the rest.
+fn pad<T>(mut answers: Vec<Result<T, ItemError>>, n: usize) -> Vec<Result<T, ItemError>> {
+    answers.truncate(n);
+    while answers.len() < n {
+        answers.push(Err(ItemError::Source("the source gave no result for it".into())));
+    }
+    answers
+}
+
+/// A transient failure: worth asking the other Region.
+fn outage(why: &str) -> ItemError {
+    ItemError::Call(CallError::new(CallErrorKind::Transient, why))
+}
+
+/// Sleeps until `at`, later by any time the process spends frozen meanwhile (a Lambda freeze
+/// says nothing of the primary).
+async fn sleep_thawed_until(mut at: Instant) {
+    loop {
+        let wait = at.saturating_duration_since(Instant::now());
+        if crate::time::freeze::sleep_until(at).await.is_zero() {
+            return;
+        }
+        at = crate::time::later(Instant::now(), wait);
+    }
+}
+
+/// [`sleep_thawed_until`] `delay` from now.
+async fn sleep_thawed(delay: Duration) {
+    sleep_thawed_until(crate::time::later(Instant::now(), delay)).await;
+}
+
+/// `future`'s output, unless `cutoff` (moved by freezes) comes first.
+async fn within<F: std::future::Future>(cutoff: Instant, future: F) -> Option<F::Output> {
+    match select(Box::pin(future), Box::pin(sleep_thawed_until(cutoff))).await {
+        Either::Left((output, _)) => Some(output),
+        Either::Right(((), _)) => None,
     }
 }
 
@@ -383,13 +495,13 @@ impl<S: Regional> Source for Failover<S> {
                 }
             }
         };
-        let answers = self.run(items.len(), calls, true, ask).await;
+        let spare: Vec<bool> = items.iter().map(|i| self.primary.fails_over(i)).collect();
+        let answers = self.run(&spare, calls, true, ask).await;
         answers
             .into_iter()
-            .zip(items)
-            .map(|((answer, side), item)| {
+            .map(|(answer, side)| {
                 answer.map(|mut fetched| {
-                    self.land(item, &mut fetched, side, false);
+                    self.land(&mut fetched, side, false);
                     fetched
                 })
             })
@@ -417,13 +529,13 @@ impl<S: Regional> Source for Failover<S> {
                 }
             }
         };
-        let answers = self.run(items.len(), calls, false, ask).await;
+        let spare: Vec<bool> = items.iter().map(|i| self.primary.fails_over(i)).collect();
+        let answers = self.run(&spare, calls, false, ask).await;
         answers
             .into_iter()
-            .zip(items)
-            .map(|((answer, side), item)| match answer {
+            .map(|(answer, side)| match answer {
                 Ok(Refreshed::Changed(mut fetched)) => {
-                    if self.land(item, &mut fetched, side, true) {
+                    if self.land(&mut fetched, side, true) {
                         Ok(Refreshed::Unchanged { refresh_by: None })
                     } else {
                         Ok(Refreshed::Changed(fetched))

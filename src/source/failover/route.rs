@@ -52,6 +52,11 @@ impl Route {
     /// The primary failed for good (every answer transient, or none in time): the failover
     /// Region serves for a backoff that grows with each failure in a row. `random` in `[0, 1)`.
     pub(crate) fn primary_failed(&mut self, now: Instant, random: f64) {
+        // Concurrent calls of one outage (a load's batches, another refresh) fail together: one
+        // failure, not several, or the backoff would climb to its longest at once.
+        if matches!(*self, Route::Replica { until, .. } if now < until) {
+            return;
+        }
         let failures = match *self {
             Route::Primary => 1,
             Route::Replica { failures, .. } => failures.saturating_add(1),

@@ -91,6 +91,11 @@ impl Regional for Region {
     fn in_region(&self, item: &String, region: &str) -> String {
         item.replace("us-east-1", region)
     }
+
+    /// `name:3`: a version of the primary's own.
+    fn fails_over(&self, item: &String) -> bool {
+        !item.contains(':') || item.starts_with("arn:")
+    }
 }
 
 /// What a Region answers for one item.
@@ -263,4 +268,70 @@ async fn a_seal_forgets_the_failover_state() {
     assert_eq!(failover.route().first(Instant::now()), Side::Replica);
     failover.seal();
     assert_eq!(failover.route().first(Instant::now()), Side::Primary);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_waiting_for_its_spread_slot_is_not_cut_off_before_its_primary_call() {
+    // A background refresh's calls wait for a slot in the spread window (30 s here) before they
+    // are sent: the primary's share of the budget starts after it.
+    let (failover, _, replica) = pair(
+        Answers::Values {
+            latency: Duration::from_secs(25),
+            modified: 10,
+        },
+        healthy(10),
+    );
+    let calls = CallContext::new(
+        Arc::default(),
+        RetryPolicy::default(),
+        None,
+        Instant::now() + Duration::from_secs(35),
+    )
+    .spread(Duration::from_secs(30), Arc::new(crate::call::Urgency::default()));
+    let results = failover.refresh(&items(&["a"]), &[None], &calls).await;
+    assert!(
+        matches!(&results[0], Ok(Refreshed::Changed(f)) if f[0].region.as_deref() == Some("us-east-1")),
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(replica.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_skipped_the_primary_is_still_asked_what_the_failover_region_does_not_have() {
+    let (failover, primary, replica) = pair(Answers::Unavailable { latency: 20 * MS }, healthy(10));
+    failover.fetch(&items(&["a"]), &calls()).await;
+    assert_eq!(failover.route().first(Instant::now()), Side::Replica);
+    // Not copied to the replica yet; the primary is back and has it.
+    replica.set(Answers::NotFound { latency: 20 * MS });
+    primary.set(healthy(10));
+    let results = failover.fetch(&items(&["new"]), &calls()).await;
+    assert_eq!(served_by(&results), [Some("us-east-1".into())]);
+    assert_eq!(
+        failover.route().first(Instant::now()),
+        Side::Primary,
+        "failed back"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_version_of_the_primary_s_own_is_never_asked_of_the_failover_region() {
+    let (failover, _, replica) = pair(Answers::Unavailable { latency: 20 * MS }, healthy(10));
+    let results = failover.fetch(&items(&["db:3", "plain"]), &calls()).await;
+    assert!(matches!(&results[0], Err(ItemError::Call(_))), "{:?}", results[0]);
+    assert_eq!(served_by(&results)[1], Some("us-west-2".into()));
+    assert_eq!(replica.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_failures_of_one_outage_count_once() {
+    let (failover, primary, _) = pair(Answers::Unavailable { latency: 20 * MS }, healthy(10));
+    let calls = calls();
+    let all = items(&["a"]);
+    futures_util::future::join_all((0..5).map(|_| failover.fetch(&all, &calls))).await;
+    // One failure: the primary is asked again within a second, not a minute.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    primary.set(healthy(10));
+    let results = failover.fetch(&all, &calls).await;
+    assert_eq!(served_by(&results), [Some("us-east-1".into())]);
 }
