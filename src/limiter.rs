@@ -639,4 +639,27 @@ mod tests {
         let rate = bucket.current_rate();
         assert!((27.0..29.0).contains(&rate), "{rate}");
     }
+
+    #[test]
+    fn a_failover_region_has_buckets_of_its_own_with_the_configured_quota() {
+        let limits = RateLimits::new();
+        limits.set(QuotaClass::SsmGet, Quota::new(40.0, 10));
+        let west: Arc<str> = "us-west-2".into();
+        let theirs = limits.bucket_in(QuotaClass::SsmGet, Some(&west));
+        assert!(
+            Arc::ptr_eq(&theirs, &limits.bucket_in(QuotaClass::SsmGet, Some(&west))),
+            "made once"
+        );
+        assert!(!Arc::ptr_eq(&theirs, &limits.bucket_in(QuotaClass::SsmGet, None)));
+        assert_eq!(limits.current_rate_in(QuotaClass::SsmGet, "us-west-2"), 40.0);
+        // Throttling there slows only there.
+        theirs.throttled();
+        assert_eq!(limits.current_rate_in(QuotaClass::SsmGet, "us-west-2"), 20.0);
+        assert_eq!(limits.current_rate(QuotaClass::SsmGet), 40.0);
+        // A quota set later applies to every Region's bucket of the class.
+        limits.set(QuotaClass::SsmGet, Quota::new(100.0, 10));
+        assert_eq!(limits.current_rate_in(QuotaClass::SsmGet, "us-west-2"), 100.0);
+        limits.restart();
+        assert_eq!(limits.current_rate_in(QuotaClass::SsmGet, "us-west-2"), 100.0);
+    }
 }

@@ -288,6 +288,10 @@ fn run_policy(args: PolicyArgs) -> Result<ExitCode, lambda_secrets::Error> {
         (rds, dsql) = (rds.assume_role(role.clone())?, dsql.assume_role(role)?);
     }
     if let Some(region) = &args.failover_region {
+        if args.region.as_ref() == Some(region) {
+            eprintln!("error: --failover-region `{region}` is the policy's --region; a failover Region is another one");
+            return Ok(ExitCode::from(2));
+        }
         (ssm, sm) = (
             ssm.failover_region(region.clone())?,
             sm.failover_region(region.clone())?,
@@ -490,6 +494,8 @@ fn print_lookup(
         Ok((value, info)) => (true, info.version.clone(), value.len(), None),
         Err(e) => (false, None, 0, Some(e.to_string())),
     };
+    // With --failover-region: the Region that served it.
+    let region = result.as_ref().ok().and_then(|(_, info)| info.region.clone());
     let version_text = version.clone().unwrap_or_else(|| "-".into());
     if as_json {
         let version = version.as_deref().map_or(json!(null), version_json);
@@ -498,10 +504,16 @@ fn print_lookup(
         if let Some(error) = error {
             line["error"] = json!(error);
         }
+        if let Some(region) = &region {
+            line["region"] = json!(region);
+        }
         println!("{line}");
     } else {
+        let region = region.map(|r| format!("  {r}")).unwrap_or_default();
         match error {
-            None => println!("round {round} {name:<60} found version {version_text:>8} {bytes:>8} bytes"),
+            None => {
+                println!("round {round} {name:<60} found version {version_text:>8} {bytes:>8} bytes{region}")
+            }
             Some(error) => println!("round {round} {name:<60} NOT FOUND: {error}"),
         }
     }

@@ -558,3 +558,66 @@ async fn check_with_a_failover_region_counts_calls_per_region() {
     assert_eq!(total, east + west_total, "{summary}");
     assert!(!stdout.contains("sm-value") && !stdout.contains("p-value"));
 }
+
+/// `lookup --failover-region`: during an outage of the primary, names are served by the other
+/// Region, and the summary counts its calls as the emulator saw them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_with_a_failover_region_is_served_by_it_during_an_outage() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let name = format!("{}/db", unique_prefix("clifo-lookup").trim_start_matches('/'));
+    for region in ["us-east-1", "us-west-2"] {
+        let config = support::sdk_config(&moto().endpoint)
+            .await
+            .into_builder()
+            .region(aws_types::region::Region::from_static(region))
+            .build();
+        aws_sdk_secretsmanager::Client::new(&config)
+            .create_secret()
+            .name(&name)
+            .secret_string("sm-value")
+            .send()
+            .await
+            .unwrap();
+    }
+    proxy.fail_region("us-east-1", None);
+    let out = lookup(&proxy.endpoint())
+        .args([
+            "--secret",
+            &name,
+            "--failover-region",
+            "us-west-2",
+            "--rounds",
+            "2",
+            "--json",
+        ])
+        .run();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for round in 0..2 {
+        let line = lines.iter().find(|l| l["round"] == round).expect(&stdout);
+        assert_eq!(
+            (line["found"].as_bool(), line["region"].as_str()),
+            (Some(true), Some("us-west-2")),
+            "{line}"
+        );
+    }
+    let summary = lines.last().unwrap();
+    let west: u64 = summary["failover_calls"]["us-west-2"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    let seen: u64 = proxy
+        .calls_all()
+        .keys()
+        .map(|op| proxy.calls_in("us-west-2", op))
+        .sum();
+    assert_eq!(west, seen, "{summary}");
+    assert!(!stdout.contains("sm-value"));
+}

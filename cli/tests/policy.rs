@@ -798,4 +798,17 @@ fn with_a_failover_region_the_replicas_and_their_region_s_key_are_allowed() {
             "statement {i} is not needed: {statement}"
         );
     }
+    let out = policy_command()
+        .args([
+            "--secret",
+            "x",
+            "--failover-region",
+            "us-east-1",
+            "--region",
+            "us-east-1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the policy's --region"));
 }
