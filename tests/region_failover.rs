@@ -193,8 +193,9 @@ async fn a_refresh_fails_over_never_backwards_and_fails_back_when_the_primary_an
     assert_eq!(snapshot.expose_str("db").unwrap(), "v2", "went backwards");
     assert!(calls_in(&proxy, REPLICA) >= 1);
 
-    // The replica catches up with a later rotation: its value is taken.
+    // The replica catches up (v2 reaches it) and a later rotation reaches both: v3 is taken.
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    put_secret(&name, "v2", V2, &[REPLICA]).await;
     put_secret(
         &name,
         "v3",
@@ -215,6 +216,37 @@ async fn a_refresh_fails_over_never_backwards_and_fails_back_when_the_primary_an
     assert_eq!(snapshot.expose_str("db").unwrap(), "v3");
     assert_eq!(calls_in(&proxy, REPLICA), 0, "{:?}", proxy.calls_all());
     assert!(calls_in(&proxy, PRIMARY) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_has_not_seen_the_version_held_is_behind_whatever_its_dates_say() {
+    support::init_tracing();
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let name = secret_name("fo-ids");
+    put_secret(&name, "v1", V1, &[PRIMARY]).await;
+    put_secret(&name, "v2", V2, &[PRIMARY]).await;
+    // The replica gets v1 only now: its copy is dated after the primary's v2.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    put_secret(&name, "v1", V1, &[REPLICA]).await;
+    let secrets = Secrets::builder()
+        .refresh_now_interval(Duration::ZERO)
+        .add(failing_over(&proxy).await.secret("db", &name))
+        .load()
+        .await
+        .unwrap();
+    assert_eq!(
+        secrets.snapshot().info("db").unwrap().version.as_deref(),
+        Some(V2)
+    );
+    proxy.fail_region(PRIMARY, Some(503));
+    let snapshot = secrets.refresh_now("db").await.unwrap();
+    assert_eq!(snapshot.expose_str("db").unwrap(), "v2", "went backwards");
+    assert!(proxy.calls_in(REPLICA, "DescribeSecret") >= 1);
+    assert_eq!(
+        proxy.calls_in(REPLICA, "GetSecretValue"),
+        0,
+        "the replica's older version is not even read"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,6 +293,64 @@ async fn on_demand_lookups_during_an_outage_are_served_by_the_replica() {
         assert_eq!(value.expose_str().unwrap(), tenant);
         assert_eq!(info.region.as_deref(), Some(REPLICA));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_miss_while_the_primary_hangs_is_hedged() {
+    support::init_tracing();
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let prefix = secret_name("fo-od-hang");
+    put_secret(&format!("{prefix}/t1"), "t1", V1, &[PRIMARY, REPLICA]).await;
+    proxy.fail_region(PRIMARY, None);
+    let sm = failing_over(&proxy).await;
+    let tenants = OnDemand::builder()
+        .rate_limits(lambda_secrets::RateLimits::new())
+        .fetch_timeout(Duration::from_secs(30))
+        .build(move |tenant| sm.secret(tenant, format!("{prefix}/{tenant}")))
+        .unwrap();
+    let start = Instant::now();
+    let (value, info) = tenants.get_with_info("t1").await.unwrap();
+    let took = start.elapsed();
+    assert_eq!(value.expose_str().unwrap(), "t1");
+    assert_eq!(info.region.as_deref(), Some(REPLICA));
+    // Hedged after 1 s; without it the primary would have had half the 30 s budget.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssm_refresh_never_takes_a_parameter_the_replica_changed_before_the_one_held() {
+    support::init_tracing();
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let name = format!("{}/flag", unique_prefix("fo-ssm-lag"));
+    let client = |region| async move { aws_sdk_ssm::Client::new(&in_region(&moto().endpoint, region).await) };
+    let (primary, replica) = (client(PRIMARY).await, client(REPLICA).await);
+    put_param(&replica, &name, "old", "String").await;
+    // Changed in the primary later (moto dates to the millisecond; a margin for both clocks).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    put_param(&primary, &name, "new", "String").await;
+    let ssm = SsmSource::new(&sdk_config(&proxy.endpoint()).await)
+        .failover_region(REPLICA)
+        .unwrap();
+    let secrets = Secrets::builder()
+        .refresh_now_interval(Duration::ZERO)
+        .add(ssm.parameter("flag", &name))
+        .load()
+        .await
+        .unwrap();
+    assert_eq!(secrets.snapshot().expose_str("flag").unwrap(), "new");
+
+    proxy.fail_region(PRIMARY, Some(503));
+    let snapshot = secrets.refresh_now("flag").await.unwrap();
+    assert!(proxy.calls_in(REPLICA, "GetParameters") >= 1);
+    assert_eq!(snapshot.expose_str("flag").unwrap(), "new", "went backwards");
+    assert_eq!(snapshot.info("flag").unwrap().region.as_deref(), Some(PRIMARY));
+
+    // The replica's tooling copies a later change: taken from there.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    put_param(&replica, &name, "newer", "String").await;
+    let snapshot = secrets.refresh_now("flag").await.unwrap();
+    assert_eq!(snapshot.expose_str("flag").unwrap(), "newer");
+    assert_eq!(snapshot.info("flag").unwrap().region.as_deref(), Some(REPLICA));
 }
 
 #[tokio::test]

@@ -13,11 +13,14 @@ mod operation;
 mod retry;
 mod spread;
 mod stats;
+mod watch;
 
 pub use operation::Operation;
 pub use retry::RetryPolicy;
 pub(crate) use spread::Urgency;
 pub(crate) use stats::CallStats;
+#[cfg_attr(not(any(feature = "ssm", feature = "secretsmanager")), allow(unused_imports))]
+pub(crate) use watch::Watch;
 
 use spread::Spread;
 
@@ -47,7 +50,7 @@ pub struct CallContext {
     limits: Option<RateLimits>,
     deadline: Arc<Deadline>,
     /// For background refreshes: calls to scarce quotas start at random points of a window.
-    spread: Option<Spread>,
+    spread: Option<Arc<Spread>>,
     /// Calls of a background refresh: a call given up is logged at debug level (the refresh logs
     /// one line for all its values).
     background: bool,
@@ -57,6 +60,9 @@ pub struct CallContext {
     /// The failover Region the calls go to (its own rate limits, counted apart); `None`: the
     /// source's own Region.
     region: Option<Arc<str>>,
+    /// Where the attempts under way are noted (the primary's calls of a source with a failover
+    /// Region, which hedges when they are late).
+    watch: Option<Arc<Watch>>,
 }
 
 impl CallContext {
@@ -85,6 +91,7 @@ impl CallContext {
             background: false,
             first_attempt_timeout: None,
             region: None,
+            watch: None,
         }
     }
 
@@ -102,6 +109,23 @@ impl CallContext {
             background: self.background,
             first_attempt_timeout: self.first_attempt_timeout,
             region: Some(region),
+            watch: None,
+        }
+    }
+
+    /// The same context, its attempts noted in `watch`.
+    #[cfg_attr(not(any(feature = "ssm", feature = "secretsmanager")), allow(dead_code))]
+    pub(crate) fn watched(&self, watch: Arc<Watch>) -> CallContext {
+        CallContext {
+            stats: self.stats.clone(),
+            policy: self.policy,
+            limits: self.limits.clone(),
+            deadline: self.deadline.clone(),
+            spread: self.spread.clone(),
+            background: self.background,
+            first_attempt_timeout: self.first_attempt_timeout,
+            region: self.region.clone(),
+            watch: Some(watch),
         }
     }
 
@@ -124,13 +148,13 @@ impl CallContext {
     /// window on top of the budget.
     pub(crate) fn spread(mut self, window: Duration, urgency: Arc<Urgency>) -> Self {
         if window > Duration::ZERO {
-            self.spread = Some(Spread {
+            self.spread = Some(Arc::new(Spread {
                 start: Instant::now(),
                 window,
                 offset: crate::random::f64(),
                 calls: Default::default(),
                 urgency,
-            });
+            }));
         }
         self
     }
@@ -150,6 +174,7 @@ impl CallContext {
             background: self.background,
             first_attempt_timeout: self.first_attempt_timeout,
             region: self.region.clone(),
+            watch: self.watch.clone(),
         }
     }
 

@@ -183,6 +183,7 @@ impl CallContext {
                 _ => self.policy.attempt_timeout,
             }
             .min(left);
+            let noted = self.watch.as_deref().map(super::Watch::begin);
             let result = match tokio::time::timeout(timeout, attempt()).await {
                 Ok(result) => result,
                 Err(_) => Err(CallError::new(
@@ -190,6 +191,12 @@ impl CallContext {
                     format!("{operation}: no answer within {timeout:?}"),
                 )),
             };
+            match (noted, &result) {
+                (Some(noted), Err(e)) if e.is_retryable() && e.kind() != CallErrorKind::Throttled => {
+                    noted.failed()
+                }
+                _ => {}
+            }
             // An attempt that outlived its own timeout by far was frozen with the process (Lambda
             // between invocations), even if it then succeeded (the answer was waiting at the
             // thaw): the time says nothing of the service and costs the budget nothing, so the

@@ -74,6 +74,9 @@ struct SmInner {
     origin: super::assume::Origin,
     warned_batch: AtomicBool,
     warned_describe: AtomicBool,
+    /// The client of a failover Region: a refresh there takes no version that does not follow
+    /// the one held (see [`SmInner::refresh`]).
+    replica: bool,
 }
 
 impl std::fmt::Debug for SecretsManagerSource {
@@ -159,6 +162,7 @@ impl SecretsManagerSource {
                 origin: Default::default(),
                 warned_batch: AtomicBool::new(false),
                 warned_describe: AtomicBool::new(false),
+                replica: false,
             }),
             failover: None,
         }
@@ -187,10 +191,10 @@ impl SecretsManagerSource {
     pub fn failover_region(&self, region: impl Into<String>) -> Result<Self, crate::Error> {
         let region = region.into();
         super::failover::check_region(&region, self.inner.client.config().region().map(|r| r.as_ref()))?;
-        let replica = Self::with_client(
+        let replica = Self::replica_of(
             client_without_retries!(aws_sdk_secretsmanager, client self.inner.client, region region.clone()),
         );
-        Ok(self.failing_over(replica.inner, region, None))
+        Ok(self.failing_over(replica, region, None))
     }
 
     /// The same source, failing over to the client of `config` (another endpoint or other
@@ -203,8 +207,8 @@ impl SecretsManagerSource {
     pub fn failover_config(&self, config: &aws_types::SdkConfig) -> Result<Self, crate::Error> {
         let region = config.region().map(|r| r.as_ref().to_owned()).unwrap_or_default();
         super::failover::check_region(&region, self.inner.client.config().region().map(|r| r.as_ref()))?;
-        let replica = Self::with_client(client_without_retries!(aws_sdk_secretsmanager, config config));
-        Ok(self.failing_over(replica.inner, region, None))
+        let replica = Self::replica_of(client_without_retries!(aws_sdk_secretsmanager, config config));
+        Ok(self.failing_over(replica, region, None))
     }
 
     /// With a failover Region: ask it too when the primary has not answered a cold load's (or an
@@ -216,6 +220,15 @@ impl SecretsManagerSource {
             Some(f) => self.failing_over(f.replica().clone(), f.region().to_owned(), Some(delay)),
             None => self.clone(),
         }
+    }
+
+    /// The source of a failover Region's client.
+    fn replica_of(client: Client) -> Arc<SmInner> {
+        let mut source = Self::with_client(client);
+        Arc::get_mut(&mut source.inner)
+            .expect("a new source's own")
+            .replica = true;
+        source.inner
     }
 
     fn failing_over(
@@ -531,6 +544,13 @@ impl Source for SmInner {
                     )));
                 };
                 if version.as_deref() == Some(staged.as_str()) {
+                    return Ok(Refreshed::Unchanged { refresh_by });
+                }
+                // Replication keeps version ids: a failover Region that does not list the
+                // version held has not caught up with its primary's rotation, whatever the
+                // dates say; its staged version is older.
+                if let Some(held) = version.as_deref().filter(|h| self.replica && !stages.contains_key(*h)) {
+                    tracing::debug!(held, "the failover Region does not know the version held (a replica behind its primary); kept");
                     return Ok(Refreshed::Unchanged { refresh_by });
                 }
                 let fetched = self.get_one(id, &Selector::VersionId(staged), calls).await?;

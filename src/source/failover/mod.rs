@@ -9,13 +9,15 @@
 //! - A 4xx is an answer, not an outage (not found, denied, invalid): it is reported, never masked
 //!   by the failover Region, so a value deleted in the primary is not resurrected from a lagging
 //!   replica.
-//! - Hedging (fetches: the cold load, a restore, an on-demand miss): when the primary has not
-//!   answered within the hedge delay, the failover Region is asked too and the first answer wins,
-//!   so a hanging primary costs the hedge delay, not the budget. A refresh (off the request path)
-//!   gives the primary half its budget instead.
+//! - Hedging (fetches: the cold load, a restore, an on-demand miss): when the primary is late by
+//!   the hedge delay (a request out unanswered that long, or that long since the first it failed:
+//!   [`Watch`]; waits for the function's own rate limits do not count), the failover Region is
+//!   asked too and the first answer wins, so a hanging primary costs the hedge delay, not the
+//!   budget. A refresh (off the request path) gives the primary half its budget instead.
 //! - Never backwards: a refresh answered by the failover Region never replaces a value with one
 //!   changed there earlier than the one held ([`Fetched::modified_at`]); a replica lags its
-//!   primary for seconds after a rotation.
+//!   primary for seconds after a rotation. (The Secrets Manager source also refuses a replica's
+//!   version when the replica does not list the one held.)
 //! - Failback and backoff: [`route`](route::Route).
 //! - Rate limits: the failover Region's calls draw on that Region's buckets.
 
@@ -30,7 +32,7 @@ use tokio::time::Instant;
 
 use self::route::{Route, Side};
 use super::{Fetched, ItemResult, RefreshResult, Refreshed, Source};
-use crate::call::CallContext;
+use crate::call::{CallContext, Watch};
 use crate::error::{CallError, CallErrorKind, ItemError};
 use crate::iam::{Permission, PolicyScope};
 
@@ -143,7 +145,7 @@ impl<S: Regional> Failover<S> {
         &'a self,
         spare: &[bool],
         calls: &'a CallContext,
-        hedge: bool,
+        hedge: Option<&Watch>,
         ask: impl Fn(Side, Vec<usize>) -> BoxFuture<'a, Vec<Result<T, ItemError>>>,
     ) -> Vec<(Result<T, ItemError>, Side)> {
         let n = spare.len();
@@ -158,8 +160,8 @@ impl<S: Regional> Failover<S> {
         let delay = self
             .hedge
             .unwrap_or_else(|| default_hedge(calls.attempt_timeout()));
-        let answer = if hedge && !to_replica.is_empty() {
-            match select(primary.as_mut(), Box::pin(sleep_thawed(delay))).await {
+        let answer = match hedge.filter(|_| !to_replica.is_empty()) {
+            Some(watch) => match select(primary.as_mut(), Box::pin(late(watch, delay))).await {
                 Either::Left((answer, _)) => answer,
                 Either::Right(((), _)) => {
                     tracing::debug!(region = %self.region, ?delay, "no answer from the primary Region within the hedge delay; asking the failover Region too");
@@ -171,14 +173,13 @@ impl<S: Regional> Failover<S> {
                         }
                         Either::Right((replica, primary)) => {
                             return self
-                                .replica_first(spare, pad(replica, to_replica.len()), primary)
+                                .replica_first(spare, pad(replica, to_replica.len()), primary, watch)
                                 .await;
                         }
                     }
                 }
-            }
-        } else {
-            primary.await
+            },
+            None => primary.await,
         };
         let answer = match answer {
             Some(answer) => pad(answer, n),
@@ -256,12 +257,14 @@ impl<S: Regional> Failover<S> {
 
     /// The failover Region answered before the primary (hedged): what it found wins; for the
     /// rest the primary's answer is awaited, and wins unless it is an outage too. Being slower
-    /// than the failover Region is no failure of the primary's.
+    /// than the failover Region is no failure of the primary's; failing transiently meanwhile
+    /// (a 5xx, a timed-out attempt: noted in `watch`) is.
     async fn replica_first<T>(
         &self,
         spare: &[bool],
         replica: Vec<Result<T, ItemError>>,
         primary: impl std::future::Future<Output = Option<Vec<Result<T, ItemError>>>>,
+        watch: &Watch,
     ) -> Vec<(Result<T, ItemError>, Side)> {
         let n = spare.len();
         let mut replica = replica.into_iter();
@@ -269,6 +272,9 @@ impl<S: Regional> Failover<S> {
             .map(|i| if spare[i] { replica.next() } else { None })
             .collect();
         if from_replica.iter().all(|r| matches!(r, Some(Ok(_)))) {
+            if watch.troubled() {
+                self.note_primary(false);
+            }
             return from_replica
                 .into_iter()
                 .map(|r| (r.expect("all answered"), Side::Replica))
@@ -389,9 +395,27 @@ async fn sleep_thawed_until(mut at: Instant) {
     }
 }
 
-/// [`sleep_thawed_until`] `delay` from now.
-async fn sleep_thawed(delay: Duration) {
-    sleep_thawed_until(crate::time::later(Instant::now(), delay)).await;
+/// Completes when the primary's calls noted in `watch` are `delay` late
+/// ([`Watch::late_at`]): an attempt has been out that long, or that long has passed since the
+/// first that failed. Time the calls spend waiting for the function's own rate limits does not
+/// count.
+async fn late(watch: &Watch, delay: Duration) {
+    loop {
+        let changed = watch.changed();
+        let mut changed = std::pin::pin!(changed);
+        changed.as_mut().enable();
+        match watch.late_at(delay) {
+            None => changed.await,
+            Some(at) => {
+                if at <= Instant::now() {
+                    return;
+                }
+                if let Either::Left(_) = select(Box::pin(sleep_thawed_until(at)), changed).await {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// `future`'s output, unless `cutoff` (moved by freezes) comes first.
@@ -482,12 +506,17 @@ impl<S: Regional> Source for Failover<S> {
 
     async fn fetch(&self, items: &[Self::Item], calls: &CallContext) -> Vec<ItemResult> {
         let replica_calls = calls.in_region(self.region.clone());
+        let watch = Arc::new(Watch::default());
+        let primary_calls = calls.watched(watch.clone());
         let ask = |side: Side, which: Vec<usize>| -> BoxFuture<'_, Vec<ItemResult>> {
             match side {
-                Side::Primary => Box::pin(async move {
-                    let asked: Vec<S::Item> = which.iter().map(|&i| items[i].clone()).collect();
-                    self.primary.fetch(&asked, calls).await
-                }),
+                Side::Primary => {
+                    let primary_calls = &primary_calls;
+                    Box::pin(async move {
+                        let asked: Vec<S::Item> = which.iter().map(|&i| items[i].clone()).collect();
+                        self.primary.fetch(&asked, primary_calls).await
+                    })
+                }
                 Side::Replica => {
                     let asked = self.replica_items(items, &which);
                     let replica_calls = &replica_calls;
@@ -496,7 +525,7 @@ impl<S: Regional> Source for Failover<S> {
             }
         };
         let spare: Vec<bool> = items.iter().map(|i| self.primary.fails_over(i)).collect();
-        let answers = self.run(&spare, calls, true, ask).await;
+        let answers = self.run(&spare, calls, Some(&watch), ask).await;
         answers
             .into_iter()
             .map(|(answer, side)| {
@@ -530,7 +559,7 @@ impl<S: Regional> Source for Failover<S> {
             }
         };
         let spare: Vec<bool> = items.iter().map(|i| self.primary.fails_over(i)).collect();
-        let answers = self.run(&spare, calls, false, ask).await;
+        let answers = self.run(&spare, calls, None, ask).await;
         answers
             .into_iter()
             .map(|(answer, side)| match answer {

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
-use crate::call::RetryPolicy;
+use crate::call::{Operation, RetryPolicy};
 
 /// How one Region answers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,36 +50,45 @@ impl Source for Region {
         "test"
     }
 
-    async fn fetch(&self, items: &[String], _calls: &CallContext) -> Vec<ItemResult> {
+    /// One call through `calls` (its retries, timeouts and the hedge's watch), answering every
+    /// item as the Region is set to.
+    async fn fetch(&self, items: &[String], calls: &CallContext) -> Vec<ItemResult> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let answers = *self.answers.lock().unwrap();
-        let (latency, answer): (Duration, Answer) = match answers {
-            Answers::Values { latency, modified } => {
-                let name = self.name;
-                (
-                    latency,
-                    Box::new(move |item: &String| {
+        let name = self.name;
+        let answered = calls
+            .call(TEST_GET, || async move {
+                match answers {
+                    Answers::Values { latency, .. } | Answers::NotFound { latency } => {
+                        tokio::time::sleep(latency).await;
+                        Ok(())
+                    }
+                    Answers::Unavailable { latency } => {
+                        tokio::time::sleep(latency).await;
+                        Err(CallError::new(
+                            CallErrorKind::Transient,
+                            "TestGet: ServiceUnavailable (HTTP 503)",
+                        ))
+                    }
+                    Answers::Hangs => std::future::pending().await,
+                }
+            })
+            .await;
+        items
+            .iter()
+            .map(|item| {
+                answered.clone().map_err(ItemError::Call)?;
+                match answers {
+                    Answers::Values { modified, .. } => {
                         Ok(vec![Fetched::new(item.clone(), format!("{item}@{name}"))
                             .with_modified_at(Some(
                                 SystemTime::UNIX_EPOCH + Duration::from_secs(modified),
                             ))])
-                    }),
-                )
-            }
-            Answers::Unavailable { latency } => (
-                latency,
-                Box::new(|_: &String| {
-                    Err(ItemError::Call(CallError::new(
-                        CallErrorKind::Transient,
-                        "TestGet: ServiceUnavailable (HTTP 503)",
-                    )))
-                }),
-            ),
-            Answers::NotFound { latency } => (latency, Box::new(|_: &String| Err(ItemError::NotFound))),
-            Answers::Hangs => std::future::pending().await,
-        };
-        tokio::time::sleep(latency).await;
-        items.iter().map(answer).collect()
+                    }
+                    _ => Err(ItemError::NotFound),
+                }
+            })
+            .collect()
     }
 }
 
@@ -98,8 +107,8 @@ impl Regional for Region {
     }
 }
 
-/// What a Region answers for one item.
-type Answer = Box<dyn Fn(&String) -> ItemResult + Send>;
+/// A scarce quota's operation: a background refresh spreads its calls.
+const TEST_GET: Operation = Operation::new("TestGet").with_quota(crate::limiter::QuotaClass::SsmGet);
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -274,13 +283,7 @@ async fn a_seal_forgets_the_failover_state() {
 async fn a_refresh_waiting_for_its_spread_slot_is_not_cut_off_before_its_primary_call() {
     // A background refresh's calls wait for a slot in the spread window (30 s here) before they
     // are sent: the primary's share of the budget starts after it.
-    let (failover, _, replica) = pair(
-        Answers::Values {
-            latency: Duration::from_secs(25),
-            modified: 10,
-        },
-        healthy(10),
-    );
+    let (failover, _, replica) = pair(healthy(10), healthy(10));
     let calls = CallContext::new(
         Arc::default(),
         RetryPolicy::default(),
@@ -334,4 +337,68 @@ async fn concurrent_failures_of_one_outage_count_once() {
     primary.set(healthy(10));
     let results = failover.fetch(&all, &calls).await;
     assert_eq!(served_by(&results), [Some("us-east-1".into())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_primary_held_back_by_the_function_s_own_rate_limit_is_not_hedged() {
+    // One call a second, the burst spent: the primary's call waits 2 s for its token, then is
+    // answered in 20 ms. The wait is the function's own (a fleet sharing the quota), not the
+    // primary's: the 1 s hedge does not ask the failover Region.
+    let limits = crate::limiter::RateLimits::new();
+    limits.set(
+        crate::limiter::QuotaClass::SsmGet,
+        crate::limiter::Quota::new(0.5, 1),
+    );
+    let far = crate::time::Deadline::new(Instant::now() + Duration::from_secs(60));
+    limits
+        .bucket(crate::limiter::QuotaClass::SsmGet)
+        .acquire(&far)
+        .await
+        .unwrap();
+    let (failover, primary, replica) = pair(healthy(10), healthy(10));
+    let calls = CallContext::new(
+        Arc::default(),
+        RetryPolicy::default(),
+        Some(limits),
+        Instant::now() + Duration::from_secs(10),
+    );
+    let start = Instant::now();
+    let results = failover.fetch(&items(&["a"]), &calls).await;
+    assert_eq!(served_by(&results), [Some("us-east-1".into())]);
+    assert_eq!((primary.calls(), replica.calls()), (1, 0));
+    assert_eq!(start.elapsed(), Duration::from_secs(2) + 20 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_restore_a_hanging_primary_costs_a_third_of_the_shorter_first_attempt() {
+    let (failover, _, replica) = pair(Answers::Hangs, healthy(10));
+    let calls = calls().first_attempt_timeout(crate::freshness::seal::FIRST_ATTEMPT_AFTER_RESTORE);
+    let start = Instant::now();
+    let results = failover.fetch(&items(&["a"]), &calls).await;
+    assert_eq!(served_by(&results), [Some("us-west-2".into())]);
+    assert_eq!(replica.calls(), 1);
+    // 333.3 ms, then 20 ms (tokio's timers have a millisecond's resolution).
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) / 3 + 20 * MS && took <= 355 * MS,
+        "{took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_primary_failing_while_the_hedge_waits_is_skipped_next_time() {
+    // 503s, retried: the hedge asks the failover Region a second after the first failed
+    // attempt began, its answer wins, and the primary counts as failed (the next fetch goes
+    // straight to the failover Region).
+    let (failover, primary, replica) = pair(Answers::Unavailable { latency: 20 * MS }, healthy(10));
+    let start = Instant::now();
+    let results = failover.fetch(&items(&["a"]), &calls()).await;
+    assert_eq!(served_by(&results), [Some("us-west-2".into())]);
+    assert!(
+        start.elapsed() <= Duration::from_secs(1) + 20 * MS,
+        "{:?}",
+        start.elapsed()
+    );
+    failover.fetch(&items(&["a"]), &calls()).await;
+    assert_eq!((primary.calls(), replica.calls()), (1, 2));
 }
