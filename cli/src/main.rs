@@ -249,6 +249,18 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Whether KMS key ARN `key` can decrypt in `region`: a key of that Region, or a multi-Region
+/// key (its replica there has the same id).
+fn key_serves_region(key: &str, region: &str) -> bool {
+    let parts: Vec<&str> = key.splitn(6, ':').collect();
+    match parts[..] {
+        ["arn", _, "kms", key_region, _, resource] => {
+            key_region == region || resource.starts_with("key/mrk-")
+        }
+        _ => false,
+    }
+}
+
 fn run_policy(args: PolicyArgs) -> Result<ExitCode, lambda_secrets::Error> {
     if args.params.is_empty()
         && args.paths.is_empty()
@@ -328,6 +340,20 @@ fn run_policy(args: PolicyArgs) -> Result<ExitCode, lambda_secrets::Error> {
     }
     for host in &args.dsql_admin {
         builder = builder.declaration(&dsql.token(host.clone(), DsqlToken::admin(host.clone())));
+    }
+    if let Some(region) = &args.failover_region {
+        for (flag, keys) in [
+            ("--kms-key", &args.kms_keys),
+            ("--secret-kms-key", &args.secret_kms_keys),
+        ] {
+            if !keys.is_empty() && !keys.iter().any(|k| key_serves_region(k, region)) {
+                eprintln!(
+                    "note: no {flag} of {region} given: a replica there is encrypted with a key of its own \
+                     Region, which this policy does not let the function use; give that key too (or a \
+                     multi-Region `mrk-` key)"
+                );
+            }
+        }
     }
     for key in &args.kms_keys {
         builder = builder.ssm_kms_key(key.clone());

@@ -759,6 +759,10 @@ fn with_a_failover_region_the_replicas_and_their_region_s_key_are_allowed() {
         .output()
         .unwrap();
     let printed = stdout_of(&out);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("note:"),
+        "both Regions' keys given"
+    );
     let policy: Value = serde_json::from_str(&printed).unwrap();
     assert!(lint(&policy).is_empty(), "{printed}");
     let policy = without_encryption_context(&policy);
@@ -811,4 +815,24 @@ fn with_a_failover_region_the_replicas_and_their_region_s_key_are_allowed() {
         .unwrap();
     assert!(!out.status.success() && out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is the policy's --region"));
+    // Only the primary's key: the replicas could not be decrypted; said on stderr.
+    let out = policy_command()
+        .args([
+            "--secret",
+            "x",
+            "--failover-region",
+            "us-west-2",
+            "--secret-kms-key",
+            east_key,
+            "--region",
+            "us-east-1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("note: no --secret-kms-key of us-west-2 given"),
+        "{said}"
+    );
 }
