@@ -219,37 +219,6 @@ async fn a_refresh_fails_over_never_backwards_and_fails_back_when_the_primary_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_that_has_not_seen_the_version_held_is_behind_whatever_its_dates_say() {
-    support::init_tracing();
-    let proxy = FaultProxy::start(&moto().endpoint).await;
-    let name = secret_name("fo-ids");
-    put_secret(&name, "v1", V1, &[PRIMARY]).await;
-    put_secret(&name, "v2", V2, &[PRIMARY]).await;
-    // The replica gets v1 only now: its copy is dated after the primary's v2.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    put_secret(&name, "v1", V1, &[REPLICA]).await;
-    let secrets = Secrets::builder()
-        .refresh_now_interval(Duration::ZERO)
-        .add(failing_over(&proxy).await.secret("db", &name))
-        .load()
-        .await
-        .unwrap();
-    assert_eq!(
-        secrets.snapshot().info("db").unwrap().version.as_deref(),
-        Some(V2)
-    );
-    proxy.fail_region(PRIMARY, Some(503));
-    let snapshot = secrets.refresh_now("db").await.unwrap();
-    assert_eq!(snapshot.expose_str("db").unwrap(), "v2", "went backwards");
-    assert!(proxy.calls_in(REPLICA, "DescribeSecret") >= 1);
-    assert_eq!(
-        proxy.calls_in(REPLICA, "GetSecretValue"),
-        0,
-        "the replica's older version is not even read"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapstart_restore_during_a_primary_outage_loads_from_the_replica() {
     support::init_tracing();
     let proxy = FaultProxy::start(&moto().endpoint).await;

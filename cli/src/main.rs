@@ -257,7 +257,8 @@ fn key_serves_region(key: &str, region: &str) -> bool {
         ["arn", _, "kms", key_region, _, resource] => {
             key_region == region || resource.starts_with("key/mrk-")
         }
-        _ => false,
+        // A key id: of the policy's Region, unless multi-Region.
+        _ => key.starts_with("mrk-"),
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{CallContext, Operation};
-use crate::error::{CallError, CallErrorKind};
+use crate::error::{CallError, CallErrorKind, Transport};
 use crate::limiter::QuotaClass;
 use crate::time::later;
 
@@ -133,6 +133,8 @@ impl CallContext {
         let mut retry = 0;
         let mut failures = 0;
         let mut thaws = 0;
+        // Faults of the transport, each retried at once, once (see `Transport`).
+        let (mut resigned, mut reconnected) = (false, false);
         let class = operation.quota();
         let operation = operation.name();
         let bucket = class.and_then(|c| self.limits.as_ref().map(|l| l.bucket_in(c, self.region.as_ref())));
@@ -191,22 +193,58 @@ impl CallContext {
                     format!("{operation}: no answer within {timeout:?}"),
                 )),
             };
-            match (noted, &result) {
-                (Some(noted), Err(e)) if e.is_retryable() && e.kind() != CallErrorKind::Throttled => {
-                    noted.failed()
-                }
-                _ => {}
-            }
             // An attempt that outlived its own timeout by far was frozen with the process (Lambda
             // between invocations), even if it then succeeded (the answer was waiting at the
             // thaw): the time says nothing of the service and costs the budget nothing, so the
             // next call of this refresh still has its budget.
             let lost = crate::time::freeze::frozen_for(began, later(began, timeout), Instant::now());
+            match (noted, &result) {
+                // A failure of the service's: not a freeze's, nor a pooled connection's found
+                // dead by a call's first attempt (retried at once, below).
+                (Some(noted), Err(e))
+                    if e.is_retryable()
+                        && e.kind() != CallErrorKind::Throttled
+                        && lost.is_zero()
+                        && !(e.transport() == Transport::ConnectionLost && retry == 0 && !reconnected) =>
+                {
+                    noted.failed()
+                }
+                _ => {}
+            }
             self.deadline.give_back(seen, lost);
             let err = match result {
                 Ok(v) => return Ok(v),
                 Err(err) => err,
             };
+            // A request signed before a freeze and sent after it is refused as expired: signed
+            // again (each attempt builds its request anew) and sent at once. A second such
+            // answer is a wrong clock, final.
+            if err.transport() == Transport::StaleSignature {
+                if resigned {
+                    tracing::warn!(operation, error = %err, aws_message = err.aws_message().unwrap_or(""), "AWS refused the request's signing time twice: check the clock");
+                    return Err(err.noted(
+                        "refused again when signed anew: the machine's clock is off by more than AWS allows \
+                         (5 minutes); not an IAM matter",
+                    ));
+                }
+                resigned = true;
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    operation,
+                    "request refused as signed too long ago (signed before a freeze?); signing it again"
+                );
+                last = Some(err);
+                continue;
+            }
+            // The first attempt of a call on a connection that died while the process was frozen
+            // or idle (reset, closed by the peer): retried at once, on a new connection.
+            if err.transport() == Transport::ConnectionLost && retry == 0 && thaws == 0 && !reconnected {
+                reconnected = true;
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(operation, "connection lost under the first attempt (closed while idle or frozen?); retrying at once");
+                last = Some(err);
+                continue;
+            }
             // A frozen attempt that failed (its connection died in the freeze) is retried at once.
             if err.is_retryable() && !lost.is_zero() && thaws < 3 {
                 thaws += 1;
@@ -274,6 +312,7 @@ mod tests {
 
     use super::*;
     use crate::call::{CallStats, Urgency};
+    use crate::error::Transport;
 
     const SSM_GET: Operation = Operation::new("GetParameters").with_quota(QuotaClass::SsmGet);
 
@@ -317,6 +356,84 @@ mod tests {
         let log = capture.text();
         assert_eq!(log.matches("WARN").count(), 2, "{log}");
         assert_eq!(log.matches("AccessDenied").count(), 1, "{log}");
+    }
+
+    fn stale() -> CallError {
+        CallError::new(
+            CallErrorKind::Fatal,
+            "GetParameters: InvalidSignatureException (HTTP 400)",
+        )
+        .in_transport(Transport::StaleSignature)
+    }
+
+    fn reset() -> CallError {
+        CallError::new(
+            CallErrorKind::Transient,
+            "GetParameters: could not send the request (connection failed)",
+        )
+        .in_transport(Transport::ConnectionLost)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_signature_is_signed_again_and_sent_at_once_a_second_is_final() {
+        let (ctx, stats) = ctx(Duration::from_secs(5));
+        let mut n = 0;
+        let start = Instant::now();
+        let out = ctx
+            .call(SSM_GET, || {
+                n += 1;
+                let first = n == 1;
+                async move {
+                    if first {
+                        Err(stale())
+                    } else {
+                        Ok("ok")
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!((out, stats.calls()["GetParameters"]), ("ok", 2));
+        assert_eq!(start.elapsed(), Duration::ZERO, "no backoff");
+
+        let (again, stats) = self::ctx(Duration::from_secs(5));
+        let err = again
+            .call(SSM_GET, || async { Err::<(), _>(stale()) })
+            .await
+            .unwrap_err();
+        assert_eq!(stats.calls()["GetParameters"], 2, "once again, then final");
+        assert!(err.message().contains("clock"), "{err}");
+        assert!(!err.is_retryable());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_lost_under_a_call_s_first_attempt_is_retried_at_once_once() {
+        let (ctx, stats) = ctx(Duration::from_secs(5));
+        let mut n = 0;
+        let start = Instant::now();
+        let out = ctx
+            .call(SSM_GET, || {
+                n += 1;
+                let first = n == 1;
+                async move {
+                    if first {
+                        Err(reset())
+                    } else {
+                        Ok("ok")
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!((out, stats.calls()["GetParameters"]), ("ok", 2));
+        assert_eq!(start.elapsed(), Duration::ZERO, "no backoff");
+        // Lost every time: one attempt at once, then the policy's 4 with backoff (5 in all).
+        let (again, stats) = self::ctx(Duration::from_secs(5));
+        again
+            .call(SSM_GET, || async { Err::<(), _>(reset()) })
+            .await
+            .unwrap_err();
+        assert_eq!(stats.calls()["GetParameters"], 5);
     }
 
     #[tokio::test]

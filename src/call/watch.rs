@@ -50,10 +50,14 @@ impl Watch {
     /// An attempt begins now.
     pub(crate) fn begin(&self) -> Attempt<'_> {
         let began = Instant::now();
-        let mut state = self.state();
-        let id = state.next;
-        state.next += 1;
-        state.open.insert(id, began);
+        let id = {
+            let mut state = self.state();
+            let id = state.next;
+            state.next += 1;
+            state.open.insert(id, began);
+            id
+        };
+        self.changed.notify_waiters();
         Attempt {
             watch: self,
             id,
@@ -71,6 +75,11 @@ impl Watch {
             (a, b) => a.or(b)?,
         };
         Some(later(since, delay))
+    }
+
+    /// Whether any attempt began.
+    pub(crate) fn began_any(&self) -> bool {
+        self.state().next > 0
     }
 
     /// Whether an attempt failed transiently.
@@ -132,9 +141,17 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn every_end_of_an_attempt_is_a_change() {
+    async fn every_beginning_and_end_of_an_attempt_is_a_change() {
         let watch = Watch::default();
+        assert!(!watch.began_any());
+        let changed = watch.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let attempt = watch.begin();
+        assert!(watch.began_any());
+        tokio::time::timeout(MS, changed)
+            .await
+            .expect("notified at the beginning");
         let changed = watch.changed();
         tokio::pin!(changed);
         changed.as_mut().enable();

@@ -47,6 +47,22 @@ pub struct CallError {
     aws_message: Option<String>,
     /// No request was sent: the rate limit or the deadline allowed none.
     not_sent: bool,
+    /// A fault of the way the request travelled rather than of the service's answer to it.
+    transport: Transport,
+}
+
+/// Faults that say nothing of the service: a Lambda freeze causes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Transport {
+    #[default]
+    Sound,
+    /// The service refused the request's signing time as stale or skewed (`Signature expired`,
+    /// `RequestExpired`, `RequestTimeTooSkewed`): a request signed before a freeze and sent
+    /// after it, or a wrong clock.
+    StaleSignature,
+    /// The connection failed under the request (reset, broken pipe, closed by the peer): a
+    /// pooled connection that died while the process was frozen or idle.
+    ConnectionLost,
 }
 
 impl CallError {
@@ -63,6 +79,7 @@ impl CallError {
             message: message.into(),
             aws_message: None,
             not_sent: false,
+            transport: Transport::Sound,
         }
     }
 
@@ -150,6 +167,18 @@ impl CallError {
         self.not_sent
     }
 
+    /// The same error, marked as a fault of the transport (see [`Transport`]).
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    pub(crate) fn in_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// The transport fault, if any.
+    pub(crate) fn transport(&self) -> Transport {
+        self.transport
+    }
+
     /// An error with what the service said (kept out of `Display` and `Debug`).
     #[cfg(feature = "aws")]
     pub(crate) fn with_aws_message(
@@ -162,6 +191,7 @@ impl CallError {
             message: message.into(),
             aws_message,
             not_sent: false,
+            transport: Transport::Sound,
         }
     }
 }

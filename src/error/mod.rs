@@ -6,6 +6,7 @@ use std::fmt;
 mod call;
 mod item;
 
+pub(crate) use call::Transport;
 pub use call::{CallError, CallErrorKind};
 pub use item::{Failure, ItemError};
 

@@ -1,7 +1,7 @@
 //! What every AWS source shares: clients with the SDK's retries off, and AWS SDK errors classified
 //! into [`CallError`]s with the SDK's own lists of throttling and transient error codes.
 
-use crate::error::{CallError, CallErrorKind};
+use crate::error::{CallError, CallErrorKind, Transport};
 
 /// A client of AWS SDK crate `$sdk` made from an `SdkConfig` (`config`) or from a client
 /// (`client`), with the SDK's own retries off: retries are owned by
@@ -56,12 +56,18 @@ where
             let status = ctx.raw().status().as_u16();
             let code = aws_smithy_types::error::metadata::ProvideErrorMetadata::code(ctx.err());
             let kind = classify(code, ctx.err().retryable_error_kind(), status);
-            CallError::with_aws_message(
+            let message = aws_smithy_types::error::metadata::ProvideErrorMetadata::message(ctx.err());
+            let stale = stale_signature(code, message);
+            let err = CallError::with_aws_message(
                 kind,
                 format!("{operation}: {} (HTTP {status})", code.unwrap_or("unknown error")),
-                aws_smithy_types::error::metadata::ProvideErrorMetadata::message(ctx.err())
-                    .map(str::to_owned),
-            )
+                message.map(str::to_owned),
+            );
+            if stale {
+                err.in_transport(Transport::StaleSignature)
+            } else {
+                err
+            }
         }
         SdkError::ResponseError(ctx) => {
             let status = ctx.raw().status().as_u16();
@@ -84,26 +90,72 @@ where
         }
         // The chain of causes can quote a credential provider's answer (an STS denial names the
         // account and role): it goes to `aws_message`, not to `Display`.
-        SdkError::DispatchFailure(d) if !d.is_user() => CallError::with_aws_message(
-            CallErrorKind::Transient,
-            format!(
-                "{operation}: could not send the request ({})",
-                if d.is_timeout() {
-                    "timed out"
-                } else if d.is_io() {
-                    "connection failed"
-                } else {
-                    "connection or credentials; the log has the cause"
-                }
-            ),
-            Some(error_chain(&err)),
-        ),
+        SdkError::DispatchFailure(d) if !d.is_user() => {
+            let call_err = CallError::with_aws_message(
+                CallErrorKind::Transient,
+                format!(
+                    "{operation}: could not send the request ({})",
+                    if d.is_timeout() {
+                        "timed out"
+                    } else if d.is_io() {
+                        "connection failed"
+                    } else {
+                        "connection or credentials; the log has the cause"
+                    }
+                ),
+                Some(error_chain(&err)),
+            );
+            if !d.is_timeout() && (d.is_io() || connection_lost(&err)) {
+                call_err.in_transport(Transport::ConnectionLost)
+            } else {
+                call_err
+            }
+        }
         _ => CallError::with_aws_message(
             CallErrorKind::Fatal,
             format!("{operation}: the request could not be made; the log has the cause"),
             Some(error_chain(&err)),
         ),
     }
+}
+
+/// Whether an AWS error says the request's signing time is stale or skewed: `Signature
+/// expired` (`InvalidSignatureException`, or S3-style `SignatureDoesNotMatch`, with that
+/// message), `RequestExpired`, `RequestTimeTooSkewed`.
+fn stale_signature(code: Option<&str>, message: Option<&str>) -> bool {
+    let expired = message.is_some_and(|m| m.to_ascii_lowercase().contains("signature expired"));
+    match code.unwrap_or("") {
+        "RequestExpired" | "RequestTimeTooSkewed" => true,
+        "InvalidSignatureException" | "SignatureDoesNotMatch" => expired,
+        _ => false,
+    }
+}
+
+/// Whether a failed send's causes say the connection died under it (reset, broken pipe, closed
+/// by the peer before the answer).
+fn connection_lost(err: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        if e.to_string()
+            .contains("connection closed before message completed")
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {

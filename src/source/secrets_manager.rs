@@ -74,9 +74,6 @@ struct SmInner {
     origin: super::assume::Origin,
     warned_batch: AtomicBool,
     warned_describe: AtomicBool,
-    /// The client of a failover Region: a refresh there takes no version that does not follow
-    /// the one held (see [`SmInner::refresh`]).
-    replica: bool,
 }
 
 impl std::fmt::Debug for SecretsManagerSource {
@@ -162,7 +159,6 @@ impl SecretsManagerSource {
                 origin: Default::default(),
                 warned_batch: AtomicBool::new(false),
                 warned_describe: AtomicBool::new(false),
-                replica: false,
             }),
             failover: None,
         }
@@ -224,11 +220,7 @@ impl SecretsManagerSource {
 
     /// The source of a failover Region's client.
     fn replica_of(client: Client) -> Arc<SmInner> {
-        let mut source = Self::with_client(client);
-        Arc::get_mut(&mut source.inner)
-            .expect("a new source's own")
-            .replica = true;
-        source.inner
+        Self::with_client(client).inner
     }
 
     fn failing_over(
@@ -544,13 +536,6 @@ impl Source for SmInner {
                     )));
                 };
                 if version.as_deref() == Some(staged.as_str()) {
-                    return Ok(Refreshed::Unchanged { refresh_by });
-                }
-                // Replication keeps version ids: a failover Region that does not list the
-                // version held has not caught up with its primary's rotation, whatever the
-                // dates say; its staged version is older.
-                if let Some(held) = version.as_deref().filter(|h| self.replica && !stages.contains_key(*h)) {
-                    tracing::debug!(held, "the failover Region does not know the version held (a replica behind its primary); kept");
                     return Ok(Refreshed::Unchanged { refresh_by });
                 }
                 let fetched = self.get_one(id, &Selector::VersionId(staged), calls).await?;

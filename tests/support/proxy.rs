@@ -10,6 +10,7 @@
 //! 4. `throttle_tps`: over quota -> 400 `ThrottlingException`;
 //! 5. `fail_region` (the Region the request is signed for, from its SigV4 credential scope),
 //!    then `fail_all`, then `fail_next`: injected error status; `hang_region`: never answered;
+//!    then `stale_signature_next`: 400 `InvalidSignatureException` "Signature expired";
 //! 6. `deny`: 400 `AccessDeniedException`;
 //! 7. forwarded to the upstream (`forwarded`).
 //!
@@ -93,6 +94,9 @@ struct State {
     latency: Duration,
     fail_next: usize,
     fail_next_status: u16,
+    /// The next requests refused as signed too long ago (`InvalidSignatureException`,
+    /// "Signature expired"), as AWS answers a request signed before a freeze and sent after.
+    stale_next: usize,
     fail_all: Option<u16>,
     /// While set, every request gets this status with an HTML body (a proxy's or WAF's page).
     html_all: Option<u16>,
@@ -111,6 +115,7 @@ enum Fate {
     Drop,
     Throttle,
     Fail(u16),
+    StaleSignature,
     Html(u16),
     Deny(String),
     Forward,
@@ -357,6 +362,12 @@ impl FaultProxy {
         self.state().drop_next = n;
     }
 
+    /// The next `n` requests are refused with 400 `InvalidSignatureException` "Signature
+    /// expired", AWS's answer to a request signed before a Lambda freeze and sent after it.
+    pub fn stale_signature_next(&self, n: usize) {
+        self.state().stale_next = n;
+    }
+
     /// Every connection open now is dead from here on, as a client's pooled connections are after a
     /// SnapStart restore (or a long freeze): a request sent on one is never answered and its
     /// connection is never closed, so the client learns only from its own timeout. New connections
@@ -372,6 +383,7 @@ impl FaultProxy {
         let mut st = self.state();
         st.latency = Duration::ZERO;
         st.fail_next = 0;
+        st.stale_next = 0;
         st.fail_all = None;
         st.throttle_tps = None;
         st.admitted.clear();
@@ -475,7 +487,7 @@ async fn handle(
             Fate::Drop => st.dropped += 1,
             Fate::Throttle => st.throttled += 1,
             Fate::Forward => *st.forwarded.entry(op.clone()).or_default() += 1,
-            Fate::Fail(_) | Fate::Html(_) | Fate::Deny(_) => {}
+            Fate::Fail(_) | Fate::StaleSignature | Fate::Html(_) | Fate::Deny(_) => {}
         }
         (fate, st.latency)
     };
@@ -504,6 +516,15 @@ async fn handle(
                 &request_id,
             )
         }
+        Fate::StaleSignature => aws_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidSignatureException",
+            serde_json::json!({
+                "__type": "InvalidSignatureException",
+                "message": "Signature expired: 20261207T120000Z is now earlier than 20261207T120100Z (20261207T120600Z - 5 min.)"
+            }),
+            &request_id,
+        ),
         Fate::Html(status) => {
             let mut resp = Response::new(Full::new(Bytes::from_static(
                 b"<html><body><h1>403 Forbidden</h1>Request blocked.</body></html>",
@@ -568,6 +589,10 @@ fn decide(st: &mut State, now: Instant, op: &str, body: &[u8]) -> Fate {
     if st.fail_next > 0 {
         st.fail_next -= 1;
         return Fate::Fail(st.fail_next_status);
+    }
+    if st.stale_next > 0 {
+        st.stale_next -= 1;
+        return Fate::StaleSignature;
     }
     if let Some((_, needle)) = st
         .denies

@@ -16,8 +16,7 @@
 //!   budget. A refresh (off the request path) gives the primary half its budget instead.
 //! - Never backwards: a refresh answered by the failover Region never replaces a value with one
 //!   changed there earlier than the one held ([`Fetched::modified_at`]); a replica lags its
-//!   primary for seconds after a rotation. (The Secrets Manager source also refuses a replica's
-//!   version when the replica does not list the one held.)
+//!   primary for seconds after a rotation.
 //! - Failback and backoff: [`route`](route::Route).
 //! - Rate limits: the failover Region's calls draw on that Region's buckets.
 
@@ -181,11 +180,22 @@ impl<S: Regional> Failover<S> {
             },
             None => primary.await,
         };
-        let answer = match answer {
-            Some(answer) => pad(answer, n),
+        let (answer, verdict) = match answer {
+            Some(answer) => {
+                let answer = pad(answer, n);
+                let verdict = verdict(&answer);
+                (answer, verdict)
+            }
             None => {
                 let err = outage("no answer from the primary Region within its share of the budget");
-                all.iter().map(|_| Err(err.clone())).collect()
+                // Cut off before any request went out (the calls waited for the function's own
+                // rate limit): nothing is known of the primary.
+                let verdict = if hedge.is_some_and(|w| !w.began_any()) {
+                    None
+                } else {
+                    Some(false)
+                };
+                (all.iter().map(|_| Err(err.clone())).collect(), verdict)
             }
         };
         let mut out: Vec<Option<(Result<T, ItemError>, Side)>> = (0..n).map(|_| None).collect();
@@ -197,7 +207,9 @@ impl<S: Regional> Failover<S> {
             }
             out[i] = Some((answer, Side::Primary));
         }
-        self.note_primary(failed.len() < n);
+        if let Some(answered) = verdict {
+            self.note_primary(answered);
+        }
         if !failed.is_empty() {
             let answers = match replica_all {
                 Some(replica) => {
@@ -281,10 +293,14 @@ impl<S: Regional> Failover<S> {
                 .collect();
         }
         let primary = primary.await.map(|p| pad(p, n));
-        if let Some(answers) = &primary {
-            self.note_primary(answers.iter().any(|a| !matches!(a, Err(e) if is_outage(e))));
-        } else {
-            self.note_primary(false);
+        match &primary {
+            Some(answers) => {
+                if let Some(answered) = verdict(answers) {
+                    self.note_primary(answered);
+                }
+            }
+            None if watch.began_any() => self.note_primary(false),
+            None => {}
         }
         let mut primary: Vec<Option<Result<T, ItemError>>> =
             primary.map_or_else(Vec::new, |p| p.into_iter().map(Some).collect());
@@ -366,6 +382,23 @@ impl<S: Regional> Failover<S> {
             }
         }
         false
+    }
+}
+
+/// What the primary's `answers` say of it: it answered (an item found, or a 4xx), it failed
+/// (only outages), or nothing (only calls the function's own rate limit or deadline never let
+/// go: no request was sent).
+fn verdict<T>(answers: &[Result<T, ItemError>]) -> Option<bool> {
+    if answers.iter().any(|a| !matches!(a, Err(e) if is_outage(e))) {
+        Some(true)
+    } else if !answers.is_empty()
+        && answers
+            .iter()
+            .all(|a| matches!(a, Err(ItemError::Call(e)) if e.was_not_sent()))
+    {
+        None
+    } else {
+        Some(false)
     }
 }
 

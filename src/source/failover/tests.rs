@@ -324,6 +324,11 @@ async fn a_version_of_the_primary_s_own_is_never_asked_of_the_failover_region() 
     assert!(matches!(&results[0], Err(ItemError::Call(_))), "{:?}", results[0]);
     assert_eq!(served_by(&results)[1], Some("us-west-2".into()));
     assert_eq!(replica.calls(), 1);
+    assert_eq!(
+        failover.route().first(Instant::now()),
+        Side::Replica,
+        "an outage all the same"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -370,6 +375,34 @@ async fn a_primary_held_back_by_the_function_s_own_rate_limit_is_not_hedged() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_primary_that_hangs_after_waiting_for_its_rate_limit_is_hedged_a_delay_after_it_sent() {
+    let limits = crate::limiter::RateLimits::new();
+    limits.set(
+        crate::limiter::QuotaClass::SsmGet,
+        crate::limiter::Quota::new(0.5, 1),
+    );
+    let far = crate::time::Deadline::new(Instant::now() + Duration::from_secs(60));
+    limits
+        .bucket(crate::limiter::QuotaClass::SsmGet)
+        .acquire(&far)
+        .await
+        .unwrap();
+    let (failover, _, replica) = pair(Answers::Hangs, healthy(10));
+    let calls = CallContext::new(
+        Arc::default(),
+        RetryPolicy::default(),
+        Some(limits),
+        Instant::now() + Duration::from_secs(10),
+    );
+    let start = Instant::now();
+    let results = failover.fetch(&items(&["a"]), &calls).await;
+    assert_eq!(served_by(&results), [Some("us-west-2".into())]);
+    assert_eq!(replica.calls(), 1);
+    // 2 s for the token, then the 1 s hedge, then the replica's 20 ms.
+    assert_eq!(start.elapsed(), Duration::from_secs(3) + 20 * MS);
+}
+
+#[tokio::test(start_paused = true)]
 async fn after_a_restore_a_hanging_primary_costs_a_third_of_the_shorter_first_attempt() {
     let (failover, _, replica) = pair(Answers::Hangs, healthy(10));
     let calls = calls().first_attempt_timeout(crate::freshness::seal::FIRST_ATTEMPT_AFTER_RESTORE);
@@ -391,14 +424,19 @@ async fn a_primary_failing_while_the_hedge_waits_is_skipped_next_time() {
     // attempt began, its answer wins, and the primary counts as failed (the next fetch goes
     // straight to the failover Region).
     let (failover, primary, replica) = pair(Answers::Unavailable { latency: 20 * MS }, healthy(10));
+    // Attempts enough that the retries outlast the hedge delay.
+    let calls = || {
+        CallContext::new(
+            Arc::default(),
+            RetryPolicy::default().max_attempts(100),
+            None,
+            Instant::now() + Duration::from_secs(10),
+        )
+    };
     let start = Instant::now();
     let results = failover.fetch(&items(&["a"]), &calls()).await;
     assert_eq!(served_by(&results), [Some("us-west-2".into())]);
-    assert!(
-        start.elapsed() <= Duration::from_secs(1) + 20 * MS,
-        "{:?}",
-        start.elapsed()
-    );
+    assert_eq!(start.elapsed(), Duration::from_secs(1) + 20 * MS, "hedged");
     failover.fetch(&items(&["a"]), &calls()).await;
     assert_eq!((primary.calls(), replica.calls()), (1, 2));
 }
