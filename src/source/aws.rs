@@ -204,6 +204,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_stale_or_skewed_signing_time_is_told_from_a_bad_signature() {
+        let expired = Some("Signature expired: 20261207T120000Z is now earlier than 20261207T120100Z");
+        assert!(stale_signature(Some("InvalidSignatureException"), expired));
+        assert!(stale_signature(Some("SignatureDoesNotMatch"), expired));
+        assert!(stale_signature(Some("RequestExpired"), None));
+        assert!(stale_signature(Some("RequestTimeTooSkewed"), None));
+        // A wrong key or a mangled request is no freeze's: not signed again.
+        assert!(!stale_signature(
+            Some("InvalidSignatureException"),
+            Some("The request signature we calculated does not match the signature you provided.")
+        ));
+        assert!(!stale_signature(Some("AccessDeniedException"), expired));
+        assert!(!stale_signature(None, expired));
+    }
+
+    #[test]
     fn classifies_with_the_sdk_lists() {
         for code in [
             "ThrottlingException",
