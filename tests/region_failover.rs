@@ -84,11 +84,17 @@ async fn a_primary_failing_500s_loads_from_the_replica_counted_per_region() {
     assert_eq!(snapshot.info("db").unwrap().region.as_deref(), Some(REPLICA));
     let (east, west) = (calls_in(&proxy, PRIMARY), calls_in(&proxy, REPLICA));
     assert!(east >= 1 && west >= 1, "{east} / {west}");
-    // The library's own count agrees with the emulator's.
+    // The library's own count agrees with the emulator's: exactly for the replica; for the
+    // primary, the attempt under way when the replica's answer won is abandoned, and it may not
+    // have reached the emulator yet (an attempt is counted when it starts).
     let stats = secrets.stats();
     let counted: u64 = stats.failover_calls[REPLICA].values().sum();
     assert_eq!(counted, west, "{stats:?}");
-    assert_eq!(stats.calls.values().sum::<u64>(), east + west, "{stats:?}");
+    let all = stats.calls.values().sum::<u64>();
+    assert!(
+        all == east + west || all == east + west + 1,
+        "{east} + {west} seen; {stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
