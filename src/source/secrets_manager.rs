@@ -187,10 +187,10 @@ impl SecretsManagerSource {
     pub fn failover_region(&self, region: impl Into<String>) -> Result<Self, crate::Error> {
         let region = region.into();
         super::failover::check_region(&region, self.inner.client.config().region().map(|r| r.as_ref()))?;
-        let replica = Self::replica_of(
+        let replica = Self::with_client(
             client_without_retries!(aws_sdk_secretsmanager, client self.inner.client, region region.clone()),
         );
-        Ok(self.failing_over(replica, region, None))
+        Ok(self.failing_over(replica.inner, region, None))
     }
 
     /// The same source, failing over to the client of `config` (another endpoint or other
@@ -203,8 +203,8 @@ impl SecretsManagerSource {
     pub fn failover_config(&self, config: &aws_types::SdkConfig) -> Result<Self, crate::Error> {
         let region = config.region().map(|r| r.as_ref().to_owned()).unwrap_or_default();
         super::failover::check_region(&region, self.inner.client.config().region().map(|r| r.as_ref()))?;
-        let replica = Self::replica_of(client_without_retries!(aws_sdk_secretsmanager, config config));
-        Ok(self.failing_over(replica, region, None))
+        let replica = Self::with_client(client_without_retries!(aws_sdk_secretsmanager, config config));
+        Ok(self.failing_over(replica.inner, region, None))
     }
 
     /// With a failover Region: ask it too when the primary has not answered a cold load's (or an
@@ -216,11 +216,6 @@ impl SecretsManagerSource {
             Some(f) => self.failing_over(f.replica().clone(), f.region().to_owned(), Some(delay)),
             None => self.clone(),
         }
-    }
-
-    /// The source of a failover Region's client.
-    fn replica_of(client: Client) -> Arc<SmInner> {
-        Self::with_client(client).inner
     }
 
     fn failing_over(

@@ -344,11 +344,8 @@ async fn concurrent_failures_of_one_outage_count_once() {
     assert_eq!(served_by(&results), [Some("us-east-1".into())]);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_primary_held_back_by_the_function_s_own_rate_limit_is_not_hedged() {
-    // One call a second, the burst spent: the primary's call waits 2 s for its token, then is
-    // answered in 20 ms. The wait is the function's own (a fleet sharing the quota), not the
-    // primary's: the 1 s hedge does not ask the failover Region.
+/// One call every 2 s, the burst spent: the next call waits 2 s for its token.
+async fn spent_limits() -> crate::limiter::RateLimits {
     let limits = crate::limiter::RateLimits::new();
     limits.set(
         crate::limiter::QuotaClass::SsmGet,
@@ -360,6 +357,15 @@ async fn a_primary_held_back_by_the_function_s_own_rate_limit_is_not_hedged() {
         .acquire(&far)
         .await
         .unwrap();
+    limits
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_primary_held_back_by_the_function_s_own_rate_limit_is_not_hedged() {
+    // One call a second, the burst spent: the primary's call waits 2 s for its token, then is
+    // answered in 20 ms. The wait is the function's own (a fleet sharing the quota), not the
+    // primary's: the 1 s hedge does not ask the failover Region.
+    let limits = spent_limits().await;
     let (failover, primary, replica) = pair(healthy(10), healthy(10));
     let calls = CallContext::new(
         Arc::default(),
@@ -376,17 +382,7 @@ async fn a_primary_held_back_by_the_function_s_own_rate_limit_is_not_hedged() {
 
 #[tokio::test(start_paused = true)]
 async fn a_primary_that_hangs_after_waiting_for_its_rate_limit_is_hedged_a_delay_after_it_sent() {
-    let limits = crate::limiter::RateLimits::new();
-    limits.set(
-        crate::limiter::QuotaClass::SsmGet,
-        crate::limiter::Quota::new(0.5, 1),
-    );
-    let far = crate::time::Deadline::new(Instant::now() + Duration::from_secs(60));
-    limits
-        .bucket(crate::limiter::QuotaClass::SsmGet)
-        .acquire(&far)
-        .await
-        .unwrap();
+    let limits = spent_limits().await;
     let (failover, _, replica) = pair(Answers::Hangs, healthy(10));
     let calls = CallContext::new(
         Arc::default(),
