@@ -75,3 +75,54 @@ async fn a_connection_cut_under_the_first_attempt_is_retried_at_once() {
         .unwrap_err();
     assert!(matches!(err, Error::Load { .. }), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_refused_twice_fails_a_batch_of_names_without_asking_them_one_by_one() {
+    // One bad name of ten makes GetParameters fall back to asking names alone; a refused
+    // signing time is no bad name: every name gets the answer, and no call more.
+    let (proxy, ssm, name) = parameter("stale-batch").await;
+    let other = format!("{name}-2");
+    put_param(&ssm_client(&moto().endpoint).await, &other, "w", "SecureString").await;
+    proxy.stale_signature_next(20);
+    let err = Secrets::builder()
+        .add(ssm.parameter("k", &name))
+        .add(ssm.parameter("k2", &other))
+        .load()
+        .await
+        .unwrap_err();
+    assert_eq!(proxy.calls("GetParameters"), 2, "{:?}", proxy.calls_all());
+    let Error::Load { failures } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(failures.len(), 2, "{err:?}");
+    assert!(err.to_string().contains("clock"), "{err}");
+}
+
+#[cfg(feature = "secretsmanager")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_refused_twice_fails_a_batch_of_secrets_without_a_call_per_secret() {
+    support::init_tracing();
+    let moto = moto();
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let prefix = unique_prefix("stale-sm").trim_start_matches('/').to_owned();
+    let seed = aws_sdk_secretsmanager::Client::new(&support::sdk_config(&moto.endpoint).await);
+    for i in 0..2 {
+        seed.create_secret()
+            .name(format!("{prefix}/s{i}"))
+            .secret_string("v")
+            .send()
+            .await
+            .unwrap();
+    }
+    let sm = lambda_secrets::SecretsManagerSource::new(&support::sdk_config(&proxy.endpoint()).await);
+    proxy.stale_signature_next(20);
+    let err = Secrets::builder()
+        .add(sm.secret("a", format!("{prefix}/s0")))
+        .add(sm.secret("b", format!("{prefix}/s1")))
+        .load()
+        .await
+        .unwrap_err();
+    assert_eq!(proxy.calls("BatchGetSecretValue"), 2, "{:?}", proxy.calls_all());
+    assert_eq!(proxy.calls("GetSecretValue"), 0, "{:?}", proxy.calls_all());
+    assert!(err.to_string().contains("clock"), "{err}");
+}

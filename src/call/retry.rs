@@ -205,7 +205,10 @@ impl CallContext {
                     if e.is_retryable()
                         && e.kind() != CallErrorKind::Throttled
                         && lost.is_zero()
-                        && !(e.transport() == Transport::ConnectionLost && retry == 0 && !reconnected) =>
+                        && !(e.transport() == Transport::ConnectionLost
+                            && retry == 0
+                            && thaws == 0
+                            && !reconnected) =>
                 {
                     noted.failed()
                 }

@@ -105,7 +105,9 @@ where
                 ),
                 Some(error_chain(&err)),
             );
-            if !d.is_timeout() && (d.is_io() || connection_lost(&err)) {
+            // Only a connection that was there and died (reset, broken pipe, closed by the
+            // peer): not one refused, unresolved or failing its TLS handshake.
+            if !d.is_timeout() && connection_lost(&err) {
                 call_err.in_transport(Transport::ConnectionLost)
             } else {
                 call_err

@@ -391,6 +391,17 @@ impl Regional for SmInner {
             selector: item.selector.clone(),
         }
     }
+
+    fn global_versions(&self) -> bool {
+        true
+    }
+
+    fn variant(&self, item: &SecretItem) -> Option<String> {
+        Some(match &item.selector {
+            Selector::Stage(stage) => stage.clone(),
+            Selector::VersionId(id) => format!("id {id}"),
+        })
+    }
 }
 
 impl Source for SmInner {
@@ -494,7 +505,7 @@ impl Source for SmInner {
                     ;
             let described = match described {
                 Ok(d) => d,
-                Err(e) if e.kind() == CallErrorKind::Denied => {
+                Err(e) if e.kind() == CallErrorKind::Denied && e.transport() != crate::error::Transport::StaleSignature => {
                     // Without DescribeSecret, fetch the value itself (what other tools do).
                     if !self.warned_describe.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
@@ -605,7 +616,12 @@ impl SmInner {
                 .await;
             let page = match page {
                 Ok(page) => page,
-                Err(err) if matches!(err.kind(), CallErrorKind::Denied | CallErrorKind::Fatal) => {
+                // A clock AWS refuses (signed anew and refused again) is no matter of the batch
+                // call: every secret gets that answer, and no call more.
+                Err(err)
+                    if matches!(err.kind(), CallErrorKind::Denied | CallErrorKind::Fatal)
+                        && err.transport() != crate::error::Transport::StaleSignature =>
+                {
                     if !self.warned_batch.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             error = %err,

@@ -635,7 +635,9 @@ impl SsmInner {
         let fanout = match fanout {
             // One bad name (denied, or rejected as invalid) must not fail the other nine.
             Some(fanout)
-                if matches!(err.kind(), CallErrorKind::Denied | CallErrorKind::Fatal) && ids.len() > 1 =>
+                if matches!(err.kind(), CallErrorKind::Denied | CallErrorKind::Fatal)
+                    && err.transport() != crate::error::Transport::StaleSignature
+                    && ids.len() > 1 =>
             {
                 fanout
             }

@@ -13,10 +13,13 @@
 //!   the hedge delay (a request out unanswered that long, or that long since the first it failed:
 //!   [`Watch`]; waits for the function's own rate limits do not count), the failover Region is
 //!   asked too and the first answer wins, so a hanging primary costs the hedge delay, not the
-//!   budget. A refresh (off the request path) gives the primary half its budget instead.
+//!   budget (and, still out unanswered when the failover Region's answer ends the fetch, the
+//!   primary counts as failed). A refresh (off the request path) gives the primary half its
+//!   budget instead.
 //! - Never backwards: a refresh answered by the failover Region never replaces a value with one
-//!   changed there earlier than the one held ([`Fetched::modified_at`]); a replica lags its
-//!   primary for seconds after a rotation.
+//!   changed there earlier than the one held ([`Fetched::modified_at`]), nor, where version ids
+//!   are the same in every Region ([`Regional::global_versions`]), with a version already
+//!   replaced; a replica lags its primary for seconds after a rotation.
 //! - Failback and backoff: [`route`](route::Route).
 //! - Rate limits: the failover Region's calls draw on that Region's buckets.
 
@@ -57,6 +60,34 @@ pub(crate) trait Regional: Source {
         let _ = item;
         true
     }
+
+    /// Whether a version id names the same version in every Region (Secrets Manager's do;
+    /// SSM's version numbers are per Region). Then an answer of the failover Region with a
+    /// version the primary already replaced is behind, whatever its date.
+    fn global_versions(&self) -> bool {
+        false
+    }
+
+    /// Which of a name's values `item` reads, when one name has several (a Secrets Manager
+    /// stage): what is remembered of served values is kept apart per variant.
+    fn variant(&self, item: &Self::Item) -> Option<String> {
+        let _ = item;
+        None
+    }
+}
+
+/// Versions replaced under a name, remembered to know a lagging replica by its version id.
+const REPLACED_KEPT: usize = 4;
+
+/// What was served under a value name, from either Region.
+#[derive(Default)]
+struct Held {
+    /// The newest modification date.
+    date: Option<SystemTime>,
+    /// The version served last.
+    version: Option<String>,
+    /// Versions it replaced, newest last (with global version ids only).
+    replaced: Vec<String>,
 }
 
 /// `S` with a failover Region: see the module docs.
@@ -68,8 +99,9 @@ pub(crate) struct Failover<S: Regional> {
     /// The hedge delay set on the source; `None`: a third of the attempt timeout.
     hedge: Option<Duration>,
     route: Mutex<Route>,
-    /// The newest modification date served per value name, from either Region.
-    newest: Mutex<HashMap<String, SystemTime>>,
+    /// What was served per value name, from either Region: its newest modification date and
+    /// the versions it replaced.
+    newest: Mutex<HashMap<String, Held>>,
 }
 
 impl<S: Regional> std::fmt::Debug for Failover<S> {
@@ -140,26 +172,63 @@ impl<S: Regional> Failover<S> {
     /// Runs `ask` for `n` items by the rules of the module docs; one answer per item, with the
     /// side that gave it. `ask(side, which)` asks that side for the items at indexes `which`, in
     /// order. Only the items `spare` says may be answered by the failover Region are asked there.
+    /// `watch` notes the primary's attempts (time its calls wait for the function's own rate
+    /// limit is no failure of its); with `hedge`, a late primary is hedged (fetches only).
     async fn run<'a, T: Send + 'a>(
         &'a self,
         spare: &[bool],
         calls: &'a CallContext,
-        hedge: Option<&Watch>,
+        watch: &Watch,
+        hedge: bool,
         ask: impl Fn(Side, Vec<usize>) -> BoxFuture<'a, Vec<Result<T, ItemError>>>,
     ) -> Vec<(Result<T, ItemError>, Side)> {
         let n = spare.len();
         let all: Vec<usize> = (0..n).collect();
         let to_replica: Vec<usize> = (0..n).filter(|&i| spare[i]).collect();
         let cutoff = calls.failover_cutoff(PRIMARY_SHARE);
-        if self.route().first(Instant::now()) == Side::Replica && to_replica.len() == n {
-            return self.on_replica(n, cutoff, &ask).await;
+        if self.route().first(Instant::now()) == Side::Replica && !to_replica.is_empty() {
+            if to_replica.len() == n {
+                return self.on_replica(all, cutoff, &ask).await;
+            }
+            // Items only the primary may answer (an SSM version or label) still go there; the
+            // rest skip it while it fails.
+            let pinned: Vec<usize> = (0..n).filter(|&i| !spare[i]).collect();
+            let (spared, primary) = futures_util::future::join(
+                self.on_replica(to_replica.clone(), cutoff, &ask),
+                within(cutoff, ask(Side::Primary, pinned.clone())),
+            )
+            .await;
+            let primary = match primary {
+                Some(answers) => {
+                    let answers = pad(answers, pinned.len());
+                    if let Some(answered) = verdict(&answers) {
+                        self.note_primary(answered);
+                    }
+                    answers
+                }
+                None => {
+                    if watch.began_any() {
+                        self.note_primary(false);
+                    }
+                    let err = outage("no answer from the primary Region within its share of the budget");
+                    pinned.iter().map(|_| Err(err.clone())).collect()
+                }
+            };
+            let mut out: Vec<Option<(Result<T, ItemError>, Side)>> = (0..n).map(|_| None).collect();
+            for (&i, answer) in to_replica.iter().zip(spared) {
+                out[i] = Some(answer);
+            }
+            for (&i, answer) in pinned.iter().zip(primary) {
+                out[i] = Some((answer, Side::Primary));
+            }
+            return out.into_iter().map(|o| o.expect("every item answered")).collect();
         }
         let mut primary = Box::pin(within(cutoff, ask(Side::Primary, all.clone())));
         let mut replica_all = None;
         let delay = self
             .hedge
             .unwrap_or_else(|| default_hedge(calls.attempt_timeout()));
-        let answer = match hedge.filter(|_| !to_replica.is_empty()) {
+        let answer = match Some(watch).filter(|_| hedge && !to_replica.is_empty()) {
             Some(watch) => match select(primary.as_mut(), Box::pin(late(watch, delay))).await {
                 Either::Left((answer, _)) => answer,
                 Either::Right(((), _)) => {
@@ -172,7 +241,7 @@ impl<S: Regional> Failover<S> {
                         }
                         Either::Right((replica, primary)) => {
                             return self
-                                .replica_first(spare, pad(replica, to_replica.len()), primary, watch)
+                                .replica_first(spare, pad(replica, to_replica.len()), primary, watch, delay)
                                 .await;
                         }
                     }
@@ -190,11 +259,7 @@ impl<S: Regional> Failover<S> {
                 let err = outage("no answer from the primary Region within its share of the budget");
                 // Cut off before any request went out (the calls waited for the function's own
                 // rate limit): nothing is known of the primary.
-                let verdict = if hedge.is_some_and(|w| !w.began_any()) {
-                    None
-                } else {
-                    Some(false)
-                };
+                let verdict = if !watch.began_any() { None } else { Some(false) };
                 (all.iter().map(|_| Err(err.clone())).collect(), verdict)
             }
         };
@@ -237,26 +302,30 @@ impl<S: Regional> Failover<S> {
     /// While the primary is skipped: the failover Region answers; what it has not (not found,
     /// denied: a value not copied there yet, a policy without the replica's ARN) is asked of the
     /// primary too, whose answer then wins unless it is an outage.
+    /// `which`: the indexes of the items to ask; the answers come in that order.
     async fn on_replica<'a, T: Send + 'a>(
         &'a self,
-        n: usize,
+        which: Vec<usize>,
         cutoff: Instant,
         ask: &impl Fn(Side, Vec<usize>) -> BoxFuture<'a, Vec<Result<T, ItemError>>>,
     ) -> Vec<(Result<T, ItemError>, Side)> {
-        let answers = pad(ask(Side::Replica, (0..n).collect()).await, n);
+        let n = which.len();
+        let answers = pad(ask(Side::Replica, which.clone()).await, n);
+        // Positions (in `which`) of the answers the primary is asked about too.
         let unsure: Vec<usize> = (0..n)
-            .filter(|&i| matches!(&answers[i], Err(e) if !is_outage(e)))
+            .filter(|&k| matches!(&answers[k], Err(e) if !is_outage(e)))
             .collect();
         let mut out: Vec<(Result<T, ItemError>, Side)> =
             answers.into_iter().map(|a| (a, Side::Replica)).collect();
         if unsure.is_empty() {
             return out;
         }
-        if let Some(primary) = within(cutoff, ask(Side::Primary, unsure.clone())).await {
+        let asked: Vec<usize> = unsure.iter().map(|&k| which[k]).collect();
+        if let Some(primary) = within(cutoff, ask(Side::Primary, asked)).await {
             let mut answered = false;
-            for (&i, answer) in unsure.iter().zip(pad(primary, unsure.len())) {
+            for (&k, answer) in unsure.iter().zip(pad(primary, unsure.len())) {
                 if !matches!(&answer, Err(e) if is_outage(e)) {
-                    out[i] = (answer, Side::Primary);
+                    out[k] = (answer, Side::Primary);
                     answered = true;
                 }
             }
@@ -268,15 +337,17 @@ impl<S: Regional> Failover<S> {
     }
 
     /// The failover Region answered before the primary (hedged): what it found wins; for the
-    /// rest the primary's answer is awaited, and wins unless it is an outage too. Being slower
-    /// than the failover Region is no failure of the primary's; failing transiently meanwhile
-    /// (a 5xx, a timed-out attempt: noted in `watch`) is.
+    /// rest the primary's answer is awaited, and wins unless it is an outage too. When the
+    /// failover Region's answer ends the call, the primary failed if one of its attempts failed
+    /// transiently or is still out unanswered after the hedge `delay` (noted in `watch`): so
+    /// that the next calls skip a hanging primary instead of paying the hedge delay again.
     async fn replica_first<T>(
         &self,
         spare: &[bool],
         replica: Vec<Result<T, ItemError>>,
         primary: impl std::future::Future<Output = Option<Vec<Result<T, ItemError>>>>,
         watch: &Watch,
+        delay: Duration,
     ) -> Vec<(Result<T, ItemError>, Side)> {
         let n = spare.len();
         let mut replica = replica.into_iter();
@@ -284,7 +355,8 @@ impl<S: Regional> Failover<S> {
             .map(|i| if spare[i] { replica.next() } else { None })
             .collect();
         if from_replica.iter().all(|r| matches!(r, Some(Ok(_)))) {
-            if watch.troubled() {
+            let hanging = watch.late_at(delay).is_some_and(|at| at <= Instant::now());
+            if watch.troubled() || hanging {
                 self.note_primary(false);
             }
             return from_replica
@@ -345,19 +417,32 @@ impl<S: Regional> Failover<S> {
     /// Tags `fetched` with the Region that answered and remembers each value's date; for an
     /// answer of the failover Region to a refresh, whether any of its values is older than the
     /// one served under that name (then none is used: a tree is taken whole or not at all).
-    fn land(&self, fetched: &mut [Fetched], side: Side, refresh: bool) -> bool {
+    /// `variant`: which of the name's values the item reads ([`Regional::variant`]).
+    fn land(&self, fetched: &mut [Fetched], side: Side, refresh: bool, variant: Option<String>) -> bool {
+        let key = |f: &Fetched| match &variant {
+            Some(v) => format!("{}\u{0}{v}", f.name),
+            None => f.name.clone(),
+        };
         let region = self.region_of(side);
         for f in fetched.iter_mut() {
             f.region.clone_from(&region);
         }
+        let global = self.primary.global_versions();
         let mut newest = self.newest.lock().unwrap_or_else(|e| e.into_inner());
         if side == Side::Replica {
-            let behind = fetched
-                .iter()
-                .any(|f| match (f.modified_at, newest.get(&f.name)) {
-                    (Some(date), Some(&held)) => date < held,
-                    _ => false,
-                });
+            let behind = fetched.iter().any(|f| {
+                let Some(held) = newest.get(&key(f)) else {
+                    return false;
+                };
+                let older = matches!((f.modified_at, held.date), (Some(date), Some(held)) if date < held);
+                // A version the primary already moved past (its id is the same in every
+                // Region): the replica has not seen the rotation yet, whatever the dates say.
+                let replaced = global
+                    && f.version
+                        .as_ref()
+                        .is_some_and(|v| held.version.as_ref() != Some(v) && held.replaced.contains(v));
+                older || replaced
+            });
             if behind {
                 if refresh {
                     tracing::debug!(region = %self.region, "the failover Region's value is older than the one held (a replica behind its primary); kept");
@@ -366,19 +451,35 @@ impl<S: Regional> Failover<S> {
             }
         }
         for f in fetched.iter() {
-            let Some(date) = f.modified_at else { continue };
-            if newest.len() >= REMEMBERED && !newest.contains_key(&f.name) {
+            if f.modified_at.is_none() && (!global || f.version.is_none()) {
+                continue;
+            }
+            let name = key(f);
+            if newest.len() >= REMEMBERED && !newest.contains_key(&name) {
                 // Forget the oldest half rather than everything.
-                let mut dates: Vec<SystemTime> = newest.values().copied().collect();
+                let mut dates: Vec<Option<SystemTime>> = newest.values().map(|h| h.date).collect();
                 dates.sort_unstable();
                 let median = dates[dates.len() / 2];
-                newest.retain(|_, d| *d >= median);
+                newest.retain(|_, h| h.date >= median);
             }
-            let held = newest.entry(f.name.clone()).or_insert(date);
-            // The primary is the authority (a label moved back is a change); the failover
-            // Region only moves dates forward.
-            if side == Side::Primary || date > *held {
-                *held = date;
+            let held = newest.entry(name).or_default();
+            if let Some(date) = f.modified_at {
+                // The primary is the authority (a label moved back is a change); the failover
+                // Region only moves dates forward.
+                if side == Side::Primary || held.date.is_none_or(|h| date > h) {
+                    held.date = Some(date);
+                }
+            }
+            if global && f.version.is_some() && f.version != held.version {
+                if let Some(old) = held.version.take() {
+                    held.replaced.push(old);
+                    if held.replaced.len() > REPLACED_KEPT {
+                        held.replaced.remove(0);
+                    }
+                }
+                // A version served again (the primary moved its stage back) is current.
+                held.replaced.retain(|v| Some(v) != f.version.as_ref());
+                held.version.clone_from(&f.version);
             }
         }
         false
@@ -558,12 +659,13 @@ impl<S: Regional> Source for Failover<S> {
             }
         };
         let spare: Vec<bool> = items.iter().map(|i| self.primary.fails_over(i)).collect();
-        let answers = self.run(&spare, calls, Some(&watch), ask).await;
+        let answers = self.run(&spare, calls, &watch, true, ask).await;
         answers
             .into_iter()
-            .map(|(answer, side)| {
+            .zip(items)
+            .map(|((answer, side), item)| {
                 answer.map(|mut fetched| {
-                    self.land(&mut fetched, side, false);
+                    self.land(&mut fetched, side, false, self.primary.variant(item));
                     fetched
                 })
             })
@@ -577,13 +679,20 @@ impl<S: Regional> Source for Failover<S> {
         calls: &CallContext,
     ) -> Vec<RefreshResult> {
         let replica_calls = calls.in_region(self.region.clone());
+        // Not hedged (a refresh has its value to serve meanwhile), but watched: a refresh cut off
+        // while its calls waited for the function's own rate limit says nothing of the primary.
+        let watch = Arc::new(Watch::default());
+        let primary_calls = calls.watched(watch.clone());
         let ask = |side: Side, which: Vec<usize>| -> BoxFuture<'_, Vec<RefreshResult>> {
             let versions: Vec<Option<String>> = which.iter().map(|&i| current[i].clone()).collect();
             match side {
-                Side::Primary => Box::pin(async move {
-                    let asked: Vec<S::Item> = which.iter().map(|&i| items[i].clone()).collect();
-                    self.primary.refresh(&asked, &versions, calls).await
-                }),
+                Side::Primary => {
+                    let primary_calls = &primary_calls;
+                    Box::pin(async move {
+                        let asked: Vec<S::Item> = which.iter().map(|&i| items[i].clone()).collect();
+                        self.primary.refresh(&asked, &versions, primary_calls).await
+                    })
+                }
                 Side::Replica => {
                     let asked = self.replica_items(items, &which);
                     let replica_calls = &replica_calls;
@@ -592,12 +701,13 @@ impl<S: Regional> Source for Failover<S> {
             }
         };
         let spare: Vec<bool> = items.iter().map(|i| self.primary.fails_over(i)).collect();
-        let answers = self.run(&spare, calls, None, ask).await;
+        let answers = self.run(&spare, calls, &watch, false, ask).await;
         answers
             .into_iter()
-            .map(|(answer, side)| match answer {
+            .zip(items)
+            .map(|((answer, side), item)| match answer {
                 Ok(Refreshed::Changed(mut fetched)) => {
-                    if self.land(&mut fetched, side, true) {
+                    if self.land(&mut fetched, side, true, self.primary.variant(item)) {
                         Ok(Refreshed::Unchanged { refresh_by: None })
                     } else {
                         Ok(Refreshed::Changed(fetched))

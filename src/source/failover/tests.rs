@@ -23,6 +23,12 @@ struct Region {
     name: &'static str,
     answers: Mutex<Answers>,
     calls: AtomicU32,
+    /// The version id its values carry, if any.
+    version: Mutex<Option<&'static str>>,
+    /// Whether version ids are the same in every Region (as Secrets Manager's).
+    global: std::sync::atomic::AtomicBool,
+    /// Every item it was asked for, in order.
+    asked: Mutex<Vec<String>>,
 }
 
 impl Region {
@@ -31,6 +37,9 @@ impl Region {
             name,
             answers: Mutex::new(answers),
             calls: AtomicU32::new(0),
+            version: Mutex::new(None),
+            global: std::sync::atomic::AtomicBool::new(false),
+            asked: Mutex::new(Vec::new()),
         })
     }
 
@@ -40,6 +49,16 @@ impl Region {
 
     fn calls(&self) -> u32 {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+
+    /// Values from now on carry version id `version`, the same in every Region.
+    fn set_version(&self, version: &'static str) {
+        *self.version.lock().unwrap() = Some(version);
+        self.global.store(true, Ordering::SeqCst);
     }
 }
 
@@ -54,7 +73,9 @@ impl Source for Region {
     /// item as the Region is set to.
     async fn fetch(&self, items: &[String], calls: &CallContext) -> Vec<ItemResult> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.asked.lock().unwrap().extend(items.iter().cloned());
         let answers = *self.answers.lock().unwrap();
+        let version = *self.version.lock().unwrap();
         let name = self.name;
         let answered = calls
             .call(TEST_GET, || async move {
@@ -80,10 +101,10 @@ impl Source for Region {
                 answered.clone().map_err(ItemError::Call)?;
                 match answers {
                     Answers::Values { modified, .. } => {
-                        Ok(vec![Fetched::new(item.clone(), format!("{item}@{name}"))
-                            .with_modified_at(Some(
-                                SystemTime::UNIX_EPOCH + Duration::from_secs(modified),
-                            ))])
+                        let mut fetched = Fetched::new(item.clone(), format!("{item}@{name}"))
+                            .with_modified_at(Some(SystemTime::UNIX_EPOCH + Duration::from_secs(modified)));
+                        fetched.version = version.map(str::to_owned);
+                        Ok(vec![fetched])
                     }
                     _ => Err(ItemError::NotFound),
                 }
@@ -104,6 +125,10 @@ impl Regional for Region {
     /// `name:3`: a version of the primary's own.
     fn fails_over(&self, item: &String) -> bool {
         !item.contains(':') || item.starts_with("arn:")
+    }
+
+    fn global_versions(&self) -> bool {
+        self.global.load(Ordering::SeqCst)
     }
 }
 
@@ -435,4 +460,109 @@ async fn a_primary_failing_while_the_hedge_waits_is_skipped_next_time() {
     assert_eq!(start.elapsed(), Duration::from_secs(1) + 20 * MS, "hedged");
     failover.fetch(&items(&["a"]), &calls()).await;
     assert_eq!((primary.calls(), replica.calls()), (1, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_primary_beaten_by_the_failover_region_is_skipped_next_time() {
+    // Its attempt is still out, unanswered for more than the hedge delay, when the failover
+    // Region's answer ends the fetch: the primary failed, and the next fetch (an on-demand
+    // miss) neither waits for the hedge again nor asks the primary.
+    let (failover, primary, replica) = pair(Answers::Hangs, healthy(10));
+    failover.fetch(&items(&["a"]), &calls()).await;
+    let start = Instant::now();
+    let results = failover.fetch(&items(&["b"]), &calls()).await;
+    assert_eq!(served_by(&results), [Some("us-west-2".into())]);
+    assert_eq!(start.elapsed(), 20 * MS, "no second hedge delay");
+    assert_eq!((primary.calls(), replica.calls()), (1, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_the_primary_is_skipped_only_its_own_versions_are_asked_of_it() {
+    let (failover, primary, replica) = pair(Answers::Unavailable { latency: 20 * MS }, healthy(10));
+    failover.fetch(&items(&["a"]), &calls()).await;
+    assert_eq!(failover.route().first(Instant::now()), Side::Replica);
+    let results = failover
+        .refresh(&items(&["db:3", "plain"]), &[None, None], &calls())
+        .await;
+    assert!(
+        matches!(&results[1], Ok(Refreshed::Changed(f)) if f[0].region.as_deref() == Some("us-west-2")),
+        "{:?}",
+        results[1]
+    );
+    assert!(matches!(&results[0], Err(ItemError::Call(_))), "{:?}", results[0]);
+    assert_eq!(
+        primary.asked(),
+        ["a", "db:3"],
+        "the plain item skips the failing primary"
+    );
+    assert_eq!(replica.asked(), ["a", "plain"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_cut_off_while_waiting_for_the_rate_limit_is_no_failure_of_the_primary() {
+    // One call every 10 s, the burst spent: the refresh's primary call waits past its share
+    // of the budget (5 s of 10) without sending anything.
+    let limits = crate::limiter::RateLimits::new();
+    limits.set(
+        crate::limiter::QuotaClass::SsmGet,
+        crate::limiter::Quota::new(0.1, 1),
+    );
+    let far = crate::time::Deadline::new(Instant::now() + Duration::from_secs(60));
+    limits
+        .bucket(crate::limiter::QuotaClass::SsmGet)
+        .acquire(&far)
+        .await
+        .unwrap();
+    let (failover, primary, _) = pair(healthy(10), healthy(10));
+    let calls = CallContext::new(
+        Arc::default(),
+        RetryPolicy::default(),
+        Some(limits),
+        Instant::now() + Duration::from_secs(10),
+    );
+    failover.refresh(&items(&["a"]), &[None], &calls).await;
+    assert!(primary.asked().len() <= 1);
+    assert_eq!(
+        failover.route().first(Instant::now()),
+        Side::Primary,
+        "nothing was sent: nothing is known of the primary"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_serving_a_version_the_primary_replaced_is_behind_whatever_its_date() {
+    // Version ids are the same in every Region (Secrets Manager): v1 was served, then v2; the
+    // primary fails and the replica, not yet replicated, still has v1, with a later date of its
+    // own. It is not taken back.
+    let (failover, primary, replica) = pair(healthy(10), healthy(30));
+    primary.set_version("v1");
+    replica.set_version("v1");
+    failover.fetch(&items(&["db"]), &calls()).await;
+    primary.set(healthy(20));
+    primary.set_version("v2");
+    let results = failover
+        .refresh(&items(&["db"]), &[Some("v1".into())], &calls())
+        .await;
+    assert!(matches!(&results[0], Ok(Refreshed::Changed(f)) if f[0].version.as_deref() == Some("v2")));
+    primary.set(Answers::Unavailable { latency: 20 * MS });
+    let results = failover
+        .refresh(&items(&["db"]), &[Some("v2".into())], &calls())
+        .await;
+    assert!(
+        matches!(results[0], Ok(Refreshed::Unchanged { .. })),
+        "{:?}",
+        results[0]
+    );
+    assert!(replica.calls() >= 1);
+    // Replicated: v2 reaches the replica, and is taken from it.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    replica.set_version("v2");
+    let results = failover
+        .refresh(&items(&["db"]), &[Some("v2".into())], &calls())
+        .await;
+    assert!(
+        matches!(&results[0], Ok(Refreshed::Changed(f)) if f[0].region.as_deref() == Some("us-west-2")),
+        "{:?}",
+        results[0]
+    );
 }
