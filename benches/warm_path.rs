@@ -1,8 +1,11 @@
 //! Warm-path cost, side by side in one run:
 //! - an invocation through `SecretsLayer` vs the bare handler, both reading 100 cached values;
-//! - one value read from a `Snapshot` vs `moka::sync::Cache::get` on the same keys.
+//! - one value read from a `Snapshot` vs `moka::sync::Cache::get` on the same keys;
+//! - with feature `metrics`: the invocation through the Layer with a `metrics` recorder installed
+//!   (the `metrics` project's debugging recorder: one atomic counter per metric), against the
+//!   same without one.
 //!
-//! `cargo bench --bench warm_path`
+//! `cargo bench --bench warm_path` (`--all-features` for the metrics rows)
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -169,16 +172,55 @@ fn text_read(c: &mut Criterion) {
     group.finish();
 }
 
+/// The Layer's invocation again, with a recorder installed before the values are loaded (the
+/// hit counter's handle is registered at load). Runs last: the recorder is the process's.
+#[cfg(feature = "metrics")]
+fn recorded(c: &mut Criterion) {
+    metrics_util::debugging::DebuggingRecorder::new()
+        .install()
+        .expect("the only recorder");
+    let secrets = load();
+    let keys = std::sync::Arc::new(keys());
+    let mut layered = ServiceBuilder::new()
+        .layer(secrets.layer())
+        .service(tower::service_fn(
+            move |(event, snap): (LambdaEvent<()>, Snapshot)| {
+                let n = read_all(&snap, &keys);
+                drop(event);
+                async move { Ok::<_, Infallible>(n) }
+            },
+        ));
+    let mut group = c.benchmark_group("invocation_100_values");
+    group.bench_function("through_layer_with_recorder", |b| {
+        b.iter_batched(
+            event,
+            |req| layered.call(black_box(req)).now_or_never().unwrap().unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+#[cfg(not(feature = "metrics"))]
+fn recorded(_: &mut Criterion) {}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = invocation, value_read, text_read
+    targets = invocation, value_read, text_read, recorded
 }
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     println!("\n== warm path, side by side (medians of this run) ==");
     report::compare("invocation_100_values", "through_layer", "bare_handler");
+    if cfg!(feature = "metrics") {
+        report::compare(
+            "invocation_100_values",
+            "through_layer_with_recorder",
+            "through_layer",
+        );
+    }
     report::compare("one_value_read", "snapshot_get", "moka_get");
     report::compare("one_value_read", "secrets_snapshot_then_get", "snapshot_get");
     report::compare(

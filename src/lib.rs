@@ -175,6 +175,7 @@ mod snapstart;
 mod source;
 mod stats;
 mod store;
+pub mod telemetry;
 #[cfg(test)]
 mod test_support;
 mod time;

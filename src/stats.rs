@@ -49,4 +49,6 @@ pub struct Stats {
     pub misses: u64,
     /// Reads that waited for values past their maximum staleness.
     pub waits: u64,
+    /// On-demand entries evicted by the cache's bounds or expired (an `OnDemand` cache's only).
+    pub evictions: u64,
 }

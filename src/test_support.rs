@@ -1,6 +1,12 @@
 //! Helpers shared by the unit tests of several modules.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::Layer;
 
 /// Captures the `tracing` output of the current thread.
 #[derive(Clone, Default)]
@@ -87,4 +93,61 @@ pub(crate) fn freed_holding<T>(canary: &'static [u8], f: impl FnOnce() -> T) -> 
     let out = f();
     let hits = SCAN.with(|scan| scan.replace((None, 0)).1);
     (out, hits)
+}
+
+/// A span's id, name and fields (as text).
+type Seen = (u64, String, BTreeMap<String, String>);
+
+/// Every span, in order of creation.
+#[derive(Clone, Default)]
+pub(crate) struct Spans(Arc<Mutex<Vec<Seen>>>);
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for Spans {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: Context<'_, S>) {
+        let mut fields = BTreeMap::new();
+        attrs.record(&mut Fields(&mut fields));
+        let name = attrs.metadata().name().to_owned();
+        self.0.lock().unwrap().push((id.into_u64(), name, fields));
+    }
+    fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
+        let mut spans = self.0.lock().unwrap();
+        if let Some((_, _, fields)) = spans.iter_mut().find(|(i, ..)| *i == id.into_u64()) {
+            values.record(&mut Fields(fields));
+        }
+    }
+}
+
+impl Spans {
+    pub(crate) fn named(&self, name: &str) -> Vec<BTreeMap<String, String>> {
+        let spans = self.0.lock().unwrap();
+        spans
+            .iter()
+            .filter(|(_, n, _)| n == name)
+            .map(|(_, _, f)| f.clone())
+            .collect()
+    }
+}
+
+/// Runs `run` on a current-thread runtime in paused time, keeping every span it makes.
+pub(crate) fn traced<T>(run: impl std::future::Future<Output = T>) -> (T, Spans) {
+    let spans = Spans::default();
+    let subscriber = tracing_subscriber::registry().with(spans.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let out = tracing::subscriber::with_default(subscriber, || runtime.block_on(run));
+    (out, spans)
 }

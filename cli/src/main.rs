@@ -174,6 +174,43 @@ struct Lookup {
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
+    /// After each round, print the library's metrics of the round in this format on stdout
+    /// (`emf`: CloudWatch Embedded Metric Format documents, one per label set).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    metrics: Option<MetricsFormat>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MetricsFormat {
+    /// CloudWatch Embedded Metric Format: JSON lines, each carrying what happened since the
+    /// previous round (CloudWatch adds data points up).
+    Emf,
+}
+
+/// Where the library's metrics go: an EMF collector installed as the `metrics` recorder,
+/// flushed once per round, or nowhere.
+struct Metrics(Option<&'static metrics_cloudwatch_embedded::Collector>);
+
+impl Metrics {
+    /// Installs the recorder for `format` (before any cache is built: the library registers
+    /// its handles then).
+    fn install(format: Option<MetricsFormat>) -> Metrics {
+        Metrics(format.map(|MetricsFormat::Emf| {
+            metrics_cloudwatch_embedded::Builder::new()
+                .cloudwatch_namespace("lambda-secrets")
+                .init()
+                .expect("the first and only metrics recorder of this process")
+        }))
+    }
+
+    /// Prints what was recorded since the last flush.
+    fn flush(&self) {
+        if let Some(collector) = self.0 {
+            if let Err(e) = collector.flush(std::io::stdout().lock()) {
+                eprintln!("error: writing metrics: {e}");
+            }
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -223,6 +260,10 @@ struct Check {
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
+    /// After the load and each re-read, print the library's metrics of that round in this
+    /// format on stdout (`emf`: CloudWatch Embedded Metric Format documents, one per label set).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    metrics: Option<MetricsFormat>,
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {
@@ -454,6 +495,7 @@ async fn run_lookup(lookup: Lookup) -> Result<ExitCode, lambda_secrets::Error> {
         eprintln!("error: nothing to look up; give at least one --param or --secret");
         return Ok(ExitCode::from(2));
     }
+    let metrics = Metrics::install(lookup.metrics);
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let (mut ssm, mut sm) = (SsmSource::new(&config), SecretsManagerSource::new(&config));
     if let Some(region) = &lookup.failover_region {
@@ -501,6 +543,7 @@ async fn run_lookup(lookup: Lookup) -> Result<ExitCode, lambda_secrets::Error> {
             failed |= result.is_err();
             print_lookup(round, name, result, lookup.json);
         }
+        metrics.flush();
     }
     print_summary(&cache.stats(), lookup.json);
     Ok(if failed {
@@ -565,6 +608,7 @@ async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
         let burst = check.burst.unwrap_or(default.burst).max(1);
         RateLimits::process().set(QuotaClass::SsmGet, Quota::new(rate, burst));
     }
+    let metrics = Metrics::install(check.metrics);
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let (mut ssm, mut sm, mut kms) = (
         SsmSource::new(&config),
@@ -610,7 +654,13 @@ async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
         }
         builder = builder.add(kms.decrypt(var.clone(), ciphertext));
     }
-    let secrets = builder.load().await?;
+    let secrets = match builder.load().await {
+        Ok(secrets) => secrets,
+        Err(e) => {
+            metrics.flush();
+            return Err(e);
+        }
+    };
 
     let mut failed = false;
     for round in 0..=check.repeat {
@@ -628,6 +678,7 @@ async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
         }
         let snapshot = secrets.fresh_snapshot().await;
         failed |= print_round(&snapshot, round, check.json, check.repeat > 0);
+        metrics.flush();
     }
     print_summary(&secrets.stats(), check.json);
     Ok(if failed {

@@ -621,3 +621,181 @@ async fn lookup_with_a_failover_region_is_served_by_it_during_an_outage() {
     assert_eq!(west, seen, "{summary}");
     assert!(!stdout.contains("sm-value"));
 }
+
+/// The EMF documents in `stdout` (JSON lines with an `_aws` member).
+fn emf_documents(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|doc| doc.get("_aws").is_some())
+        .collect()
+}
+
+/// The sum of metric `name` over `docs` whose dimension `label` is `value` (any, if `None`).
+fn emf_sum(docs: &[serde_json::Value], name: &str, label: Option<(&str, &str)>) -> u64 {
+    docs.iter()
+        .filter(|d| label.is_none_or(|(k, v)| d[k] == v))
+        .filter_map(|d| d[name].as_u64())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_metrics_emf_prints_per_round_deltas_whose_calls_sum_to_the_emulators() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let seed = ssm_client(&moto().endpoint).await;
+    let prefix = unique_prefix("cliemf");
+    let names: Vec<String> = (0..12).map(|i| format!("{prefix}/p{i}")).collect();
+    for name in &names {
+        put_param(&seed, name, "metric-secret-value", "SecureString").await;
+    }
+    // Two throttled answers: retried, counted as throttled and as retries.
+    proxy.fail_next(2, 429);
+    let mut cmd = check(&proxy.endpoint());
+    for name in &names {
+        cmd.args(["--param", name]);
+    }
+    let out = cmd
+        .args([
+            "--repeat",
+            "2",
+            "--interval-ms",
+            "50",
+            "--refresh",
+            "--metrics",
+            "emf",
+        ])
+        .run();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = emf_documents(&stdout);
+    // Valid EMF: each document declares its namespace, dimensions and metrics, and carries a
+    // value for every metric and dimension it declares.
+    for doc in &docs {
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "lambda-secrets", "{doc}");
+        assert!(doc["_aws"]["Timestamp"].as_u64().is_some(), "{doc}");
+        for dimension in directive["Dimensions"][0].as_array().unwrap() {
+            assert!(doc[dimension.as_str().unwrap()].is_string(), "{doc}");
+        }
+        for metric in directive["Metrics"].as_array().unwrap() {
+            assert!(!doc[metric["Name"].as_str().unwrap()].is_null(), "{doc}");
+        }
+    }
+    // Summed over the run (each document holds what happened since the previous round), the
+    // calls equal what the emulator saw; the throttled answers are there too.
+    let emulated: u64 = proxy.calls_all().values().sum();
+    assert_eq!(emf_sum(&docs, "aws.calls", None), emulated, "{stdout}");
+    assert_eq!(
+        emf_sum(&docs, "aws.calls", Some(("operation", "GetParameters"))),
+        proxy.calls("GetParameters")
+    );
+    assert_eq!(emf_sum(&docs, "aws.throttled", None), 2, "{stdout}");
+    assert!(emf_sum(&docs, "aws.retries", None) >= 2, "{stdout}");
+    // One batch of documents per round: the load's calls in the first, the refresh's in the
+    // next (a third refresh within `refresh_now`'s interval makes none).
+    let per_round: Vec<u64> = stdout
+        .split("\nround ")
+        .map(|round| emf_sum(&emf_documents(round), "aws.calls", None))
+        .collect();
+    assert_eq!(per_round.len(), 3, "{stdout}");
+    assert!(per_round[0] > 0 && per_round[1] > 0, "{per_round:?}");
+    // Never a name nor a value.
+    let emf_text: String = docs.iter().map(|d| d.to_string()).collect();
+    assert!(
+        !emf_text.contains(&prefix) && !emf_text.contains("metric-secret-value"),
+        "{emf_text}"
+    );
+}
+
+#[test]
+fn an_unknown_metrics_format_is_a_clear_error() {
+    let out = check("http://127.0.0.1:9")
+        .args(["--param", "/x", "--metrics", "prometheus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid value 'prometheus' for '--metrics <FORMAT>'") && stderr.contains("emf"),
+        "{stderr}"
+    );
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_after_a_freeze_whose_connections_the_far_end_closed_succeeds() {
+    // The process is stopped (as Lambda freezes it) past its next refresh; meanwhile the far
+    // end closes its idle keep-alive connections. At SIGCONT the refresh is due at once, on a
+    // pool whose connection is closed: it succeeds, at most one request more (the at-once
+    // retry on a new connection). Two freezes, one process, each longer than `refresh_now`'s
+    // 5 s interval (so that each refresh makes its call).
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let seed = ssm_client(&moto().endpoint).await;
+    let name = format!("{}/frozen", unique_prefix("clistop"));
+    put_param(&seed, &name, "v", "SecureString").await;
+    let mut child = check(&proxy.endpoint())
+        .args([
+            "--param",
+            &name,
+            "--repeat",
+            "2",
+            "--interval-ms",
+            "300",
+            "--refresh",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = move || tokio::task::block_in_place(|| lines.next()).unwrap().unwrap();
+    let (mut extra, mut spans) = (Vec::new(), Vec::new());
+    // This round's value line: the process then sleeps before the next refresh.
+    let mut line = next_line();
+    for round in 0..2 {
+        assert!(line.contains(&format!("\"round\":{round}")), "{line}");
+        signal(pid, "STOP");
+        proxy.close_open_connections();
+        tokio::time::sleep(std::time::Duration::from_millis(5500)).await;
+        let before = proxy.calls("GetParameters");
+        let since = proxy.request_times().len();
+        signal(pid, "CONT");
+        line = next_line();
+        assert!(line.contains(&format!("\"round\":{}", round + 1)), "{line}");
+        let calls = proxy.calls("GetParameters") - before;
+        assert!(
+            (1..=2).contains(&calls),
+            "refresh after the freeze: {calls} calls"
+        );
+        extra.push(calls - 1);
+        let times: Vec<std::time::Instant> = proxy.request_times()[since..].iter().map(|(t, _)| *t).collect();
+        spans.push(times.last().unwrap().duration_since(times[0]));
+    }
+    assert!(
+        proxy.closed() >= 2,
+        "the proxy closed the idle connections: {}",
+        proxy.closed()
+    );
+    drop(next_line);
+    let out = tokio::task::block_in_place(|| child.wait_with_output()).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    println!(
+        "refresh after SIGSTOP/SIGCONT with the far end's idle connections closed: extra requests {extra:?}, first to last request {spans:?}, connections closed {}",
+        proxy.closed()
+    );
+}

@@ -13,6 +13,8 @@ mod operation;
 mod retry;
 mod spread;
 mod stats;
+#[cfg(test)]
+mod trace_tests;
 mod watch;
 
 pub use operation::Operation;

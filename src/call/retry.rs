@@ -125,11 +125,52 @@ impl CallContext {
     /// assert_eq!((answer, attempts), ("answer", 2));
     /// # });
     /// ```
-    pub async fn call<T, F, Fut>(&self, operation: Operation, mut attempt: F) -> Result<T, CallError>
+    pub async fn call<T, F, Fut>(&self, operation: Operation, attempt: F) -> Result<T, CallError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
+        use tracing::Instrument;
+        // OpenTelemetry's attributes for AWS SDK calls; the request id is recorded by the source
+        // (from the answer), the attempts and the outcome here. Never a name or a value.
+        let rpc_service = crate::telemetry::rpc_service(operation.quota());
+        let span = tracing::info_span!(
+            "aws.call",
+            otel.name = format_args!("{rpc_service}.{}", operation.name()),
+            otel.kind = "client",
+            rpc.system = if operation.quota().is_some() { "aws-api" } else { "other" },
+            rpc.service = rpc_service,
+            rpc.method = operation.name(),
+            cloud.region = self.region.as_deref(),
+            aws.request_id = tracing::field::Empty,
+            aws.attempts = tracing::field::Empty,
+            aws.throttled = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let traced = span.clone();
+        let result = self.attempts(operation, attempt, &traced).instrument(span).await;
+        match &result {
+            Ok(_) => traced.record("otel.status_code", "OK"),
+            Err(e) => traced
+                .record("otel.status_code", "ERROR")
+                .record("error.type", crate::telemetry::error_type(e.kind())),
+        };
+        result
+    }
+
+    /// [`call`](Self::call)'s attempts, noted in `span`.
+    async fn attempts<T, F, Fut>(
+        &self,
+        operation: Operation,
+        mut attempt: F,
+        span: &tracing::Span,
+    ) -> Result<T, CallError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let mut attempts: u32 = 0;
         let mut retry = 0;
         let mut failures = 0;
         let mut thaws = 0;
@@ -137,6 +178,7 @@ impl CallContext {
         let (mut resigned, mut reconnected) = (false, false);
         let class = operation.quota();
         let operation = operation.name();
+        let service = crate::telemetry::service_of(class);
         let bucket = class.and_then(|c| self.limits.as_ref().map(|l| l.bucket_in(c, self.region.as_ref())));
         let bucket = bucket.as_deref();
         if let Some(spread) = self
@@ -179,7 +221,9 @@ impl CallContext {
                     "the deadline came before an attempt could start".to_owned(),
                 ));
             }
-            self.stats.count(operation, self.region.as_ref());
+            self.stats.count(service, operation, self.region.as_ref());
+            attempts += 1;
+            span.record("aws.attempts", attempts);
             let timeout = match self.first_attempt_timeout {
                 Some(first) if retry == 0 && thaws == 0 => first.min(self.policy.attempt_timeout),
                 _ => self.policy.attempt_timeout,
@@ -231,7 +275,7 @@ impl CallContext {
                     ));
                 }
                 resigned = true;
-                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                self.stats.retried(service, operation);
                 tracing::debug!(
                     operation,
                     "request refused as signed too long ago (signed before a freeze?); signing it again"
@@ -243,7 +287,7 @@ impl CallContext {
             // or idle (reset, closed by the peer): retried at once, on a new connection.
             if err.transport() == Transport::ConnectionLost && retry == 0 && thaws == 0 && !reconnected {
                 reconnected = true;
-                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                self.stats.retried(service, operation);
                 tracing::debug!(operation, "connection lost under the first attempt (closed while idle or frozen?); retrying at once");
                 last = Some(err);
                 continue;
@@ -251,13 +295,14 @@ impl CallContext {
             // A frozen attempt that failed (its connection died in the freeze) is retried at once.
             if err.is_retryable() && !lost.is_zero() && thaws < 3 {
                 thaws += 1;
-                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                self.stats.retried(service, operation);
                 tracing::debug!(operation, ?lost, "AWS call interrupted by a freeze; retrying");
                 last = Some(err);
                 continue;
             }
             if err.kind() == CallErrorKind::Throttled {
-                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                self.stats.throttled(service, operation);
+                span.record("aws.throttled", true);
                 if let Some(bucket) = bucket {
                     bucket.throttled();
                 }
@@ -298,7 +343,7 @@ impl CallContext {
                 }
                 return Err(err.noted(format_args!("gave up after {retry} attempt(s): {why}")));
             }
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            self.stats.retried(service, operation);
             tracing::debug!(operation, retry, ?delay, error = %err, "retrying AWS call");
             last = Some(err);
             let seen = self.deadline.get();

@@ -6,24 +6,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::error::CallError;
+use crate::telemetry::{self, Cache};
 
 /// Distinct final failures logged as warnings per [`Secrets`](crate::Secrets); later ones are
 /// logged at debug level.
 const WARNED_CAUSES: usize = 256;
 
-/// Per-operation API call counts and retry figures, shared by all clones of a [`Secrets`](crate::Secrets).
+/// Per-operation API call counts and retry figures, shared by all clones of a [`Secrets`](crate::Secrets)
+/// (or an `OnDemand` cache); each is also recorded as a metric (`crate::telemetry`).
 #[derive(Debug, Default)]
 pub(crate) struct CallStats {
+    /// The cache whose calls these are (the metrics' `cache` label).
+    cache: Cache,
     calls: Mutex<BTreeMap<&'static str, u64>>,
     /// Calls to failover Regions, per Region and operation (also counted in `calls`).
     regional: Mutex<BTreeMap<(std::sync::Arc<str>, &'static str), u64>>,
-    pub(crate) throttled: AtomicU64,
-    pub(crate) retries: AtomicU64,
+    pub(super) throttled: AtomicU64,
+    pub(super) retries: AtomicU64,
     /// Final failures already logged as warnings: hashes of (operation, message, AWS message).
     warned: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl CallStats {
+    /// The counters of `cache`'s calls.
+    pub(crate) fn of(cache: Cache) -> CallStats {
+        CallStats {
+            cache,
+            ..CallStats::default()
+        }
+    }
+
     pub(crate) fn calls(&self) -> BTreeMap<String, u64> {
         let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         calls.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
@@ -57,7 +69,26 @@ impl CallStats {
         }
     }
 
-    pub(super) fn count(&self, operation: &'static str, region: Option<&std::sync::Arc<str>>) {
+    /// An attempt that was a retry.
+    pub(super) fn retried(&self, source: &'static str, operation: &'static str) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        telemetry::aws(telemetry::AWS_RETRIES, self.cache, source, operation);
+    }
+
+    /// A throttled answer.
+    pub(super) fn throttled(&self, source: &'static str, operation: &'static str) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+        telemetry::aws(telemetry::AWS_THROTTLED, self.cache, source, operation);
+    }
+
+    /// An attempt (`source`: the service of its quota, the metric's label).
+    pub(super) fn count(
+        &self,
+        source: &'static str,
+        operation: &'static str,
+        region: Option<&std::sync::Arc<str>>,
+    ) {
+        telemetry::aws(telemetry::AWS_CALLS, self.cache, source, operation);
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         *calls.entry(operation).or_default() += 1;
         drop(calls);

@@ -199,14 +199,24 @@ impl OnDemandBuilder {
             freshness: self.freshness,
             negative_ttl: self.negative_ttl,
         };
+        crate::telemetry::describe();
+        let evictions = Arc::new(AtomicU64::new(0));
+        let evicted = evictions.clone();
         let cache = moka::future::Cache::builder()
             .max_capacity(self.max_bytes)
             .weigher(weigher(self.max_entries, self.max_bytes))
             .expire_after(EntryExpiry {
                 negative_ttl: settings.negative_ttl,
             })
+            // Evicted by a bound or expired; not replaced or removed by the cache itself.
+            .eviction_listener(move |_name, _entry, cause| {
+                if cause.was_evicted() {
+                    evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    crate::telemetry::eviction();
+                }
+            })
             .build();
-        let stats = Arc::new(CallStats::default());
+        let stats = Arc::new(CallStats::of(crate::telemetry::Cache::OnDemand));
         let seal = Arc::new(Seal::default());
         let spawner = Spawner::here();
         let batcher = Batcher::new(BatchSettings {
@@ -227,7 +237,9 @@ impl OnDemandBuilder {
                 batcher,
                 settings,
                 stats,
+                hits: crate::telemetry::Hits::register(crate::telemetry::Cache::OnDemand),
                 misses: AtomicU64::new(0),
+                evictions,
                 refreshes: AtomicU64::new(0),
                 refresh_failures: AtomicU64::new(0),
                 generation: AtomicU64::new(0),

@@ -35,6 +35,7 @@ impl Inner {
         let now = Instant::now();
         if let Some(entry) = self.cache.get(name).await {
             if let Some(answer) = self.answer(name, &entry, now) {
+                self.hits.hit();
                 return answer;
             }
             // Past its maximum staleness, or a negative answer past its TTL: fetch again (unless
@@ -59,7 +60,8 @@ impl Inner {
             let _live = inner.seal.task();
             let init = {
                 let (inner, owned) = (inner.clone(), owned.clone());
-                async move { inner.fetch(&owned, epoch).await }
+                let span = tracing::info_span!("lambda_secrets.load", cache = "on-demand", sources = 1);
+                tracing::Instrument::instrument(async move { inner.fetch(&owned, epoch).await }, span)
             };
             let entry = inner.cache.try_get_with(owned.clone(), init).await;
             if let Ok(cached) = &entry {
@@ -106,6 +108,7 @@ impl Inner {
     /// seals when the lookup began.
     pub(super) async fn fetch(&self, name: &str, epoch: u64) -> Result<Entry, Error> {
         self.misses.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::miss(crate::telemetry::Cache::OnDemand);
         let decl = (self.declare)(name);
         self.sources.note(&decl.source);
         if let Some((what, input, reason)) = decl.invalid {
@@ -151,14 +154,20 @@ impl Inner {
                 freshness.fetched(started, now, dates, settings, crate::random::f64());
                 Ok(Entry::found(Arc::new(found), freshness))
             }
-            Err(error @ (ItemError::NotFound | ItemError::Denied { .. })) => Ok(Entry::failed(
-                spec.failure(name, error),
-                now,
-                self.settings.negative_ttl,
-            )),
-            Err(error) => Err(Error::Load {
-                failures: vec![spec.failure(name, error)],
-            }),
+            Err(error @ (ItemError::NotFound | ItemError::Denied { .. })) => {
+                crate::telemetry::load_failures(crate::telemetry::Cache::OnDemand, spec.source.kind(), 1);
+                Ok(Entry::failed(
+                    spec.failure(name, error),
+                    now,
+                    self.settings.negative_ttl,
+                ))
+            }
+            Err(error) => {
+                crate::telemetry::load_failures(crate::telemetry::Cache::OnDemand, spec.source.kind(), 1);
+                Err(Error::Load {
+                    failures: vec![spec.failure(name, error)],
+                })
+            }
         }
     }
 

@@ -101,7 +101,11 @@ struct Inner {
     batcher: Batcher,
     settings: Settings,
     stats: Arc<CallStats>,
+    /// Lookups answered from the cache, as a metric (registered at build).
+    hits: crate::telemetry::Hits,
     misses: AtomicU64,
+    /// Entries evicted by the bounds or expired.
+    evictions: Arc<AtomicU64>,
     refreshes: AtomicU64,
     refresh_failures: AtomicU64,
     /// Refresh generations handed out.
@@ -252,6 +256,7 @@ impl OnDemand {
         stats.refreshes = self.inner.refreshes.load(Ordering::Relaxed);
         stats.refresh_failures = self.inner.refresh_failures.load(Ordering::Relaxed);
         stats.misses = self.inner.misses.load(Ordering::Relaxed);
+        stats.evictions = self.inner.evictions.load(Ordering::Relaxed);
         stats
     }
 

@@ -121,6 +121,7 @@ impl Inner {
             version: found.info.version.clone(),
         };
         let refreshed = Arc::downgrade(&entry.0);
+        let kind = found.spec.source.kind();
         let inner = self.clone();
         let (generation, epoch, live) = (started.generation, self.seal.epoch(), self.seal.task());
         let (task_name, deadline) = (name.clone(), started.deadline.clone());
@@ -129,7 +130,9 @@ impl Inner {
             let _live = live;
             // The batch fetches on a task of its own: this one wakes meanwhile, so that the
             // watchdog sees it live and a freeze is given back to its budget.
+            let began = Instant::now();
             let answer = awaiting(inner.batcher.fetch(target, Mode::Refresh, epoch), &deadline).await;
+            crate::telemetry::refresh_duration(crate::telemetry::Cache::OnDemand, kind, began.elapsed());
             let Some(entry) = refreshed.upgrade().map(Entry) else {
                 return; // no longer cached: the answer is dropped (its value zeroized)
             };
@@ -138,6 +141,8 @@ impl Inner {
             }
             inner.land(&name, &entry, generation, answer).await;
         };
+        let span = tracing::info_span!("lambda_secrets.refresh", cache = "on-demand", items = 1);
+        let task = tracing::Instrument::instrument(task, span);
         if !self.spawner.spawn(Beating::new(task, started.heartbeat.clone())) {
             let Some(mut freshness) = entry.freshness() else {
                 return;
@@ -230,6 +235,7 @@ impl Inner {
             Ok(found) => (found.spec.source.kind(), found.spec.item.to_string()),
             Err(f) => (f.source, f.id.clone()),
         };
+        crate::telemetry::refresh_failure(crate::telemetry::Cache::OnDemand, source);
         // A streak starting or a new cause is a warning, at most one per cache every few seconds
         // (an outage across thousands of names is one line every few seconds, counting the failed
         // refreshes it did not log).

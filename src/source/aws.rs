@@ -35,6 +35,37 @@ macro_rules! client_without_retries {
     };
 }
 
+/// An SDK call's result, its request id recorded on the current span (the `aws.call` span of
+/// [`CallContext::call`](crate::CallContext::call)) and its error classified ([`from_sdk`]).
+pub(crate) fn answered<O, E>(
+    operation: &str,
+    result: Result<
+        O,
+        aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
+    >,
+) -> Result<O, CallError>
+where
+    O: aws_types::request_id::RequestId,
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + aws_smithy_types::retry::ProvideErrorKind
+        + std::error::Error
+        + 'static,
+{
+    match result {
+        Ok(out) => {
+            note_request_id(out.request_id());
+            Ok(out)
+        }
+        Err(err) => Err(from_sdk(operation, err)),
+    }
+}
+
+fn note_request_id(id: Option<&str>) {
+    if let Some(id) = id {
+        tracing::Span::current().record("aws.request_id", id);
+    }
+}
+
 /// Classifies an AWS SDK error with the SDK's own lists of throttling and transient error codes
 /// (`aws_runtime::retries::classifiers`) and the error's modeled retry kind. A 4xx answer other
 /// than 429 (throttled) and 408 (timed out) is final whatever its body (a proxy's or WAF's HTML
@@ -51,6 +82,7 @@ where
         + 'static,
 {
     use aws_smithy_runtime_api::client::result::SdkError;
+    note_request_id(aws_types::request_id::RequestId::request_id(&err));
     match &err {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();

@@ -319,7 +319,7 @@ impl KmsInner {
                     .set_encryption_context((!context.is_empty()).then(|| context.clone()))
                     .set_key_id(item.key_id.clone())
                     .send();
-                async move { send.await.map_err(|e| super::aws::from_sdk(DECRYPT.name(), e)) }
+                async move { super::aws::answered(DECRYPT.name(), send.await) }
             })
             .await
             .map_err(|e| {

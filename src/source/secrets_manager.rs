@@ -499,7 +499,7 @@ impl Source for SmInner {
                 let described = calls
                     .call(DESCRIBE_SECRET, || {
                         let send = self.client.describe_secret().secret_id(id).send();
-                        async move { send.await.map_err(|e| super::aws::from_sdk("DescribeSecret", e)) }
+                        async move { super::aws::answered("DescribeSecret", send.await) }
                     })
                     .await
                     ;
@@ -608,10 +608,7 @@ impl SmInner {
                         .set_secret_id_list(Some(list.clone()))
                         .set_next_token(token.clone())
                         .send();
-                    async move {
-                        send.await
-                            .map_err(|e| super::aws::from_sdk("BatchGetSecretValue", e))
-                    }
+                    async move { super::aws::answered("BatchGetSecretValue", send.await) }
                 })
                 .await;
             let page = match page {
@@ -681,7 +678,7 @@ impl SmInner {
                     Selector::VersionId(version) => request.version_id(version),
                 };
                 let send = request.send();
-                async move { send.await.map_err(|e| super::aws::from_sdk("GetSecretValue", e)) }
+                async move { super::aws::answered("GetSecretValue", send.await) }
             })
             .await
             .map_err(|e| call_item_error(e, GET_ACTION))?;

@@ -691,7 +691,7 @@ impl SsmInner {
                     .set_names(Some(names.clone()))
                     .with_decryption(self.decrypt)
                     .send();
-                async move { send.await.map_err(|e| super::aws::from_sdk("GetParameters", e)) }
+                async move { super::aws::answered("GetParameters", send.await) }
             })
             .await?;
         Ok(match_parameters(
@@ -722,10 +722,7 @@ impl SsmInner {
                         .max_results(PAGE_SIZE)
                         .set_next_token(token.clone())
                         .send();
-                    async move {
-                        send.await
-                            .map_err(|e| super::aws::from_sdk("GetParametersByPath", e))
-                    }
+                    async move { super::aws::answered("GetParametersByPath", send.await) }
                 })
                 .await
                 .map_err(|e| denied_action(e, "ssm:GetParametersByPath"))?;

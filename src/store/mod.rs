@@ -44,6 +44,7 @@ use crate::freshness::spawn::Spawner;
 use crate::snapshot::{Snapshot, SnapshotData};
 use crate::source::{Declaration, Refreshed};
 use crate::stats::Stats;
+use crate::telemetry::{self, Cache};
 use crate::time::later;
 
 /// The entries, and the last refresh generation handed out.
@@ -70,6 +71,8 @@ pub(crate) struct Store {
     misses: AtomicU64,
     /// Reads that waited for values past their maximum staleness.
     waits: AtomicU64,
+    /// Reads that found nothing due, as a metric (registered at load).
+    hits: telemetry::Hits,
     current: ArcSwap<SnapshotData>,
     entries: Mutex<Entries>,
     /// Bumped each time a refresh lands or ends (however it ends); waiters watch it.
@@ -89,17 +92,23 @@ impl Store {
     pub(crate) async fn load(config: Config, decls: Vec<Declaration>) -> Result<Arc<Store>, Error> {
         let started = Instant::now();
         let mut entries = plan::plan(&config, decls, started)?;
-        let calls = Arc::new(CallStats::default());
+        telemetry::describe();
+        let calls = Arc::new(CallStats::of(Cache::Declared));
         let ctx = cold_context(&calls, &config, later(started, config.load_timeout));
-        let answers = crate::freshness::fetch::fetch_all(
-            &cold_targets(&entries),
-            &ctx,
-            crate::freshness::fetch::Mode::Load,
+        let span = tracing::info_span!("lambda_secrets.load", cache = "declared", sources = entries.len());
+        let answers = tracing::Instrument::instrument(
+            crate::freshness::fetch::fetch_all(
+                &cold_targets(&entries),
+                &ctx,
+                crate::freshness::fetch::Mode::Load,
+            ),
+            span,
         )
         .await;
         let now = Instant::now();
         let failures = land_cold_load(&mut entries, answers, started, now, &config);
         if !failures.is_empty() {
+            count_load_failures(&failures);
             return Err(Error::Load { failures });
         }
         let (data, duplicates) = publish::build(&entries, now, false);
@@ -116,6 +125,7 @@ impl Store {
             refresh_failures: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             waits: AtomicU64::new(0),
+            hits: telemetry::Hits::register(Cache::Declared),
             current: ArcSwap::from_pointee(data),
             entries: Mutex::new(Entries {
                 list: entries,
@@ -176,13 +186,15 @@ impl Store {
         let snap = self.current.load_full();
         let now = Instant::now();
         if now < snap.check_at {
+            // A metric only (a handle doing nothing without a recorder): `Stats` counts no hits.
+            self.hits.hit();
             return Read {
                 snapshot: Snapshot(snap),
                 must_wait: false,
             };
         }
-        // Counted off the warm path only: reads that find nothing due are not counted at all.
         self.misses.fetch_add(1, Ordering::Relaxed);
+        telemetry::miss(Cache::Declared);
         self.due(now)
     }
 
@@ -213,6 +225,7 @@ impl Store {
     /// runtime there is no timer: it waits for the refresh to end, which its own budget bounds.
     pub(crate) async fn wait_for_fresh(self: &Arc<Self>, max_wait: Duration) -> Snapshot {
         self.waits.fetch_add(1, Ordering::Relaxed);
+        telemetry::wait(Cache::Declared);
         let mut done = self.completed.subscribe();
         let timed = tokio::runtime::Handle::try_current().is_ok();
         let deadline = later(Instant::now(), max_wait);
@@ -265,6 +278,7 @@ impl Store {
 
     /// Publishes a snapshot of the entries' values as of `now`.
     fn publish(&self, entries: &Entries, now: Instant) {
+        record_oldest_age(entries, now);
         let before = self.current.load().unserved;
         let (data, duplicates) = publish::build(&entries.list, now, entries.sealed);
         if data.unserved > before {
@@ -372,3 +386,33 @@ fn land_cold_load(
 
 #[cfg(test)]
 mod tests;
+
+/// Counts the values a load could not load, by source kind (a metric).
+pub(crate) fn count_load_failures(failures: &[crate::error::Failure]) {
+    let mut by_kind: Vec<(&'static str, u64)> = Vec::new();
+    for f in failures {
+        match by_kind.iter_mut().find(|(k, _)| *k == f.source) {
+            Some((_, n)) => *n += 1,
+            None => by_kind.push((f.source, 1)),
+        }
+    }
+    for (kind, n) in by_kind {
+        telemetry::load_failures(Cache::Declared, kind, n);
+    }
+}
+
+/// Sets the age of the oldest value served (a metric), when there is one.
+pub(super) fn record_oldest_age(entries: &Entries, now: Instant) {
+    if entries.sealed {
+        return;
+    }
+    let oldest = entries
+        .list
+        .iter()
+        .filter(|e| !e.values.is_empty() && e.freshness.unserved_cause(now).is_none())
+        .map(|e| e.freshness.fetched_at())
+        .min();
+    if let Some(oldest) = oldest {
+        telemetry::oldest_age(now.saturating_duration_since(oldest));
+    }
+}

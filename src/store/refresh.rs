@@ -31,6 +31,8 @@ impl Store {
     /// whose task will never run, and publishes values that became unserved.
     pub(super) fn start_due_refreshes(self: &Arc<Self>, now: Instant) {
         let mut entries = self.lock();
+        // A read that found a value due: the one kind that can serve a value older than its TTL.
+        super::record_oldest_age(&entries, now);
         let mut ended = Vec::new();
         for (i, entry) in entries.list.iter_mut().enumerate() {
             if let Some(r) = entry.freshness.refreshing() {
@@ -157,7 +159,14 @@ impl Store {
     /// it is dropped, and its guard ends it as lost, with a backoff.
     pub(super) fn spawn(&self, refresh: Refresh) {
         let heartbeat = refresh.started.heartbeat.clone();
-        if !self.spawner.spawn(Beating::new(refresh.run(), heartbeat)) {
+        let span = tracing::info_span!(
+            "lambda_secrets.refresh",
+            cache = "declared",
+            items = refresh.batch.len(),
+            urgent = refresh.started.urgency.is_urgent()
+        );
+        let run = tracing::Instrument::instrument(refresh.run(), span);
+        if !self.spawner.spawn(Beating::new(run, heartbeat)) {
             static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
             if !WARNED.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
@@ -185,6 +194,7 @@ impl Store {
                     error,
                 } => {
                     self.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                    crate::telemetry::refresh_failure(crate::telemetry::Cache::Declared, entry.source.kind());
                     if let Some(before) = entry.failing_with.as_ref().filter(|before| **before != error) {
                         tracing::warn!(
                             keys = ?entry.key_list(),
@@ -286,6 +296,7 @@ impl Refresh {
         // refreshed together stay due together, in one batched refresh, instead of scattering.
         let random = crate::random::f64();
         let mut groups = fetch_groups(&targets, &ctx, Mode::Refresh);
+        let began = Instant::now();
         loop {
             let landed: Landed = match select(groups.next(), std::pin::pin!(sealed(&mut self.epoch))).await {
                 Either::Left((Some(landed), _)) => landed,
@@ -295,6 +306,10 @@ impl Refresh {
             // Each source's values land as soon as its calls are done.
             let now = Instant::now();
             let mut entries = store.lock();
+            if let Some((t, _)) = landed.first() {
+                let kind = entries.list[self.batch[*t]].source.kind();
+                crate::telemetry::refresh_duration(crate::telemetry::Cache::Declared, kind, now - began);
+            }
             let mut ended = Vec::new();
             for (t, answer) in landed {
                 let i = self.batch[t];

@@ -99,6 +99,7 @@ impl Store {
         let mut entries = self.lock();
         let failures = land_cold_load(&mut entries.list, answers, started, now, &self.config);
         if !failures.is_empty() {
+            super::count_load_failures(&failures);
             // Like a failed INIT: nothing half-loaded is served.
             for entry in &mut entries.list {
                 entry.seal();

@@ -14,6 +14,10 @@
 //! 6. `deny`: 400 `AccessDeniedException`;
 //! 7. forwarded to the upstream (`forwarded`).
 //!
+//! `close_open_connections` closes every connection open now once it is idle (as a server's
+//! idle timeout does while the client is frozen): the client's next request on it finds it
+//! closed.
+//!
 //! `set_latency` delays every answer (injected or forwarded) by that much;
 //! the fate of a request is decided when it arrives, before the delay.
 
@@ -69,6 +73,10 @@ struct Shared {
     next_request_id: AtomicU64,
     /// Connections accepted so far (each is numbered in order).
     connections: AtomicU64,
+    /// Connections numbered below this are closed once idle (`close_open_connections`).
+    close_below: tokio::sync::watch::Sender<u64>,
+    /// Connections closed that way.
+    closed: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -159,6 +167,8 @@ impl FaultProxy {
             upstream,
             next_request_id: AtomicU64::new(1),
             connections: AtomicU64::new(0),
+            close_below: tokio::sync::watch::Sender::new(0),
+            closed: AtomicU64::new(0),
             state: Mutex::new(State::default()),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -368,6 +378,19 @@ impl FaultProxy {
         self.state().stale_next = n;
     }
 
+    /// Every connection open now is closed once idle, as a server closes keep-alive connections
+    /// idle past its timeout (while the client is frozen, it cannot see it). New connections
+    /// work.
+    pub fn close_open_connections(&self) {
+        let open = self.shared.connections.load(Ordering::SeqCst);
+        self.shared.close_below.send_replace(open);
+    }
+
+    /// Connections closed by `close_open_connections`.
+    pub fn closed(&self) -> u64 {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+
     /// Every connection open now is dead from here on, as a client's pooled connections are after a
     /// SnapStart restore (or a long freeze): a request sent on one is never answered and its
     /// connection is never closed, so the client learns only from its own timeout. New connections
@@ -420,11 +443,32 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         let number = shared.connections.fetch_add(1, Ordering::SeqCst);
         async move {
-            let svc = service_fn(move |req| handle(shared.clone(), number, req));
+            let mut closing = shared.close_below.subscribe();
+            let svc = {
+                let shared = shared.clone();
+                service_fn(move |req| handle(shared.clone(), number, req))
+            };
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
             // Errors here are dropped connections or client hang-ups.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    changed = closing.changed() => {
+                        if changed.is_err() {
+                            let _ = conn.as_mut().await;
+                            return;
+                        }
+                        if number < *closing.borrow_and_update() {
+                            // Closed once the request in flight, if any, is answered.
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.as_mut().await;
+                            shared.closed.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                }
+            }
         }
     })
     .await

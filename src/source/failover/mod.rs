@@ -188,12 +188,12 @@ impl<S: Regional> Failover<S> {
         let cutoff = calls.failover_cutoff(PRIMARY_SHARE);
         if self.route().first(Instant::now()) == Side::Replica && !to_replica.is_empty() {
             if to_replica.len() == n {
-                return self.on_replica(all, cutoff, &ask).await;
+                return self.on_replica(all, cutoff, &ask).await.0;
             }
             // Items only the primary may answer (an SSM version or label) still go there; the
             // rest skip it while it fails.
             let pinned: Vec<usize> = (0..n).filter(|&i| !spare[i]).collect();
-            let (spared, primary) = futures_util::future::join(
+            let ((spared, answered), primary) = futures_util::future::join(
                 self.on_replica(to_replica.clone(), cutoff, &ask),
                 within(cutoff, ask(Side::Primary, pinned.clone())),
             )
@@ -201,13 +201,16 @@ impl<S: Regional> Failover<S> {
             let primary = match primary {
                 Some(answers) => {
                     let answers = pad(answers, pinned.len());
-                    if let Some(answered) = verdict(&answers) {
-                        self.note_primary(answered);
+                    // The primary answered `on_replica` (noted there): that verdict stands.
+                    match verdict(&answers) {
+                        Some(false) if answered => {}
+                        Some(verdict) => self.note_primary(verdict),
+                        None => {}
                     }
                     answers
                 }
                 None => {
-                    if watch.began_any() {
+                    if watch.began_any() && !answered {
                         self.note_primary(false);
                     }
                     let err = outage("no answer from the primary Region within its share of the budget");
@@ -302,13 +305,14 @@ impl<S: Regional> Failover<S> {
     /// While the primary is skipped: the failover Region answers; what it has not (not found,
     /// denied: a value not copied there yet, a policy without the replica's ARN) is asked of the
     /// primary too, whose answer then wins unless it is an outage.
-    /// `which`: the indexes of the items to ask; the answers come in that order.
+    /// `which`: the indexes of the items to ask; the answers come in that order, with whether
+    /// the primary answered (then noted).
     async fn on_replica<'a, T: Send + 'a>(
         &'a self,
         which: Vec<usize>,
         cutoff: Instant,
         ask: &impl Fn(Side, Vec<usize>) -> BoxFuture<'a, Vec<Result<T, ItemError>>>,
-    ) -> Vec<(Result<T, ItemError>, Side)> {
+    ) -> (Vec<(Result<T, ItemError>, Side)>, bool) {
         let n = which.len();
         let answers = pad(ask(Side::Replica, which.clone()).await, n);
         // Positions (in `which`) of the answers the primary is asked about too.
@@ -318,11 +322,11 @@ impl<S: Regional> Failover<S> {
         let mut out: Vec<(Result<T, ItemError>, Side)> =
             answers.into_iter().map(|a| (a, Side::Replica)).collect();
         if unsure.is_empty() {
-            return out;
+            return (out, false);
         }
         let asked: Vec<usize> = unsure.iter().map(|&k| which[k]).collect();
+        let mut answered = false;
         if let Some(primary) = within(cutoff, ask(Side::Primary, asked)).await {
-            let mut answered = false;
             for (&k, answer) in unsure.iter().zip(pad(primary, unsure.len())) {
                 if !matches!(&answer, Err(e) if is_outage(e)) {
                     out[k] = (answer, Side::Primary);
@@ -333,7 +337,7 @@ impl<S: Regional> Failover<S> {
                 self.note_primary(true);
             }
         }
-        out
+        (out, answered)
     }
 
     /// The failover Region answered before the primary (hedged): what it found wins; for the
@@ -460,7 +464,7 @@ impl<S: Regional> Failover<S> {
                 let mut dates: Vec<Option<SystemTime>> = newest.values().map(|h| h.date).collect();
                 dates.sort_unstable();
                 let median = dates[dates.len() / 2];
-                newest.retain(|_, h| h.date >= median);
+                newest.retain(|_, h| h.date.is_some() && h.date >= median);
             }
             let held = newest.entry(name).or_default();
             if let Some(date) = f.modified_at {

@@ -177,3 +177,24 @@ async fn a_name_under_a_path_that_collides_with_a_declared_key_never_fails_a_col
         "{log}"
     );
 }
+
+#[test]
+fn a_load_is_a_span_around_its_calls() {
+    let (_, spans) = crate::test_support::traced(async {
+        let mem = crate::MemorySource::new();
+        mem.set("/a", "1");
+        crate::Secrets::builder()
+            .add(mem.value("a", "/a"))
+            .load()
+            .await
+            .unwrap()
+    });
+    let loads = spans.named("lambda_secrets.load");
+    assert_eq!(loads.len(), 1);
+    assert_eq!(loads[0]["cache"], "declared");
+    let call = &spans.named("aws.call")[0];
+    assert_eq!(
+        call["rpc.system"], "other",
+        "a source of no AWS service: {call:?}"
+    );
+}
