@@ -763,7 +763,7 @@ async fn a_refresh_after_a_freeze_whose_connections_the_far_end_closed_succeeds(
         .unwrap();
     let pid = child.id();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut next_line = move || tokio::task::block_in_place(|| lines.next()).unwrap().unwrap();
+    let mut next_line = || tokio::task::block_in_place(|| lines.next()).unwrap().unwrap();
     let (mut extra, mut spans) = (Vec::new(), Vec::new());
     // This round's value line: the process then sleeps before the next refresh.
     let mut line = next_line();
@@ -791,11 +791,67 @@ async fn a_refresh_after_a_freeze_whose_connections_the_far_end_closed_succeeds(
         "the proxy closed the idle connections: {}",
         proxy.closed()
     );
-    drop(next_line);
+    // Read to the end (the summary), so that the child never writes to a closed pipe.
+    let mut rest = Vec::new();
+    while let Some(Ok(l)) = tokio::task::block_in_place(|| lines.next()) {
+        rest.push(l);
+    }
     let out = tokio::task::block_in_place(|| child.wait_with_output()).unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The library counts every attempt, the proxy only those that reached it: an attempt sent on
+    // a connection the far end had closed is the difference.
+    let summary: serde_json::Value = serde_json::from_str(rest.last().expect("a summary line")).unwrap();
+    let attempted = summary["calls"]["GetParameters"].as_u64().unwrap();
+    let lost = attempted - proxy.calls("GetParameters");
     println!(
-        "refresh after SIGSTOP/SIGCONT with the far end's idle connections closed: extra requests {extra:?}, first to last request {spans:?}, connections closed {}",
+        "refresh after SIGSTOP/SIGCONT with the far end's idle connections closed: requests reaching the proxy beyond one per refresh {extra:?}, first to last {spans:?}, attempts lost on a closed connection {lost}, connections closed {}",
         proxy.closed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_metrics_emf_counts_the_on_demand_cache_and_its_calls() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let seed = ssm_client(&moto().endpoint).await;
+    let prefix = unique_prefix("clilookupemf");
+    let names: Vec<String> = (0..5).map(|i| format!("{prefix}/t{i}")).collect();
+    for name in &names {
+        put_param(&seed, name, "tenant-secret-value", "SecureString").await;
+    }
+    let mut cmd = lookup(&proxy.endpoint());
+    for name in &names {
+        cmd.args(["--param", name]);
+    }
+    let out = cmd
+        .args(["--rounds", "2", "--interval-ms", "50", "--metrics", "emf"])
+        .run();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = emf_documents(&stdout);
+    let emulated: u64 = proxy.calls_all().values().sum();
+    assert_eq!(
+        emf_sum(&docs, "aws.calls", Some(("cache", "on-demand"))),
+        emulated,
+        "{stdout}"
+    );
+    // Round one fetches the five names, round two finds them cached.
+    assert_eq!(
+        emf_sum(&docs, "cache.misses", Some(("cache", "on-demand"))),
+        5,
+        "{stdout}"
+    );
+    assert_eq!(
+        emf_sum(&docs, "cache.hits", Some(("cache", "on-demand"))),
+        5,
+        "{stdout}"
+    );
+    let emf_text: String = docs.iter().map(|d| d.to_string()).collect();
+    assert!(
+        !emf_text.contains(&prefix) && !emf_text.contains("tenant-secret"),
+        "{emf_text}"
     );
 }
