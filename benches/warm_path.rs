@@ -47,6 +47,22 @@ fn read_all(secrets: &Snapshot, keys: &[String]) -> usize {
         .sum()
 }
 
+/// The handler behind the Layer: the same work as the bare one, with the snapshot the Layer takes.
+fn layered(
+    secrets: &Secrets,
+    keys: Vec<String>,
+) -> impl Service<LambdaEvent<()>, Response = usize, Error = impl std::fmt::Debug> {
+    ServiceBuilder::new()
+        .layer(secrets.layer())
+        .service(tower::service_fn(
+            move |(event, snap): (LambdaEvent<()>, Snapshot)| {
+                let n = read_all(&snap, &keys);
+                drop(event);
+                async move { Ok::<_, Infallible>(n) }
+            },
+        ))
+}
+
 fn event() -> LambdaEvent<()> {
     LambdaEvent::new((), Context::default())
 }
@@ -71,16 +87,7 @@ fn invocation(c: &mut Criterion) {
         )
     });
 
-    let owned_keys = std::sync::Arc::new(keys.clone());
-    let mut layered = ServiceBuilder::new()
-        .layer(secrets.layer())
-        .service(tower::service_fn(
-            move |(event, snap): (LambdaEvent<()>, Snapshot)| {
-                let n = read_all(&snap, &owned_keys);
-                drop(event);
-                async move { Ok::<_, Infallible>(n) }
-            },
-        ));
+    let mut layered = layered(&secrets, keys.clone());
     group.bench_function("through_layer", |b| {
         b.iter_batched(
             event,
@@ -180,16 +187,7 @@ fn recorded(c: &mut Criterion) {
         .install()
         .expect("the only recorder");
     let secrets = load();
-    let keys = std::sync::Arc::new(keys());
-    let mut layered = ServiceBuilder::new()
-        .layer(secrets.layer())
-        .service(tower::service_fn(
-            move |(event, snap): (LambdaEvent<()>, Snapshot)| {
-                let n = read_all(&snap, &keys);
-                drop(event);
-                async move { Ok::<_, Infallible>(n) }
-            },
-        ));
+    let mut layered = layered(&secrets, keys());
     let mut group = c.benchmark_group("invocation_100_values");
     group.bench_function("through_layer_with_recorder", |b| {
         b.iter_batched(

@@ -30,6 +30,20 @@ fn read(snapshotter: &Snapshotter) -> BTreeMap<String, f64> {
     out
 }
 
+/// Runs `run` (given the recorder's snapshotter) on a current-thread runtime in paused time, with
+/// the debugging recorder as this thread's recorder; returns its output and the snapshotter.
+fn recorded<T, F: std::future::Future<Output = T>>(run: impl FnOnce(Snapshotter) -> F) -> (T, Snapshotter) {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    (runtime.block_on(run(recorder.snapshotter())), snapshotter)
+}
+
 /// Every label value recorded: none may be a key, a name or a value.
 fn label_values(snapshotter: &Snapshotter) -> Vec<String> {
     snapshotter
@@ -47,15 +61,7 @@ fn label_values(snapshotter: &Snapshotter) -> Vec<String> {
 
 #[test]
 fn a_declared_cache_counts_hits_per_snapshot_misses_refreshes_and_calls_without_names() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let _guard = metrics::set_default_local_recorder(&recorder);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    let ((), snapshotter) = recorded(|snapshotter| async move {
         let mem = MemorySource::new();
         mem.set("/prod/db-password", "hunter2");
         let secrets = Secrets::builder()
@@ -113,15 +119,7 @@ fn a_declared_cache_counts_hits_per_snapshot_misses_refreshes_and_calls_without_
 
 #[test]
 fn a_failed_load_counts_its_values_by_source_kind() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let _guard = metrics::set_default_local_recorder(&recorder);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    let ((), snapshotter) = recorded(|_| async {
         let mem = MemorySource::new();
         mem.set("/a", "1");
         Secrets::builder()
@@ -142,15 +140,7 @@ fn a_failed_load_counts_its_values_by_source_kind() {
 #[cfg(feature = "on-demand")]
 #[test]
 fn an_on_demand_cache_counts_hits_misses_and_evictions() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let _guard = metrics::set_default_local_recorder(&recorder);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    let stats = runtime.block_on(async {
+    let (stats, snapshotter) = recorded(|_| async {
         let mem = MemorySource::new();
         for t in ["tenant-a", "tenant-b", "tenant-c"] {
             mem.set(t, "secret");

@@ -213,7 +213,7 @@ impl<S: Regional> Failover<S> {
                     if watch.began_any() && !answered {
                         self.note_primary(false);
                     }
-                    let err = outage("no answer from the primary Region within its share of the budget");
+                    let err = cut_off();
                     pinned.iter().map(|_| Err(err.clone())).collect()
                 }
             };
@@ -259,7 +259,7 @@ impl<S: Regional> Failover<S> {
                 (answer, verdict)
             }
             None => {
-                let err = outage("no answer from the primary Region within its share of the budget");
+                let err = cut_off();
                 // Cut off before any request went out (the calls waited for the function's own
                 // rate limit): nothing is known of the primary.
                 let verdict = if !watch.began_any() { None } else { Some(false) };
@@ -390,14 +390,7 @@ impl<S: Regional> Failover<S> {
                         Some(answer) => (answer, Side::Primary),
                         None => (Err(replica_err), Side::Replica),
                     },
-                    None => (
-                        theirs.unwrap_or_else(|| {
-                            Err(outage(
-                                "no answer from the primary Region within its share of the budget",
-                            ))
-                        }),
-                        Side::Primary,
-                    ),
+                    None => (theirs.unwrap_or_else(|| Err(cut_off())), Side::Primary),
                 }
             })
             .collect()
@@ -514,6 +507,11 @@ fn pad<T>(mut answers: Vec<Result<T, ItemError>>, n: usize) -> Vec<Result<T, Ite
         answers.push(Err(ItemError::Source("the source gave no result for it".into())));
     }
     answers
+}
+
+/// The primary gave no answer within its share of the budget (an outage).
+fn cut_off() -> ItemError {
+    outage("no answer from the primary Region within its share of the budget")
 }
 
 /// A transient failure: worth asking the other Region.

@@ -371,10 +371,15 @@ async fn concurrent_failures_of_one_outage_count_once() {
 
 /// One call every 2 s, the burst spent: the next call waits 2 s for its token.
 async fn spent_limits() -> crate::limiter::RateLimits {
+    spent_limits_at(0.5).await
+}
+
+/// `rate` calls a second, burst 1, spent: the next call waits `1 / rate` for its token.
+async fn spent_limits_at(rate: f64) -> crate::limiter::RateLimits {
     let limits = crate::limiter::RateLimits::new();
     limits.set(
         crate::limiter::QuotaClass::SsmGet,
-        crate::limiter::Quota::new(0.5, 1),
+        crate::limiter::Quota::new(rate, 1),
     );
     let far = crate::time::Deadline::new(Instant::now() + Duration::from_secs(60));
     limits
@@ -502,17 +507,7 @@ async fn while_the_primary_is_skipped_only_its_own_versions_are_asked_of_it() {
 async fn a_refresh_cut_off_while_waiting_for_the_rate_limit_is_no_failure_of_the_primary() {
     // One call every 10 s, the burst spent: the refresh's primary call waits past its share
     // of the budget (5 s of 10) without sending anything.
-    let limits = crate::limiter::RateLimits::new();
-    limits.set(
-        crate::limiter::QuotaClass::SsmGet,
-        crate::limiter::Quota::new(0.1, 1),
-    );
-    let far = crate::time::Deadline::new(Instant::now() + Duration::from_secs(60));
-    limits
-        .bucket(crate::limiter::QuotaClass::SsmGet)
-        .acquire(&far)
-        .await
-        .unwrap();
+    let limits = spent_limits_at(0.1).await;
     let (failover, primary, _) = pair(healthy(10), healthy(10));
     let calls = CallContext::new(
         Arc::default(),
