@@ -67,8 +67,9 @@
 //! - [`SnapStart`]: the Lambda SnapStart hooks (see [below](#snapstart)).
 //!
 //! Features: `ssm` and `lambda-runtime` (default), `secretsmanager`, `kms`, `rds`, `dsql`,
-//! `assume-role`, `on-demand`, `snapstart` (the `lambda_runtime::SnapStartResource` impl; enabled by `lambda-runtime`); `full`
-//! enables all.
+//! `assume-role`, `on-demand`, `snapstart` (the `lambda_runtime::SnapStartResource` impl; enabled by `lambda-runtime`),
+//! `metrics` (metrics through the `metrics` facade: [`telemetry`] lists them); `full` enables all.
+//! Traces need no feature: every AWS call, load and refresh is a `tracing` span.
 //!
 //! ## Freshness
 //!

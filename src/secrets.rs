@@ -84,6 +84,14 @@ impl Secrets {
 
     /// The value of `key` in the current snapshot.
     ///
+    /// Each call takes a snapshot (one atomic load; the `cache.hits` metric counts one per
+    /// call): a handler reading several values reads them from one [`snapshot`](Self::snapshot),
+    /// which is also one consistent set of values.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Snapshot::get`].
+    ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let mem = lambda_secrets::MemorySource::new();

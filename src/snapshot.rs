@@ -190,6 +190,12 @@ impl Snapshot {
 
     /// The value of `key`, redacted when printed.
     ///
+    /// # Errors
+    ///
+    /// [`Error::MissingKey`] for a key that was not declared, [`Error::Expired`] for a value past
+    /// its maximum staleness or its expiry, [`Error::DroppedForSnapshot`] once a SnapStart
+    /// snapshot dropped the values (until the restore's reload).
+    ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let mem = lambda_secrets::MemorySource::new();

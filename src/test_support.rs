@@ -24,12 +24,7 @@ impl std::io::Write for Capture {
 
 impl Capture {
     pub(crate) fn start(&self) -> tracing::subscriber::DefaultGuard {
-        // With one subscriber alive, tracing computes a callsite's interest from the default of
-        // the thread that first hits it: another test's thread, with no subscriber, would make it
-        // "never" for this one too. A second, idle subscriber kept alive makes tracing ask every
-        // live one.
-        static IDLE: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
-        IDLE.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+        every_subscriber_asked();
         let writer = self.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
@@ -43,6 +38,14 @@ impl Capture {
     pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
+}
+
+/// With one subscriber alive, tracing computes a callsite's interest from the default of the
+/// thread that first hits it: another test's thread, with no subscriber, would make it "never" for
+/// this one too. A second, idle subscriber kept alive makes tracing ask every live one.
+fn every_subscriber_asked() {
+    static IDLE: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    IDLE.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
 }
 
 /// The unit tests' allocator: the system's, which can also count the blocks freed on the calling
@@ -113,16 +116,38 @@ impl Visit for Fields<'_> {
     }
 }
 
-impl<S: tracing::Subscriber> Layer<S> for Spans {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: Context<'_, S>) {
+impl<S> Layer<S> for Spans
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    /// Keeps the span's fields, and its parent's name as the field `@parent` (none: a root).
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut fields = BTreeMap::new();
         attrs.record(&mut Fields(&mut fields));
+        if let Some(parent) = ctx.span(id).and_then(|span| span.parent()) {
+            fields.insert("@parent".to_owned(), parent.name().to_owned());
+        }
         let name = attrs.metadata().name().to_owned();
         self.0.lock().unwrap().push((id.into_u64(), name, fields));
     }
+    /// Notes the names of the spans a span follows from, as the field `@follows` (`a,b`).
+    fn on_follows_from(&self, id: &Id, follows: &Id, ctx: Context<'_, S>) {
+        let Some(name) = ctx.span(follows).map(|s| s.name().to_owned()) else {
+            return;
+        };
+        let mut spans = self.0.lock().unwrap();
+        if let Some((_, _, fields)) = spans.iter_mut().rev().find(|(i, ..)| *i == id.into_u64()) {
+            let list = fields.entry("@follows".to_owned()).or_default();
+            if !list.is_empty() {
+                list.push(',');
+            }
+            list.push_str(&name);
+        }
+    }
     fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
         let mut spans = self.0.lock().unwrap();
-        if let Some((_, _, fields)) = spans.iter_mut().find(|(i, ..)| *i == id.into_u64()) {
+        // Ids are reused once a span closes: the latest span with this id is the one recorded.
+        if let Some((_, _, fields)) = spans.iter_mut().rev().find(|(i, ..)| *i == id.into_u64()) {
             values.record(&mut Fields(fields));
         }
     }
@@ -148,6 +173,10 @@ pub(crate) fn traced<T>(run: impl std::future::Future<Output = T>) -> (T, Spans)
         .start_paused(true)
         .build()
         .unwrap();
-    let out = tracing::subscriber::with_default(subscriber, || runtime.block_on(run));
+    every_subscriber_asked();
+    let out = tracing::subscriber::with_default(subscriber, || {
+        tracing::callsite::rebuild_interest_cache();
+        runtime.block_on(run)
+    });
     (out, spans)
 }

@@ -13,6 +13,7 @@ mod operation;
 mod retry;
 mod spread;
 mod stats;
+mod timer;
 #[cfg(test)]
 mod trace_tests;
 mod watch;
@@ -25,6 +26,7 @@ pub(crate) use stats::CallStats;
 pub(crate) use watch::Watch;
 
 use spread::Spread;
+use timer::CallTimer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +67,23 @@ pub struct CallContext {
     /// Where the attempts under way are noted (the primary's calls of a source with a failover
     /// Region, which hedges when they are late).
     watch: Option<Arc<Watch>>,
+    /// How long the calls took (shared by the contexts made from this one, apart from
+    /// [`timed`](Self::timed)).
+    timer: Arc<CallTimer>,
+}
+
+/// Where a wait began, for [`CallContext::give_back`]: the deadline and the time frozen counted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    deadline: Instant,
+    frozen: Duration,
+}
+
+impl Mark {
+    /// The deadline when the wait began.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
 }
 
 impl CallContext {
@@ -94,6 +113,7 @@ impl CallContext {
             first_attempt_timeout: None,
             region: None,
             watch: None,
+            timer: Arc::default(),
         }
     }
 
@@ -112,6 +132,7 @@ impl CallContext {
             first_attempt_timeout: self.first_attempt_timeout,
             region: Some(region),
             watch: None,
+            timer: self.timer.clone(),
         }
     }
 
@@ -128,6 +149,7 @@ impl CallContext {
             first_attempt_timeout: self.first_attempt_timeout,
             region: self.region.clone(),
             watch: Some(watch),
+            timer: self.timer.clone(),
         }
     }
 
@@ -177,6 +199,7 @@ impl CallContext {
             first_attempt_timeout: self.first_attempt_timeout,
             region: self.region.clone(),
             watch: self.watch.clone(),
+            timer: self.timer.clone(),
         }
     }
 
@@ -224,7 +247,46 @@ impl CallContext {
             })
     }
 
-    pub(crate) fn deadline_handle(&self) -> &Deadline {
-        &self.deadline
+    /// Where a wait begins: what the time it loses to a freeze is given back relative to.
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            deadline: self.deadline.get(),
+            frozen: self.timer.seen(),
+        }
+    }
+
+    /// A wait that began at `mark` lost `lost` to a freeze: given back to the deadline, and not
+    /// counted as the calls' time.
+    pub(crate) fn give_back(&self, mark: Mark, lost: Duration) {
+        self.deadline.give_back(mark.deadline, lost);
+        self.timer.frozen(mark.frozen, lost);
+    }
+
+    /// The same context with a clock of its own: [`took`](Self::took) times only its calls (one
+    /// source's, in a refresh of several).
+    pub(crate) fn timed(&self) -> CallContext {
+        CallContext {
+            stats: self.stats.clone(),
+            policy: self.policy,
+            limits: self.limits.clone(),
+            deadline: self.deadline.clone(),
+            spread: self.spread.clone(),
+            background: self.background,
+            first_attempt_timeout: self.first_attempt_timeout,
+            region: self.region.clone(),
+            watch: self.watch.clone(),
+            timer: Arc::default(),
+        }
+    }
+
+    /// How long the calls took until `now`, from the first attempt sent, without the time the
+    /// process was frozen (nor the spread wait before it); `None` if none was sent.
+    pub(crate) fn took(&self, now: Instant) -> Option<Duration> {
+        self.timer.took(now)
+    }
+
+    /// The cache whose calls these are.
+    pub(crate) fn cache(&self) -> crate::telemetry::Cache {
+        self.stats.cache()
     }
 }

@@ -149,7 +149,9 @@ impl CallContext {
             error.type = tracing::field::Empty,
         );
         let traced = span.clone();
+        let mut unanswered = Unanswered(Some(span.clone()));
         let result = self.attempts(operation, attempt, &traced).instrument(span).await;
+        unanswered.0 = None;
         match &result {
             Ok(_) => traced.record("otel.status_code", "OK"),
             Err(e) => traced
@@ -176,6 +178,8 @@ impl CallContext {
         let mut thaws = 0;
         // Faults of the transport, each retried at once, once (see `Transport`).
         let (mut resigned, mut reconnected) = (false, false);
+        // A retry was decided: counted when its attempt is sent.
+        let mut retrying = false;
         let class = operation.quota();
         let operation = operation.name();
         let service = crate::telemetry::service_of(class);
@@ -191,9 +195,9 @@ impl CallContext {
                 spread.start,
                 crate::time::schedule::call_slot(spread.window, spread.offset, index),
             );
-            let seen = self.deadline.get();
+            let mark = self.mark();
             let lost = spread.urgency.sleep_until(slot).await;
-            self.deadline.give_back(seen, lost);
+            self.give_back(mark, lost);
         }
         // The last answer the service gave: what a call that then runs out of time reports.
         let mut last: Option<CallError> = None;
@@ -212,8 +216,8 @@ impl CallContext {
                 }
             }
             let began = Instant::now();
-            let seen = self.deadline.get();
-            let left = seen.saturating_duration_since(began);
+            let mark = self.mark();
+            let left = mark.deadline.saturating_duration_since(began);
             if left.is_zero() {
                 return Err(out_of_time(
                     last,
@@ -222,6 +226,11 @@ impl CallContext {
                 ));
             }
             self.stats.count(service, operation, self.region.as_ref());
+            // A retry is counted when it is sent (not when decided: the deadline may cut its wait).
+            if std::mem::take(&mut retrying) {
+                self.stats.retried(service, operation);
+            }
+            self.timer.attempt(began);
             attempts += 1;
             span.record("aws.attempts", attempts);
             let timeout = match self.first_attempt_timeout {
@@ -258,7 +267,7 @@ impl CallContext {
                 }
                 _ => {}
             }
-            self.deadline.give_back(seen, lost);
+            self.give_back(mark, lost);
             let err = match result {
                 Ok(v) => return Ok(v),
                 Err(err) => err,
@@ -275,7 +284,7 @@ impl CallContext {
                     ));
                 }
                 resigned = true;
-                self.stats.retried(service, operation);
+                retrying = true;
                 tracing::debug!(
                     operation,
                     "request refused as signed too long ago (signed before a freeze?); signing it again"
@@ -287,7 +296,7 @@ impl CallContext {
             // or idle (reset, closed by the peer): retried at once, on a new connection.
             if err.transport() == Transport::ConnectionLost && retry == 0 && thaws == 0 && !reconnected {
                 reconnected = true;
-                self.stats.retried(service, operation);
+                retrying = true;
                 tracing::debug!(operation, "connection lost under the first attempt (closed while idle or frozen?); retrying at once");
                 last = Some(err);
                 continue;
@@ -295,7 +304,7 @@ impl CallContext {
             // A frozen attempt that failed (its connection died in the freeze) is retried at once.
             if err.is_retryable() && !lost.is_zero() && thaws < 3 {
                 thaws += 1;
-                self.stats.retried(service, operation);
+                retrying = true;
                 tracing::debug!(operation, ?lost, "AWS call interrupted by a freeze; retrying");
                 last = Some(err);
                 continue;
@@ -343,12 +352,25 @@ impl CallContext {
                 }
                 return Err(err.noted(format_args!("gave up after {retry} attempt(s): {why}")));
             }
-            self.stats.retried(service, operation);
+            retrying = true;
             tracing::debug!(operation, retry, ?delay, error = %err, "retrying AWS call");
             last = Some(err);
-            let seen = self.deadline.get();
+            let mark = self.mark();
             let lost = crate::time::freeze::sleep_until(later(Instant::now(), delay)).await;
-            self.deadline.give_back(seen, lost);
+            self.give_back(mark, lost);
+        }
+    }
+}
+
+/// Ends the span of a call dropped before its answer (the loser of a hedge, a refresh stopped
+/// for a SnapStart snapshot, a lookup's fetch cut at its budget): `error.type = "cancelled"`.
+struct Unanswered(Option<tracing::Span>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(span) = self.0.take() {
+            span.record("otel.status_code", "ERROR")
+                .record("error.type", "cancelled");
         }
     }
 }
@@ -711,6 +733,86 @@ mod tests {
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(call.await.unwrap().unwrap(), "after thaw");
         assert_eq!(stats.calls()["GetParameters"], 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_calls_time_leaves_out_the_spread_wait_and_a_freeze() {
+        // Review of the metrics: `cache.refresh.duration` counted the spread slot and freezes.
+        let stats = Arc::new(CallStats::default());
+        let ctx = CallContext::new(
+            stats,
+            RetryPolicy::default(),
+            None,
+            Instant::now() + Duration::from_secs(600),
+        )
+        .spread(Duration::from_secs(300), Arc::new(Urgency::default()));
+        let started = Instant::now();
+        let flag = std::sync::atomic::AtomicBool::new(false);
+        let frozen = &flag;
+        ctx.call(SSM_GET, || async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if !frozen.swap(true, Ordering::SeqCst) {
+                // Lambda froze the process under the first attempt, which then failed.
+                tokio::time::advance(Duration::from_secs(60)).await;
+                return Err(CallError::new(CallErrorKind::Transient, "connection reset"));
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let now = Instant::now();
+        assert!(now - started > Duration::from_secs(60), "{:?}", now - started);
+        // The second attempt's 20 ms (sent at once after a frozen one): the slot wait and the
+        // frozen attempt are not the calls' time.
+        assert_eq!(ctx.took(now), Some(Duration::from_millis(20)));
+        let other = ctx.timed();
+        assert_eq!(other.took(now), None, "a clock of its own");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_cut_by_the_deadline_is_not_counted() {
+        // Review of the metrics: `aws.retries` counted a retry decided but never sent.
+        let stats = Arc::new(CallStats::default());
+        let policy = RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(50),
+            attempt_timeout: Duration::from_millis(100),
+        };
+        // One call per 10 s: the first attempt spends the burst, so the retry decided after its
+        // failure would wait for a token past the deadline, and is never sent.
+        let limits = crate::limiter::RateLimits::new();
+        limits.set(QuotaClass::SsmGet, crate::limiter::Quota::new(0.1, 1));
+        let ctx = CallContext::new(
+            stats.clone(),
+            policy,
+            Some(limits),
+            Instant::now() + Duration::from_millis(500),
+        );
+        let mut n = 0;
+        let err = ctx
+            .call(SSM_GET, || {
+                n += 1;
+                async { Err::<(), _>(CallError::new(CallErrorKind::Transient, "HTTP 500")) }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(n, 1, "{err}");
+        assert_eq!(stats.retries.load(Ordering::Relaxed), 0, "{err}");
+    }
+
+    #[test]
+    fn a_call_dropped_before_its_answer_ends_its_span_as_cancelled() {
+        let ((), spans) = crate::test_support::traced(async {
+            let (ctx, _) = ctx(Duration::from_secs(5));
+            let call = ctx.call(SSM_GET, std::future::pending::<Result<(), CallError>>);
+            // The loser of a hedge: dropped while its attempt is out.
+            let _ = tokio::time::timeout(Duration::from_millis(10), call).await;
+        });
+        let span = &spans.named("aws.call")[0];
+        assert_eq!(span["otel.status_code"], "ERROR", "{span:?}");
+        assert_eq!(span["error.type"], "cancelled", "{span:?}");
+        assert_eq!(span["aws.attempts"], "1", "{span:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -36,6 +36,11 @@ impl CallStats {
         }
     }
 
+    /// The cache whose calls these are.
+    pub(crate) fn cache(&self) -> Cache {
+        self.cache
+    }
+
     pub(crate) fn calls(&self) -> BTreeMap<String, u64> {
         let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         calls.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()

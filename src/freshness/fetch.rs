@@ -99,6 +99,8 @@ pub(crate) fn fetch_groups<'a>(
     groups
         .into_iter()
         .map(|(source, members)| async move {
+            // Each source's calls timed apart (`cache.refresh.duration` is per source).
+            let ctx = &ctx.timed();
             let items: Vec<AnyItem> = members.iter().map(|&i| targets[i].item.clone()).collect();
             let versions: Vec<Option<String>> = members.iter().map(|&i| targets[i].version.clone()).collect();
             let work = async {
@@ -116,6 +118,11 @@ pub(crate) fn fetch_groups<'a>(
                     Some(Err(_panic)) => vec![Answer::Lost(LOST_PANICKED); members.len()],
                     None => vec![Answer::Lost(LOST_TIMED_OUT); members.len()],
                 };
+            if mode == Mode::Refresh {
+                if let Some(took) = ctx.took(Instant::now()) {
+                    crate::telemetry::refresh_duration(ctx.cache(), source.kind(), took);
+                }
+            }
             answers.resize_with(members.len(), || {
                 Answer::Answered(Err(ItemError::Source(
                     "the source returned no result for it".into(),
@@ -147,8 +154,8 @@ pub(crate) async fn fetch_all(targets: &[FetchTarget], ctx: &CallContext, mode: 
 async fn within_budget<T>(fetch: impl Future<Output = T>, ctx: &CallContext) -> Option<T> {
     let mut fetch = std::pin::pin!(fetch);
     loop {
-        let seen = ctx.deadline_handle().get();
-        let limit = later(seen, GRACE);
+        let mark = ctx.mark();
+        let limit = later(mark.deadline(), GRACE);
         let now = Instant::now();
         if now >= limit {
             return None;
@@ -156,7 +163,7 @@ async fn within_budget<T>(fetch: impl Future<Output = T>, ctx: &CallContext) -> 
         let slice = limit.min(later(now, FROZEN_SLACK));
         match select(fetch.as_mut(), std::pin::pin!(sleep_until(slice))).await {
             Either::Left((out, _)) => return Some(out),
-            Either::Right((lost, _)) => ctx.deadline_handle().give_back(seen, lost),
+            Either::Right((lost, _)) => ctx.give_back(mark, lost),
         }
     }
 }

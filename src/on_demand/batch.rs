@@ -25,6 +25,9 @@ struct Waiter {
     /// The seal epoch when its lookup or refresh began: one from before a seal is not fetched
     /// after it (even if it joins a batch only after the seal, its task having been polled late).
     epoch: u64,
+    /// The span it was asked in (a lookup's load, a refresh): the batch's calls are traced under
+    /// the first waiter's and follow from the others'.
+    span: tracing::Span,
 }
 
 /// The batch being filled.
@@ -106,6 +109,7 @@ impl Batcher {
             target,
             answer: tx,
             epoch,
+            span: tracing::Span::current(),
         };
         let (generation, opened, full) = {
             let mut open = filling.lock().unwrap_or_else(|e| e.into_inner());
@@ -199,7 +203,14 @@ async fn send(
     if mode == Mode::Refresh {
         ctx = ctx.background();
     }
-    let fetch = std::pin::pin!(fetch_all(&targets, &ctx, mode));
+    let span = tracing::info_span!(parent: batch[0].span.id(), "lambda_secrets.batch", names = targets.len());
+    for waiter in &batch[1..] {
+        span.follows_from(&waiter.span);
+    }
+    let fetch = std::pin::pin!(tracing::Instrument::instrument(
+        fetch_all(&targets, &ctx, mode),
+        span
+    ));
     let answers = match futures_util::future::select(fetch, std::pin::pin!(sealed(&mut epoch))).await {
         Either::Left((answers, _)) => answers,
         Either::Right(_) => return,

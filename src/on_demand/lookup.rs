@@ -54,13 +54,15 @@ impl Inner {
         // for the next waiter).
         let inner = self.clone();
         let owned = name.to_owned();
+        // The fetch's span is the lookup's child (the task does not inherit the lookup's span).
+        let lookup = tracing::Span::current();
         let fetch = tokio::spawn(async move {
             // Counted by the seal: `before_snapshot` waits for this task, which may hold the
             // answer, whether or not its lookup still waits for it.
             let _live = inner.seal.task();
             let init = {
                 let (inner, owned) = (inner.clone(), owned.clone());
-                let span = tracing::info_span!("lambda_secrets.load", cache = "on-demand", sources = 1);
+                let span = tracing::info_span!(parent: &lookup, "lambda_secrets.load", cache = "on-demand", sources = 1);
                 tracing::Instrument::instrument(async move { inner.fetch(&owned, epoch).await }, span)
             };
             let entry = inner.cache.try_get_with(owned.clone(), init).await;
@@ -107,8 +109,6 @@ impl Inner {
     /// Fetches `name` (a miss): declared by the closure, coalesced with other misses. `epoch`: the
     /// seals when the lookup began.
     pub(super) async fn fetch(&self, name: &str, epoch: u64) -> Result<Entry, Error> {
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        crate::telemetry::miss(crate::telemetry::Cache::OnDemand);
         let decl = (self.declare)(name);
         self.sources.note(&decl.source);
         if let Some((what, input, reason)) = decl.invalid {
@@ -129,6 +129,9 @@ impl Inner {
             field: decl.field,
             timing,
         });
+        // A miss is a valid name fetched (bad input is an error, not a miss).
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::miss(crate::telemetry::Cache::OnDemand);
         let started = Instant::now();
         let target = FetchTarget {
             source: spec.source.clone(),

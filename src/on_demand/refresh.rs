@@ -121,7 +121,6 @@ impl Inner {
             version: found.info.version.clone(),
         };
         let refreshed = Arc::downgrade(&entry.0);
-        let kind = found.spec.source.kind();
         let inner = self.clone();
         let (generation, epoch, live) = (started.generation, self.seal.epoch(), self.seal.task());
         let (task_name, deadline) = (name.clone(), started.deadline.clone());
@@ -130,9 +129,7 @@ impl Inner {
             let _live = live;
             // The batch fetches on a task of its own: this one wakes meanwhile, so that the
             // watchdog sees it live and a freeze is given back to its budget.
-            let began = Instant::now();
             let answer = awaiting(inner.batcher.fetch(target, Mode::Refresh, epoch), &deadline).await;
-            crate::telemetry::refresh_duration(crate::telemetry::Cache::OnDemand, kind, began.elapsed());
             let Some(entry) = refreshed.upgrade().map(Entry) else {
                 return; // no longer cached: the answer is dropped (its value zeroized)
             };
@@ -141,7 +138,11 @@ impl Inner {
             }
             inner.land(&name, &entry, generation, answer).await;
         };
-        let span = tracing::info_span!("lambda_secrets.refresh", cache = "on-demand", items = 1);
+        // A refresh of its own, off the request path: not a child of the invocation that found
+        // the value due (it outlives it), but following from it.
+        let span =
+            tracing::info_span!(parent: None, "lambda_secrets.refresh", cache = "on-demand", items = 1);
+        span.follows_from(tracing::Span::current());
         let task = tracing::Instrument::instrument(task, span);
         if !self.spawner.spawn(Beating::new(task, started.heartbeat.clone())) {
             let Some(mut freshness) = entry.freshness() else {

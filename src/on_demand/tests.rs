@@ -754,3 +754,32 @@ async fn a_refresh_begun_before_a_snapstart_seal_makes_no_call_even_if_first_run
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(calls(), 1, "a call was made after the seal");
 }
+
+#[test]
+fn a_miss_is_traced_under_its_lookup_and_a_batch_follows_from_every_miss_in_it() {
+    let ((), spans) = crate::test_support::traced(async {
+        let mem = MemorySource::new();
+        seed(&mem, 2);
+        let od = tenants(&mem);
+        let lookup = |name: &'static str| {
+            let od = od.clone();
+            tracing::Instrument::instrument(
+                async move { od.get(name).await.unwrap() },
+                tracing::info_span!("invocation"),
+            )
+        };
+        join_all([lookup("t0"), lookup("t1")]).await;
+        assert_eq!(mem.fetches(), 1, "one batch");
+    });
+    let loads = spans.named("lambda_secrets.load");
+    assert_eq!(loads.len(), 2, "{loads:?}");
+    assert!(loads.iter().all(|l| l["@parent"] == "invocation"), "{loads:?}");
+    let batch = &spans.named("lambda_secrets.batch")[0];
+    assert_eq!(batch["@parent"], "lambda_secrets.load", "{batch:?}");
+    assert_eq!(
+        batch["@follows"], "lambda_secrets.load",
+        "the other miss: {batch:?}"
+    );
+    let call = &spans.named("aws.call")[0];
+    assert_eq!(call["@parent"], "lambda_secrets.batch", "{call:?}");
+}

@@ -141,6 +141,7 @@ impl Store {
         // A new parameter under a declared path with a declared key's name is a warning, as it
         // is at every refresh: it never fails a cold start.
         store.warn_duplicates(duplicates);
+        record_oldest_age(&store.lock(), now);
         store.emit_stats();
         Ok(store)
     }

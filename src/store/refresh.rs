@@ -159,12 +159,16 @@ impl Store {
     /// it is dropped, and its guard ends it as lost, with a backoff.
     pub(super) fn spawn(&self, refresh: Refresh) {
         let heartbeat = refresh.started.heartbeat.clone();
+        // A refresh of its own, off the request path: not a child of the invocation that found
+        // the values due (it outlives it), but following from it.
         let span = tracing::info_span!(
+            parent: None,
             "lambda_secrets.refresh",
             cache = "declared",
             items = refresh.batch.len(),
             urgent = refresh.started.urgency.is_urgent()
         );
+        span.follows_from(tracing::Span::current());
         let run = tracing::Instrument::instrument(refresh.run(), span);
         if !self.spawner.spawn(Beating::new(run, heartbeat)) {
             static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -296,7 +300,6 @@ impl Refresh {
         // refreshed together stay due together, in one batched refresh, instead of scattering.
         let random = crate::random::f64();
         let mut groups = fetch_groups(&targets, &ctx, Mode::Refresh);
-        let began = Instant::now();
         loop {
             let landed: Landed = match select(groups.next(), std::pin::pin!(sealed(&mut self.epoch))).await {
                 Either::Left((Some(landed), _)) => landed,
@@ -306,10 +309,6 @@ impl Refresh {
             // Each source's values land as soon as its calls are done.
             let now = Instant::now();
             let mut entries = store.lock();
-            if let Some((t, _)) = landed.first() {
-                let kind = entries.list[self.batch[*t]].source.kind();
-                crate::telemetry::refresh_duration(crate::telemetry::Cache::Declared, kind, now - began);
-            }
             let mut ended = Vec::new();
             for (t, answer) in landed {
                 let i = self.batch[t];

@@ -91,7 +91,14 @@ impl Store {
         let ctx = cold_context(&self.calls, &self.config, deadline)
             .first_attempt_timeout(FIRST_ATTEMPT_AFTER_RESTORE);
         let cut_at = later(started, RESTORE_BUDGET + RESTORE_GRACE);
-        let answers = match tokio::time::timeout_at(cut_at, fetch_all(&targets, &ctx, Mode::Load)).await {
+        let span = tracing::info_span!(
+            "lambda_secrets.load",
+            cache = "declared",
+            sources = targets.len(),
+            restore = true
+        );
+        let load = tracing::Instrument::instrument(fetch_all(&targets, &ctx, Mode::Load), span);
+        let answers = match tokio::time::timeout_at(cut_at, load).await {
             Ok(answers) => answers,
             Err(_) => vec![Answer::Lost(LOST_TIMED_OUT); targets.len()],
         };

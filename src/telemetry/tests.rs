@@ -78,6 +78,10 @@ fn a_declared_cache_counts_hits_per_snapshot_misses_refreshes_and_calls_without_
             loaded["aws.calls{cache=declared,source=other,operation=MemoryFetch}"], 1.0,
             "{loaded:?}"
         );
+        assert_eq!(
+            loaded["cache.oldest_value.age{cache=declared}"], 0.0,
+            "set by the load: {loaded:?}"
+        );
         for _ in 0..3 {
             secrets.snapshot().expose_str("db_password").unwrap();
         }
@@ -115,6 +119,45 @@ fn a_declared_cache_counts_hits_per_snapshot_misses_refreshes_and_calls_without_
         labels.iter().all(|v| !v.contains("db") && !v.contains("hunter2")),
         "{labels:?}"
     );
+}
+
+/// The samples of histogram `name` (any labels), drained.
+fn samples(snapshotter: &Snapshotter, name: &str) -> Vec<f64> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == name)
+        .flat_map(|(_, _, _, value)| match value {
+            DebugValue::Histogram(samples) => samples.into_iter().map(|s| s.into_inner()).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_refresh_s_duration_leaves_out_a_freeze_under_its_call() {
+    recorded(|snapshotter| async move {
+        let mem = MemorySource::new();
+        mem.set("/a", "1");
+        let secrets = Secrets::builder()
+            .add(mem.value("a", "/a").ttl(Duration::from_secs(60)))
+            .ttl_jitter(0.0)
+            .load()
+            .await
+            .unwrap();
+        mem.set_latency(Duration::from_millis(500));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        secrets.snapshot().expose_str("a").unwrap();
+        // The refresh's call is out when Lambda freezes the process for a minute.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::advance(Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(secrets.stats().refreshes, 1);
+        let took = samples(&snapshotter, crate::telemetry::REFRESH_DURATION);
+        assert_eq!(took.len(), 1, "{took:?}");
+        assert!(took[0] < 1.0, "the minute frozen is not the call's: {took:?}");
+    });
 }
 
 #[test]

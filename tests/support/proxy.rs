@@ -98,6 +98,8 @@ struct State {
     /// Operations whose forwarded answers are kept, and those answers' bodies.
     record_responses: Vec<String>,
     responses: Vec<(String, Bytes)>,
+    /// Operation and request id (`x-amzn-RequestId`) of every answer, ours or the upstream's.
+    request_ids: Vec<(String, String)>,
     // knobs
     latency: Duration,
     fail_next: usize,
@@ -293,6 +295,16 @@ impl FaultProxy {
     }
 
     /// Zeroes all counters and forgets arrival times. Fault knobs are kept.
+    /// The request ids (`x-amzn-RequestId`) of the answers to `op`, in order.
+    pub fn request_ids(&self, op: &str) -> Vec<String> {
+        self.state()
+            .request_ids
+            .iter()
+            .filter(|(o, _)| o == op)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
     pub fn reset_counts(&self) {
         let mut st = self.state();
         st.calls.clear();
@@ -303,6 +315,7 @@ impl FaultProxy {
         st.arrivals.clear();
         st.requests.clear();
         st.responses.clear();
+        st.request_ids.clear();
         st.calls_in.clear();
     }
 
@@ -603,6 +616,13 @@ async fn handle(
             ),
         },
     };
+    let answered = response
+        .headers()
+        .get("x-amzn-requestid")
+        .and_then(|v| v.to_str().ok());
+    if let Some(id) = answered {
+        shared.lock().request_ids.push((op.clone(), id.to_owned()));
+    }
     Ok(response)
 }
 

@@ -197,4 +197,33 @@ fn a_load_is_a_span_around_its_calls() {
         call["rpc.system"], "other",
         "a source of no AWS service: {call:?}"
     );
+    assert_eq!(call["@parent"], "lambda_secrets.load", "{call:?}");
+}
+
+#[test]
+fn a_refresh_is_a_root_span_following_from_the_invocation_that_found_it_due() {
+    let ((), spans) = crate::test_support::traced(async {
+        let mem = crate::MemorySource::new();
+        mem.set("/a", "1");
+        let secrets = crate::Secrets::builder()
+            .add(mem.value("a", "/a").ttl(Duration::from_secs(60)))
+            .ttl_jitter(0.0)
+            .load()
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        {
+            let _invocation = tracing::info_span!("invocation").entered();
+            secrets.snapshot().expose_str("a").unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(secrets.stats().refreshes, 1);
+    });
+    let refresh = &spans.named("lambda_secrets.refresh")[0];
+    // It outlives the invocation: not its child, but linked to it.
+    assert!(!refresh.contains_key("@parent"), "{refresh:?}");
+    assert_eq!(refresh["@follows"], "invocation", "{refresh:?}");
+    let calls = spans.named("aws.call");
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[1]["@parent"], "lambda_secrets.refresh", "{calls:?}");
 }
