@@ -555,7 +555,14 @@ async fn check_with_a_failover_region_counts_calls_per_region() {
         .values()
         .map(|n| n.as_u64().unwrap())
         .sum();
-    assert_eq!(total, east + west_total, "{summary}");
+    // Every call the emulator saw is counted; an attempt of the primary's dropped by the
+    // failover cut-off or the hedge before its request reached the emulator (a busy machine) is
+    // counted too (it was started): at most one per source.
+    let seen = east + west_total;
+    assert!(
+        seen <= total && total <= seen + 2,
+        "emulator saw {seen}: {summary}"
+    );
     assert!(!stdout.contains("sm-value") && !stdout.contains("p-value"));
 }
 
