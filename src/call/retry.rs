@@ -363,7 +363,7 @@ impl CallContext {
 }
 
 /// Ends the span of a call dropped before its answer (the loser of a hedge, a refresh stopped
-/// for a SnapStart snapshot, a lookup's fetch cut at its budget): `error.type = "cancelled"`.
+/// for a SnapStart snapshot, a fetch cut at its budget): `error.type = "cancelled"`.
 struct Unanswered(Option<tracing::Span>);
 
 impl Drop for Unanswered {

@@ -294,7 +294,6 @@ impl FaultProxy {
         peak
     }
 
-    /// Zeroes all counters and forgets arrival times. Fault knobs are kept.
     /// The request ids (`x-amzn-RequestId`) of the answers to `op`, in order.
     pub fn request_ids(&self, op: &str) -> Vec<String> {
         self.state()
@@ -305,6 +304,7 @@ impl FaultProxy {
             .collect()
     }
 
+    /// Zeroes all counters and forgets arrival times. Fault knobs are kept.
     pub fn reset_counts(&self) {
         let mut st = self.state();
         st.calls.clear();
