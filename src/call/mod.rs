@@ -140,6 +140,14 @@ impl CallContext {
     #[cfg_attr(not(any(feature = "ssm", feature = "secretsmanager")), allow(dead_code))]
     pub(crate) fn watched(&self, watch: Arc<Watch>) -> CallContext {
         CallContext {
+            watch: Some(watch),
+            ..self.copy()
+        }
+    }
+
+    /// The same context: the same counts, deadline, timer and everything else.
+    fn copy(&self) -> CallContext {
+        CallContext {
             stats: self.stats.clone(),
             policy: self.policy,
             limits: self.limits.clone(),
@@ -148,7 +156,7 @@ impl CallContext {
             background: self.background,
             first_attempt_timeout: self.first_attempt_timeout,
             region: self.region.clone(),
-            watch: Some(watch),
+            watch: self.watch.clone(),
             timer: self.timer.clone(),
         }
     }
@@ -266,16 +274,8 @@ impl CallContext {
     /// source's, in a refresh of several).
     pub(crate) fn timed(&self) -> CallContext {
         CallContext {
-            stats: self.stats.clone(),
-            policy: self.policy,
-            limits: self.limits.clone(),
-            deadline: self.deadline.clone(),
-            spread: self.spread.clone(),
-            background: self.background,
-            first_attempt_timeout: self.first_attempt_timeout,
-            region: self.region.clone(),
-            watch: self.watch.clone(),
             timer: Arc::default(),
+            ..self.copy()
         }
     }
 
