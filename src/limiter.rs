@@ -245,9 +245,20 @@ impl TokenBucket {
         self.lock().rate
     }
 
-    /// Takes a token, waiting as needed; `Err(wait)` when the wait would pass `deadline` (which
-    /// moves later by any time the process spends frozen while waiting).
+    /// [`acquire_noting`](Self::acquire_noting) for a test, which needs no report of freezes.
+    #[cfg(test)]
     pub(crate) async fn acquire(&self, deadline: &Deadline) -> Result<(), Duration> {
+        self.acquire_noting(deadline, |_, _| {}).await
+    }
+
+    /// Takes a token, waiting as needed; `Err(wait)` when the wait would pass `deadline` (which
+    /// moves later by any time the process spends frozen while waiting). Each wait the process was
+    /// frozen in is reported to `frozen` (when it began and ended).
+    pub(crate) async fn acquire_noting(
+        &self,
+        deadline: &Deadline,
+        mut frozen: impl FnMut(Instant, Instant),
+    ) -> Result<(), Duration> {
         loop {
             let wait = {
                 let mut s = self.lock();
@@ -281,6 +292,9 @@ impl TokenBucket {
             // A freeze while waiting for a token is no reason to give up the call.
             let lost = crate::time::freeze::sleep_until(now + wait).await;
             deadline.give_back(seen, lost);
+            if !lost.is_zero() {
+                frozen(now, now + lost);
+            }
         }
     }
 

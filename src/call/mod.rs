@@ -72,17 +72,22 @@ pub struct CallContext {
     timer: Arc<CallTimer>,
 }
 
-/// Where a wait began, for [`CallContext::give_back`]: the deadline and the time frozen counted.
+/// Where a wait began, for [`CallContext::give_back`]: when, and the deadline then.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Mark {
+    began: Instant,
     deadline: Instant,
-    frozen: Duration,
 }
 
 impl Mark {
     /// The deadline when the wait began.
     pub(crate) fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// When the wait began.
+    pub(crate) fn began(&self) -> Instant {
+        self.began
     }
 }
 
@@ -258,16 +263,21 @@ impl CallContext {
     /// Where a wait begins: what the time it loses to a freeze is given back relative to.
     pub(crate) fn mark(&self) -> Mark {
         Mark {
+            began: Instant::now(),
             deadline: self.deadline.get(),
-            frozen: self.timer.seen(),
         }
     }
 
-    /// A wait that began at `mark` lost `lost` to a freeze: given back to the deadline, and not
-    /// counted as the calls' time.
+    /// A wait that began at `mark` lost `lost` to a freeze: given back to the deadline.
     pub(crate) fn give_back(&self, mark: Mark, lost: Duration) {
         self.deadline.give_back(mark.deadline, lost);
-        self.timer.frozen(mark.frozen, lost);
+    }
+
+    /// The process was frozen at some point between `began` and `ended`: not the calls' time
+    /// ([`took`](Self::took)). Reported by the watch over a whole fetch, whose slices are short
+    /// (a call reports its own waits after its first attempt).
+    pub(crate) fn frozen(&self, began: Instant, ended: Instant) {
+        self.timer.frozen(began, ended);
     }
 
     /// The same context with a clock of its own: [`took`](Self::took) times only its calls (one
@@ -279,8 +289,9 @@ impl CallContext {
         }
     }
 
-    /// How long the calls took until `now`, from the first attempt sent, without the time the
-    /// process was frozen (nor the spread wait before it); `None` if none was sent.
+    /// How long the calls took until `now`: the time during which at least one was under way
+    /// (from its first attempt sent to its answer: a spread wait before it is not counted), less
+    /// the time reported [`frozen`](Self::frozen); `None` if no attempt was sent.
     pub(crate) fn took(&self, now: Instant) -> Option<Duration> {
         self.timer.took(now)
     }

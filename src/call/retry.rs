@@ -180,6 +180,8 @@ impl CallContext {
         let (mut resigned, mut reconnected) = (false, false);
         // A retry was decided: counted when its attempt is sent.
         let mut retrying = false;
+        // The call is under way from its first attempt until it ends (`cache.refresh.duration`).
+        let mut busy = None;
         let class = operation.quota();
         let operation = operation.name();
         let service = crate::telemetry::service_of(class);
@@ -207,7 +209,13 @@ impl CallContext {
         };
         loop {
             if let Some(bucket) = bucket {
-                if let Err(wait) = bucket.acquire(&self.deadline).await {
+                // Frozen while waiting for a token for a retry: not the call's time either.
+                let noting = |began, ended| {
+                    if busy.is_some() {
+                        self.timer.frozen(began, ended);
+                    }
+                };
+                if let Err(wait) = bucket.acquire_noting(&self.deadline, noting).await {
                     return Err(out_of_time(
                         last,
                         retry,
@@ -230,7 +238,9 @@ impl CallContext {
             if std::mem::take(&mut retrying) {
                 self.stats.retried(service, operation);
             }
-            self.timer.attempt(began);
+            if busy.is_none() {
+                busy = Some(self.timer.begin(began));
+            }
             attempts += 1;
             span.record("aws.attempts", attempts);
             let timeout = match self.first_attempt_timeout {
@@ -268,6 +278,7 @@ impl CallContext {
                 _ => {}
             }
             self.give_back(mark, lost);
+            self.timer.frozen(mark.began, later(mark.began, lost));
             let err = match result {
                 Ok(v) => return Ok(v),
                 Err(err) => err,
@@ -358,19 +369,26 @@ impl CallContext {
             let mark = self.mark();
             let lost = crate::time::freeze::sleep_until(later(Instant::now(), delay)).await;
             self.give_back(mark, lost);
+            self.timer.frozen(mark.began, later(mark.began, lost));
         }
     }
 }
 
 /// Ends the span of a call dropped before its answer (the loser of a hedge, a refresh stopped
-/// for a SnapStart snapshot, a fetch cut at its budget): `error.type = "cancelled"`.
+/// for a SnapStart snapshot, a fetch cut at its budget): `error.type = "cancelled"` (`"panic"`
+/// when a panic unwinds through it).
 struct Unanswered(Option<tracing::Span>);
 
 impl Drop for Unanswered {
     fn drop(&mut self) {
         if let Some(span) = self.0.take() {
-            span.record("otel.status_code", "ERROR")
-                .record("error.type", "cancelled");
+            // A source's code panicking under the call unwinds through here too.
+            let why = if std::thread::panicking() {
+                "panic"
+            } else {
+                "cancelled"
+            };
+            span.record("otel.status_code", "ERROR").record("error.type", why);
         }
     }
 }
@@ -813,6 +831,23 @@ mod tests {
         assert_eq!(span["otel.status_code"], "ERROR", "{span:?}");
         assert_eq!(span["error.type"], "cancelled", "{span:?}");
         assert_eq!(span["aws.attempts"], "1", "{span:?}");
+    }
+
+    #[test]
+    fn a_call_whose_attempt_panics_ends_its_span_as_a_panic() {
+        let ((), spans) = crate::test_support::traced(async {
+            let (ctx, _) = ctx(Duration::from_secs(5));
+            let call = ctx.call(SSM_GET, || async {
+                panic!("a source's bug");
+                #[allow(unreachable_code)]
+                Ok::<(), CallError>(())
+            });
+            let caught = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(call)).await;
+            assert!(caught.is_err());
+        });
+        let span = &spans.named("aws.call")[0];
+        assert_eq!(span["otel.status_code"], "ERROR", "{span:?}");
+        assert_eq!(span["error.type"], "panic", "{span:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,7 +18,7 @@ use super::state::Outcome;
 use crate::call::CallContext;
 use crate::error::ItemError;
 use crate::source::{AnyItem, DynSource, RefreshResult, Refreshed};
-use crate::time::freeze::{sleep_until, FROZEN_SLACK};
+use crate::time::freeze::{frozen_for, sleep_until, FROZEN_SLACK};
 use crate::time::later;
 
 /// How long after its deadline a fetch is given up as lost (a source that does not go through
@@ -161,9 +161,17 @@ async fn within_budget<T>(fetch: impl Future<Output = T>, ctx: &CallContext) -> 
             return None;
         }
         let slice = limit.min(later(now, FROZEN_SLACK));
-        match select(fetch.as_mut(), std::pin::pin!(sleep_until(slice))).await {
-            Either::Left((out, _)) => return Some(out),
-            Either::Right((lost, _)) => ctx.give_back(mark, lost),
+        let (out, lost) = match select(fetch.as_mut(), std::pin::pin!(sleep_until(slice))).await {
+            // Both may be ready at a thaw: the slice's freeze is still reported.
+            Either::Left((out, _)) => (Some(out), frozen_for(mark.began(), slice, Instant::now())),
+            Either::Right((lost, _)) => (None, lost),
+        };
+        if !lost.is_zero() {
+            ctx.give_back(mark, lost);
+            ctx.frozen(mark.began(), later(mark.began(), lost));
+        }
+        if out.is_some() {
+            return out;
         }
     }
 }

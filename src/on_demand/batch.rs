@@ -203,7 +203,7 @@ async fn send(
     if mode == Mode::Refresh {
         ctx = ctx.background();
     }
-    let span = tracing::info_span!(parent: batch[0].span.id(), "lambda_secrets.batch", names = targets.len());
+    let span = tracing::info_span!(parent: batch[0].span.id(), "lambda_secrets.batch", items = targets.len());
     for waiter in &batch[1..] {
         span.follows_from(&waiter.span);
     }

@@ -213,6 +213,7 @@ async fn a_rejected_name_makes_no_call_and_a_tree_is_refused() {
         "{err}"
     );
     assert_eq!(mem.fetches(), 0);
+    assert_eq!(od.stats().misses, 0, "bad input is an error, not a miss");
     let trees = OnDemand::builder()
         .build({
             let mem = mem.clone();
@@ -222,6 +223,7 @@ async fn a_rejected_name_makes_no_call_and_a_tree_is_refused() {
     let err = trees.get("/tenants").await.unwrap_err();
     assert!(err.to_string().contains("one value"), "{err}");
     assert_eq!(mem.fetches(), 0);
+    assert_eq!(trees.stats().misses, 0, "a tree refused is no miss");
 }
 
 #[tokio::test(start_paused = true)]

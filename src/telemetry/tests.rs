@@ -161,6 +161,34 @@ fn a_refresh_s_duration_leaves_out_a_freeze_under_its_call() {
 }
 
 #[test]
+fn a_refresh_s_duration_leaves_out_a_freeze_too_short_for_its_call_to_notice() {
+    // Review of the metrics: a freeze ending as the fetch answered was left in the sample (the
+    // watch's slice was ready with the answer, and only the answer was looked at).
+    recorded(|snapshotter| async move {
+        let mem = MemorySource::new();
+        mem.set("/a", "1");
+        let secrets = Secrets::builder()
+            .add(mem.value("a", "/a").ttl(Duration::from_secs(60)))
+            .ttl_jitter(0.0)
+            .load()
+            .await
+            .unwrap();
+        mem.set_latency(Duration::from_millis(500));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        secrets.snapshot().expose_str("a").unwrap();
+        // Frozen 2.5 s under the call: within its 3 s attempt timeout, so only the watch sees
+        // it, at the thaw, when the call's answer is ready too.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::advance(Duration::from_millis(2_500)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(secrets.stats().refreshes, 1);
+        let took = samples(&snapshotter, crate::telemetry::REFRESH_DURATION);
+        assert_eq!(took.len(), 1, "{took:?}");
+        assert!(took[0] < 1.0, "the 2.5 s frozen are not the call's: {took:?}");
+    });
+}
+
+#[test]
 fn a_failed_load_counts_its_values_by_source_kind() {
     let ((), snapshotter) = recorded(|_| async {
         let mem = MemorySource::new();

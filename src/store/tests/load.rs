@@ -201,6 +201,34 @@ fn a_load_is_a_span_around_its_calls() {
 }
 
 #[test]
+fn a_snapstart_reload_is_a_load_span_marked_restore() {
+    let ((), spans) = crate::test_support::traced(async {
+        let mem = crate::MemorySource::new();
+        mem.set("/a", "1");
+        let secrets = crate::Secrets::builder()
+            .add(mem.value("a", "/a"))
+            .load()
+            .await
+            .unwrap();
+        let snapstart = secrets.snapstart();
+        snapstart.before_snapshot().await.unwrap();
+        snapstart.after_restore().await.unwrap();
+        assert_eq!(secrets.snapshot().expose_str("a").unwrap(), "1");
+    });
+    let loads = spans.named("lambda_secrets.load");
+    assert_eq!(loads.len(), 2, "{loads:?}");
+    assert!(!loads[0].contains_key("restore"), "the cold load: {loads:?}");
+    assert_eq!(loads[1]["restore"], "true", "{loads:?}");
+    assert_eq!(loads[1]["cache"], "declared", "{loads:?}");
+    let calls = spans.named("aws.call");
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls.iter().all(|c| c["@parent"] == "lambda_secrets.load"),
+        "the reload's call is under its span: {calls:?}"
+    );
+}
+
+#[test]
 fn a_refresh_is_a_root_span_following_from_the_invocation_that_found_it_due() {
     let ((), spans) = crate::test_support::traced(async {
         let mem = crate::MemorySource::new();
