@@ -68,7 +68,8 @@
 //!
 //! Features: `ssm` and `lambda-runtime` (default), `secretsmanager`, `kms`, `rds`, `dsql`,
 //! `assume-role`, `on-demand`, `snapstart` (the `lambda_runtime::SnapStartResource` impl; enabled by `lambda-runtime`),
-//! `metrics` (metrics through the `metrics` facade: [`telemetry`] lists them); `full` enables all.
+//! `metrics` (metrics through the `metrics` facade: [`telemetry`] lists them), `feature-flags`
+//! (`flags`: feature flags evaluated in memory, with Powertools' answers); `full` enables all.
 //! Traces need no feature: every AWS call, load and refresh is a `tracing` span.
 //!
 //! ## Freshness
@@ -162,6 +163,9 @@
 
 mod call;
 mod error;
+#[cfg(feature = "feature-flags")]
+#[cfg_attr(docsrs, doc(cfg(feature = "feature-flags")))]
+pub mod flags;
 mod freshness;
 mod iam;
 mod layer;

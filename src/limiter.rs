@@ -253,7 +253,7 @@ impl TokenBucket {
 
     /// Takes a token, waiting as needed; `Err(wait)` when the wait would pass `deadline` (which
     /// moves later by any time the process spends frozen while waiting). Each wait the process was
-    /// frozen in is reported to `frozen` (when it began and ended).
+    /// frozen in is reported to `frozen`: from when it was due to when it ended.
     pub(crate) async fn acquire_noting(
         &self,
         deadline: &Deadline,
@@ -293,7 +293,8 @@ impl TokenBucket {
             let lost = crate::time::freeze::sleep_until(now + wait).await;
             deadline.give_back(seen, lost);
             if !lost.is_zero() {
-                frozen(now, now + lost);
+                // What was certainly frozen: from when the token was due.
+                frozen(now + wait, now + lost);
             }
         }
     }

@@ -273,9 +273,8 @@ impl CallContext {
         self.deadline.give_back(mark.deadline, lost);
     }
 
-    /// The process was frozen at some point between `began` and `ended`: not the calls' time
-    /// ([`took`](Self::took)). Reported by the watch over a whole fetch, whose slices are short
-    /// (a call reports its own waits after its first attempt).
+    /// `began..ended` counts as time frozen, not the calls' ([`took`](Self::took)): reported by
+    /// the watch over a whole fetch, whose slices are short (a call reports its own waits).
     pub(crate) fn frozen(&self, began: Instant, ended: Instant) {
         self.timer.frozen(began, ended);
     }

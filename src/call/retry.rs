@@ -150,8 +150,20 @@ impl CallContext {
         );
         let traced = span.clone();
         let mut unanswered = Unanswered(Some(span.clone()));
-        let result = self.attempts(operation, attempt, &traced).instrument(span).await;
+        let attempts = self.attempts(operation, attempt, &traced).instrument(span);
+        let result = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(attempts)).await;
         unanswered.0 = None;
+        let result = match result {
+            Ok(result) => result,
+            Err(panic) => {
+                // The source's code panicked under this call (the calls dropped while the panic
+                // unwinds are cancelled).
+                traced
+                    .record("otel.status_code", "ERROR")
+                    .record("error.type", "panic");
+                std::panic::resume_unwind(panic)
+            }
+        };
         match &result {
             Ok(_) => traced.record("otel.status_code", "OK"),
             Err(e) => traced
@@ -209,10 +221,11 @@ impl CallContext {
         };
         loop {
             if let Some(bucket) = bucket {
-                // Frozen while waiting for a token for a retry: not the call's time either.
-                let noting = |began, ended| {
+                // Frozen while waiting for a token for a retry: not the call's time either
+                // (the part from when the token was due).
+                let noting = |due, ended| {
                     if busy.is_some() {
-                        self.timer.frozen(began, ended);
+                        self.timer.frozen(due, ended);
                     }
                 };
                 if let Err(wait) = bucket.acquire_noting(&self.deadline, noting).await {
@@ -278,7 +291,11 @@ impl CallContext {
                 _ => {}
             }
             self.give_back(mark, lost);
-            self.timer.frozen(mark.began, later(mark.began, lost));
+            if !lost.is_zero() {
+                // Only what was certainly frozen (from when it was due): a call's wait may be
+                // long, and others of the group may have run in the part before.
+                self.timer.frozen(later(began, timeout), later(began, lost));
+            }
             let err = match result {
                 Ok(v) => return Ok(v),
                 Err(err) => err,
@@ -367,28 +384,25 @@ impl CallContext {
             tracing::debug!(operation, retry, ?delay, error = %err, "retrying AWS call");
             last = Some(err);
             let mark = self.mark();
-            let lost = crate::time::freeze::sleep_until(later(Instant::now(), delay)).await;
+            let due = later(mark.began, delay);
+            let lost = crate::time::freeze::sleep_until(due).await;
             self.give_back(mark, lost);
-            self.timer.frozen(mark.began, later(mark.began, lost));
+            if !lost.is_zero() {
+                self.timer.frozen(due, later(mark.began, lost));
+            }
         }
     }
 }
 
 /// Ends the span of a call dropped before its answer (the loser of a hedge, a refresh stopped
-/// for a SnapStart snapshot, a fetch cut at its budget): `error.type = "cancelled"` (`"panic"`
-/// when a panic unwinds through it).
+/// for a SnapStart snapshot, a fetch cut at its budget): `error.type = "cancelled"`.
 struct Unanswered(Option<tracing::Span>);
 
 impl Drop for Unanswered {
     fn drop(&mut self) {
         if let Some(span) = self.0.take() {
-            // A source's code panicking under the call unwinds through here too.
-            let why = if std::thread::panicking() {
-                "panic"
-            } else {
-                "cancelled"
-            };
-            span.record("otel.status_code", "ERROR").record("error.type", why);
+            span.record("otel.status_code", "ERROR")
+                .record("error.type", "cancelled");
         }
     }
 }
@@ -780,11 +794,54 @@ mod tests {
         .unwrap();
         let now = Instant::now();
         assert!(now - started > Duration::from_secs(60), "{:?}", now - started);
-        // The second attempt's 20 ms (sent at once after a frozen one): the slot wait and the
-        // frozen attempt are not the calls' time.
-        assert_eq!(ctx.took(now), Some(Duration::from_millis(20)));
+        // The slot wait is not the calls' time, nor the frozen attempt from when it was due
+        // (3 s in: the attempt's own report is only what was certainly frozen; the fetch's
+        // watch, not here, reports the rest at a second's grain), then the second attempt's
+        // 20 ms (sent at once after a frozen one).
+        assert_eq!(ctx.took(now), Some(Duration::from_millis(3_020)));
         let other = ctx.timed();
         assert_eq!(other.took(now), None, "a clock of its own");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_freeze_while_a_retry_waits_for_its_token_is_not_the_calls_time() {
+        // Review of the metrics: the limiter's wait gave its freeze back to the deadline only.
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(50),
+            attempt_timeout: Duration::from_secs(3),
+        };
+        // One call a second: the retry waits about a second for its token.
+        let limits = crate::limiter::RateLimits::new();
+        limits.set(QuotaClass::SsmGet, crate::limiter::Quota::new(1.0, 1));
+        let ctx = CallContext::new(
+            Arc::new(CallStats::default()),
+            policy,
+            Some(limits),
+            Instant::now() + Duration::from_secs(30),
+        );
+        let mut n = 0;
+        let call = ctx.call(SSM_GET, || {
+            n += 1;
+            let first = n == 1;
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                match first {
+                    true => Err(CallError::new(CallErrorKind::Transient, "HTTP 500")),
+                    false => Ok(()),
+                }
+            }
+        });
+        let freeze = async {
+            tokio::time::sleep(Duration::from_millis(200)).await; // in the token wait
+            tokio::time::advance(Duration::from_secs(60)).await;
+        };
+        let (answer, ()) = tokio::join!(call, freeze);
+        answer.unwrap();
+        let took = ctx.took(Instant::now()).unwrap();
+        // The token was due about a second in: from then to the thaw was frozen.
+        assert!(took < Duration::from_secs(2), "{took:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,12 +5,14 @@
 //! A background refresh's calls may first wait for their spread slot, and Lambda may freeze the
 //! process under them: neither says anything of AWS, so neither counts. Each call is an interval
 //! (a later call's spread wait is outside its interval, though inside an earlier call's, which
-//! then counts once); the freezes are intervals too, the waits found frozen: a call's own after
-//! its first attempt (attempts, backoff, rate-limit waits) and the fetch's watch (slices of at
-//! most a second, so that a freeze too short for an attempt's timeout to notice still removes the
-//! time frozen and at most a slice more). A wait before a call's first attempt (its spread slot)
-//! is never reported: it may be long, and the watch's slices cover it. The figure is the length
-//! of the union of the calls' intervals, outside every frozen one.
+//! then counts once). The freezes are intervals too, from the waits found frozen (a wait that
+//! ended far later than due): a call's own waits after its first attempt (attempts, backoff,
+//! rate-limit waits for a retry) report only the part certainly frozen, from when they were due
+//! (they may be long, and other calls of the group may have run before); the fetch's watch
+//! reports its slices whole (at most a second, so that a freeze too short for an attempt's timeout
+//! to notice still counts, with at most a second more). The waits before a call's first attempt
+//! (its spread slot, its first rate-limit wait) report nothing: the watch's slices cover them.
+//! The figure is the length of the union of the calls' intervals, outside every frozen one.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -60,7 +62,7 @@ impl CallTimer {
         }
     }
 
-    /// The process was frozen at some point between `began` and `ended`.
+    /// `began..ended` counts as time frozen (see the module's doc for who reports what).
     pub(crate) fn frozen(&self, began: Instant, ended: Instant) {
         if ended > began {
             self.lock().frozen.push((began, ended));

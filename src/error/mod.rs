@@ -5,10 +5,14 @@ use std::fmt;
 
 mod call;
 mod item;
+#[cfg(feature = "feature-flags")]
+mod schema;
 
 pub(crate) use call::Transport;
 pub use call::{CallError, CallErrorKind};
 pub use item::{Failure, ItemError};
+#[cfg(feature = "feature-flags")]
+pub use schema::SchemaError;
 
 /// Everything that can go wrong declaring, loading or reading values.
 ///
@@ -48,6 +52,16 @@ pub enum Error {
         first: String,
         /// The second source of it.
         second: String,
+    },
+    /// The value of `key` is not a feature-flag document (see
+    /// [`FeatureFlags`](crate::flags::FeatureFlags)).
+    #[cfg(feature = "feature-flags")]
+    #[error("the value of key `{key}` is not a feature-flag document: {error}")]
+    FeatureFlags {
+        /// The key.
+        key: String,
+        /// What is wrong, and where.
+        error: SchemaError,
     },
     /// A key the handler asked for is not in the snapshot.
     #[error("no value for key `{key}`: it was not declared, or its path held no such name")]

@@ -7,9 +7,9 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::future::{select, Either};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use tokio::time::Instant;
@@ -161,11 +161,17 @@ async fn within_budget<T>(fetch: impl Future<Output = T>, ctx: &CallContext) -> 
             return None;
         }
         let slice = limit.min(later(now, FROZEN_SLACK));
-        let (out, lost) = match select(fetch.as_mut(), std::pin::pin!(sleep_until(slice))).await {
-            // Both may be ready at a thaw: the slice's freeze is still reported.
-            Either::Left((out, _)) => (Some(out), frozen_for(mark.began(), slice, Instant::now())),
-            Either::Right((lost, _)) => (None, lost),
-        };
+        let mut sleep = std::pin::pin!(sleep_until(slice));
+        let (out, lost) = std::future::poll_fn(|cx| {
+            // The clock before the fetch runs: its own work is never taken for a freeze.
+            let polled = Instant::now();
+            if let Poll::Ready(out) = fetch.as_mut().poll(cx) {
+                // The slice may be due too (a thaw): its freeze is still reported.
+                return Poll::Ready((Some(out), frozen_for(mark.began(), slice, polled)));
+            }
+            sleep.as_mut().poll(cx).map(|lost| (None, lost))
+        })
+        .await;
         if !lost.is_zero() {
             ctx.give_back(mark, lost);
             ctx.frozen(mark.began(), later(mark.began(), lost));

@@ -778,6 +778,7 @@ fn a_miss_is_traced_under_its_lookup_and_a_batch_follows_from_every_miss_in_it()
     assert!(loads.iter().all(|l| l["@parent"] == "invocation"), "{loads:?}");
     let batch = &spans.named("lambda_secrets.batch")[0];
     assert_eq!(batch["@parent"], "lambda_secrets.load", "{batch:?}");
+    assert_eq!(batch["items"], "2", "how many, never which: {batch:?}");
     assert_eq!(
         batch["@follows"], "lambda_secrets.load",
         "the other miss: {batch:?}"

@@ -11,7 +11,7 @@
 //! | [`cache.evictions`](EVICTIONS) | counter | `cache` | on-demand entries evicted by the cache's bounds or expired |
 //! | [`cache.waits`](WAITS) | counter | `cache` | reads that waited for values past their maximum staleness |
 //! | [`cache.oldest_value.age`](OLDEST_AGE) | gauge (seconds) | `cache` | age of the oldest declared value served, set when a snapshot is published and at each read that finds a value due (the only reads that can serve a value older than its TTL) |
-//! | [`cache.refresh.duration`](REFRESH_DURATION) | histogram (seconds) | `cache`, `source` | how long a refresh's calls to one source took: the time at least one was under way (each from its first attempt sent to its answer), without the waits for spread slots nor time the process spent frozen (Lambda between invocations) |
+//! | [`cache.refresh.duration`](REFRESH_DURATION) | histogram (seconds) | `cache`, `source` | how long a refresh's calls to one source took: the time at least one was under way (each from its first attempt sent to its answer), without the spread-slot and rate-limit waits before a call's first attempt nor time the process spent frozen (Lambda between invocations) |
 //! | [`aws.calls`](AWS_CALLS) | counter | `cache`, `source`, `operation` | AWS API calls, every attempt counted (what the service bills and throttles) |
 //! | [`aws.throttled`](AWS_THROTTLED) | counter | `cache`, `source`, `operation` | calls answered with throttling |
 //! | [`aws.retries`](AWS_RETRIES) | counter | `cache`, `source`, `operation` | attempts sent that were retries (one the deadline cut before it was sent is not counted) |

@@ -135,6 +135,13 @@ impl ValueWatch {
     pub(crate) fn is_held(&self) -> bool {
         self.0.strong_count() > 0
     }
+
+    /// Whether `value` is (a clone of) the value watched. The watch keeps the allocation, so
+    /// another value is never found at its address.
+    #[cfg_attr(not(feature = "feature-flags"), allow(dead_code))]
+    pub(crate) fn is(&self, value: &SecretValue) -> bool {
+        std::ptr::eq(self.0.as_ptr(), Arc::as_ptr(&value.inner))
+    }
 }
 
 impl From<String> for SecretValue {

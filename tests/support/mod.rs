@@ -21,6 +21,7 @@
 pub mod boto3;
 pub mod iam_simulate;
 mod moto;
+pub mod powertools;
 pub mod process_memory;
 mod proxy;
 pub mod runtime_api;
