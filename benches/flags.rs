@@ -65,9 +65,11 @@ fn benches(c: &mut Criterion) {
     });
     group.bench_function("declared_current_then_five_rules", |b| {
         b.iter(|| {
-            black_box(&declared)
-                .current()
-                .evaluate(black_box("premium_features"), black_box(&ctx), false)
+            black_box(&declared).current().unwrap().evaluate(
+                black_box("premium_features"),
+                black_box(&ctx),
+                false,
+            )
         })
     });
     group.bench_function("map_lookup", |b| {

@@ -66,7 +66,7 @@
 //! - [`Policy`]: the least-privilege IAM policy the declarations need (JSON or SAM).
 //! - [`SnapStart`]: the Lambda SnapStart hooks (see [below](#snapstart)).
 //!
-//! Features: `ssm` and `lambda-runtime` (default), `secretsmanager`, `kms`, `rds`, `dsql`,
+//! Features: `ssm` and `lambda-runtime` (default), `secretsmanager`, `appconfig`, `kms`, `rds`, `dsql`,
 //! `assume-role`, `on-demand`, `snapstart` (the `lambda_runtime::SnapStartResource` impl; enabled by `lambda-runtime`),
 //! `metrics` (metrics through the `metrics` facade: [`telemetry`] lists them), `feature-flags`
 //! (`flags`: feature flags evaluated in memory, with Powertools' answers); `full` enables all.
@@ -197,6 +197,8 @@ pub use policy::{Policy, PolicyBuilder, PolicyStatement};
 pub use secrets::{Secrets, SecretsBuilder};
 pub use snapshot::{Snapshot, ValueInfo};
 pub use snapstart::SnapStart;
+#[cfg(feature = "appconfig")]
+pub use source::appconfig::{AppConfigSource, APPCONFIG_MIN_POLL};
 #[cfg(feature = "assume-role")]
 pub use source::assume::{AssumeRole, ASSUME_ROLE_DURATION};
 #[cfg(feature = "dsql")]

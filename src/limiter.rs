@@ -41,6 +41,10 @@ pub enum QuotaClass {
     SecretsDescribe,
     /// KMS `Decrypt`.
     KmsDecrypt,
+    /// AppConfigData `StartConfigurationSession`.
+    AppConfigSession,
+    /// AppConfigData `GetLatestConfiguration`.
+    AppConfigGet,
 }
 
 impl QuotaClass {
@@ -55,12 +59,15 @@ impl QuotaClass {
         QuotaClass::SecretsGet,
         QuotaClass::SecretsDescribe,
         QuotaClass::KmsDecrypt,
+        QuotaClass::AppConfigSession,
+        QuotaClass::AppConfigGet,
     ];
 
     /// Whether the class's quota is scarce enough that a background refresh spreads its calls
     /// over time: SSM's (40 calls a second for the whole account and Region) and
-    /// `BatchGetSecretValue`'s (100 a second). `GetSecretValue`, `DescribeSecret` and KMS
-    /// `Decrypt` have quotas in the thousands a second: their calls are never delayed.
+    /// `BatchGetSecretValue`'s (100 a second). `GetSecretValue`, `DescribeSecret`, KMS
+    /// `Decrypt` and AppConfigData have quotas in the thousands a second: their calls are never
+    /// delayed.
     ///
     /// ```
     /// use lambda_secrets::QuotaClass;
@@ -88,9 +95,11 @@ impl QuotaClass {
         match self {
             QuotaClass::SsmGet => Quota::SSM_STANDARD,
             QuotaClass::SecretsBatchGet => Quota::new(10.0, 5),
-            QuotaClass::SecretsGet | QuotaClass::SecretsDescribe | QuotaClass::KmsDecrypt => {
-                Quota::new(100.0, 50)
-            }
+            QuotaClass::SecretsGet
+            | QuotaClass::SecretsDescribe
+            | QuotaClass::KmsDecrypt
+            | QuotaClass::AppConfigSession
+            | QuotaClass::AppConfigGet => Quota::new(100.0, 50),
         }
     }
 }

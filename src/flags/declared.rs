@@ -16,7 +16,17 @@ use crate::{Error, SecretValue, Secrets};
 /// The document last compiled, and the value it came from (or the value that failed after it).
 struct Compiled {
     of: ValueWatch,
+    /// A digest of that value's bytes: a refresh that fetched the same bytes again (a new
+    /// allocation) is neither compiled again nor warned about again.
+    digest: u64,
     flags: FeatureFlags,
+}
+
+fn digest(value: &SecretValue) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.expose_bytes().hash(&mut h);
+    h.finish()
 }
 
 /// Compiles each version of one key's value once.
@@ -35,6 +45,7 @@ impl Follow {
             key: key.into(),
             compiled: ArcSwap::from_pointee(Compiled {
                 of: value.watch(),
+                digest: digest(value),
                 flags,
             }),
         })
@@ -45,22 +56,28 @@ impl Follow {
         if compiled.of.is(value) {
             return compiled.flags.clone();
         }
-        let flags = match FeatureFlags::from_value(value) {
-            Ok(flags) => flags,
-            Err(error) => {
-                tracing::warn!(key = %self.key, %error, "lambda-secrets: a new version of a feature-flag document is not valid; the last valid one goes on answering");
-                compiled.flags.clone()
+        let digest = digest(value);
+        let flags = if digest == compiled.digest {
+            compiled.flags.clone()
+        } else {
+            match FeatureFlags::from_value(value) {
+                Ok(flags) => flags,
+                Err(error) => {
+                    tracing::warn!(key = %self.key, %error, "lambda-secrets: a new version of a feature-flag document is not valid; the last valid one goes on answering");
+                    compiled.flags.clone()
+                }
             }
         };
-        self.compiled.store(Arc::new(Compiled {
-            of: value.watch(),
-            flags: flags.clone(),
-        }));
+        // Only over what was read: a reader that compiled the same version meanwhile wins.
+        let _ = self.compiled.compare_and_swap(
+            &compiled,
+            Arc::new(Compiled {
+                of: value.watch(),
+                digest,
+                flags: flags.clone(),
+            }),
+        );
         flags
-    }
-
-    fn last(&self) -> FeatureFlags {
-        self.compiled.load().flags.clone()
     }
 }
 
@@ -80,7 +97,7 @@ impl Follow {
 /// let flags = DeclaredFlags::new(&secrets, "flags")?; // checked here, at cold start
 ///
 /// // In the handler:
-/// let on = flags.current().evaluate("beta", &json!({"email": "ana@example.com"}), false);
+/// let on = flags.current()?.evaluate("beta", &json!({"email": "ana@example.com"}), false);
 /// assert!(on);
 /// # Ok::<(), lambda_secrets::Error>(()) }).unwrap();
 /// ```
@@ -105,13 +122,15 @@ impl DeclaredFlags {
         })
     }
 
-    /// The flags of the value in the current snapshot (compiled when it changed). While the
-    /// value cannot be read (dropped for a SnapStart snapshot), the last flags compiled.
-    pub fn current(&self) -> FeatureFlags {
-        match self.secrets.snapshot().get(&self.follow.key) {
-            Ok(value) => self.follow.flags(value),
-            Err(_) => self.follow.last(),
-        }
+    /// The flags of the value in the current snapshot (compiled when it changed).
+    ///
+    /// # Errors
+    ///
+    /// What reading the value gives ([`Snapshot::get`](crate::Snapshot::get)): it is past its
+    /// maximum staleness ([`Error::Expired`]), or dropped for a SnapStart snapshot.
+    pub fn current(&self) -> Result<FeatureFlags, Error> {
+        let snapshot = self.secrets.snapshot();
+        Ok(self.follow.flags(snapshot.get(&self.follow.key)?))
     }
 }
 
@@ -204,26 +223,29 @@ mod tests {
             .await
             .unwrap();
         let flags = DeclaredFlags::new(&secrets, "flags").unwrap();
-        assert!(!flags.current().evaluate("beta", &(), true));
-        let first = flags.current();
+        assert!(!flags.current().unwrap().evaluate("beta", &(), true));
+        let first = flags.current().unwrap();
         assert!(
-            Arc::ptr_eq(&first.schema, &flags.current().schema),
+            Arc::ptr_eq(&first.schema, &flags.current().unwrap().schema),
             "not compiled again"
         );
 
         mem.set("/flags", r#"{"beta": {"default": true}}"#);
         secrets.refresh_now("flags").await.unwrap();
-        assert!(flags.current().evaluate("beta", &(), false), "the new version");
+        assert!(
+            flags.current().unwrap().evaluate("beta", &(), false),
+            "the new version"
+        );
 
         mem.set("/flags", r#"{"beta": {"default": "yes"}}"#);
         secrets.refresh_now("flags").await.unwrap();
-        let kept = flags.current();
+        let kept = flags.current().unwrap();
         assert!(
             kept.evaluate("beta", &(), false),
             "the last valid version answers"
         );
         assert!(
-            Arc::ptr_eq(&kept.schema, &flags.current().schema),
+            Arc::ptr_eq(&kept.schema, &flags.current().unwrap().schema),
             "the bad version is tried once"
         );
         assert_eq!(kept.evaluate_value("beta", &json!({}), json!(null)), json!(true));

@@ -86,7 +86,7 @@ impl FeatureFlags {
     ///
     /// Read as **AppConfig's feature flags** (`{"flag": {"enabled": true, …attributes}}`, what
     /// `GetLatestConfiguration` returns for a profile of type `AWS.AppConfig.FeatureFlags`) when
-    /// it has features, none has a `default` and each has a boolean `enabled`; else as
+    /// it has features, each with a boolean `enabled` and no `rules`, not all with a boolean `default`; else as
     /// **Powertools' rule schema**, checked as Powertools checks it.
     ///
     /// # Errors

@@ -143,10 +143,24 @@ impl<'de> Visitor<'de> for OrderedVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered, A::Error> {
         let mut entries: Vec<(String, Ordered)> = Vec::new();
+        // Where each key is, once there are enough keys for a linear search to cost.
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         while let Some((key, value)) = map.next_entry::<String, Ordered>()? {
-            match entries.iter_mut().find(|(k, _)| *k == key) {
-                Some(entry) => entry.1 = value,
-                None => entries.push((key, value)),
+            if entries.len() == 16 && index.is_empty() {
+                index.extend(entries.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)));
+            }
+            let at = match index.is_empty() {
+                true => entries.iter().position(|(k, _)| *k == key),
+                false => index.get(&key).copied(),
+            };
+            match at {
+                Some(i) => entries[i].1 = value,
+                None => {
+                    if !index.is_empty() {
+                        index.insert(key.clone(), entries.len());
+                    }
+                    entries.push((key, value));
+                }
             }
         }
         Ok(Ordered::Object(entries))
@@ -176,6 +190,17 @@ mod tests {
             doc.get("alpha").unwrap().to_value(),
             serde_json::json!({"a": 3, "b": 2})
         );
+    }
+
+    #[test]
+    fn a_large_object_keeps_its_order_and_repeated_keys() {
+        let keys: Vec<String> = (0..40).map(|i| format!("\"k{}\": {i}", 39 - i)).collect();
+        let text = format!("{{{}, \"k39\": 100, \"k0\": 200}}", keys.join(", "));
+        let doc = Ordered::parse(text.as_bytes()).unwrap();
+        let entries = doc.entries().unwrap();
+        assert_eq!(entries.len(), 40);
+        assert_eq!(entries[0], ("k39".to_owned(), Ordered::Number(100.into())));
+        assert_eq!(entries[39], ("k0".to_owned(), Ordered::Number(200.into())));
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //!   {"name": {"when_match": …, "conditions": [{"action": …, "key": …, "value": …}]}}}}`;
 //! - **AppConfig's feature flags** (a profile of type `AWS.AppConfig.FeatureFlags`, as
 //!   `GetLatestConfiguration` returns it): `{"flag": {"enabled": true, "attribute": …}}`. A
-//!   document is read this way when it has features, none has a `default` and every one has a
-//!   boolean `enabled`.
+//!   document is read this way when it has features, every one with a boolean `enabled` and no
+//!   `rules`, not every one with a boolean `default`.
 
 use jiff::tz::TimeZone;
 use serde_json::Value;
@@ -168,14 +168,19 @@ impl Schema {
     }
 }
 
-/// AppConfig's format: features, none with a `default`, every one with a boolean `enabled`.
+/// AppConfig's format: features, every one with a boolean `enabled` and no `rules`, and not
+/// every one with a boolean `default` (an AppConfig flag may have an attribute named `default`;
+/// a Powertools document has a boolean `default` on each boolean feature).
 fn is_appconfig(entries: &[(String, Ordered)]) -> bool {
     !entries.is_empty()
         && entries.iter().all(|(_, f)| {
             f.entries().is_some()
-                && f.get("default").is_none()
+                && f.get("rules").is_none()
                 && matches!(f.get("enabled"), Some(Ordered::Bool(_)))
         })
+        && !entries
+            .iter()
+            .all(|(_, f)| matches!(f.get("default"), Some(Ordered::Bool(_))))
 }
 
 fn compile_feature(name: &str, feature: &Ordered) -> Result<Feature, SchemaError> {
@@ -485,7 +490,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        // One feature with a default: Powertools' schema, where `enabled` means nothing.
+        // An attribute named `default` is an attribute.
+        let s = Schema::parse(br#"{"f": {"enabled": true, "default": 10}}"#).unwrap();
+        assert!(matches!(
+            s.feature("f"),
+            Some(Feature::AppConfig { enabled: true, .. })
+        ));
+        // A feature without `enabled`: Powertools' schema.
         assert!(Schema::parse(br#"{"a": {"enabled": true}, "b": {"default": true}}"#).is_err());
     }
 

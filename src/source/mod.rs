@@ -20,11 +20,14 @@ use crate::error::ItemError;
 use crate::iam::{Permission, PolicyScope};
 use crate::value::SecretValue;
 
-#[cfg(feature = "assume-role")]
-pub(crate) mod assume;
 #[cfg(feature = "aws")]
 #[macro_use]
 mod aws;
+// After `aws`, whose macro it uses.
+#[cfg(feature = "appconfig")]
+pub(crate) mod appconfig;
+#[cfg(feature = "assume-role")]
+pub(crate) mod assume;
 #[cfg(any(feature = "aws-signing", feature = "assume-role"))]
 mod credentials;
 mod declaration;

@@ -151,6 +151,7 @@ pub(crate) fn service_of(class: Option<crate::limiter::QuotaClass>) -> &'static 
             "secretsmanager"
         }
         Some(QuotaClass::KmsDecrypt) => "kms",
+        Some(QuotaClass::AppConfigSession | QuotaClass::AppConfigGet) => "appconfig",
         None => "other",
     }
 }
@@ -161,6 +162,7 @@ pub(crate) fn rpc_service(class: Option<crate::limiter::QuotaClass>) -> &'static
     match service_of(class) {
         "ssm" => "SSM",
         "secretsmanager" => "Secrets Manager",
+        "appconfig" => "AppConfigData",
         "kms" => "KMS",
         _ => "other",
     }

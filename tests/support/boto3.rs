@@ -101,3 +101,57 @@ pub fn reference_tokens(cases: &[TokenCase<'_>]) -> Vec<String> {
     );
     serde_json::from_slice(&out.stdout).expect("boto3's tokens as JSON")
 }
+
+/// Runs AppConfig control-plane calls through boto3 against `endpoint` (the fault proxy, which
+/// forwards what moto has and emulates the rest): `steps` is a JSON list of
+/// `{"op": "setup", "app", "env", "profile"}` (creates them; answers their ids) and
+/// `{"op": "deploy", "app", "env", "profile", "content", "content_type", "label"}` (a new hosted
+/// version, deployed; answers its number; `app_id`, `env_id`, `profile_id` name what an earlier
+/// run set up). Answers one JSON value per step.
+pub fn appconfig(endpoint: &str, steps: &serde_json::Value) -> Vec<serde_json::Value> {
+    const SCRIPT: &str = r#"
+import json, sys
+import boto3, botocore
+kw = dict(endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="testing",
+          aws_secret_access_key="testing", config=botocore.config.Config(retries={"max_attempts": 1}))
+ac = boto3.client("appconfig", **kw)
+ids, out = {}, []
+for s in json.load(sys.stdin):
+    if s["op"] == "setup":
+        app = ac.create_application(Name=s["app"])["Id"]
+        env = ac.create_environment(ApplicationId=app, Name=s["env"])["Id"]
+        prof = ac.create_configuration_profile(ApplicationId=app, Name=s["profile"], LocationUri="hosted")["Id"]
+        ids[(s["app"], s["env"], s["profile"])] = (app, env, prof)
+        out.append({"app": app, "env": env, "profile": prof})
+    else:
+        app, env, prof = ids.get((s["app"], s["env"], s["profile"])) or (s["app_id"], s["env_id"], s["profile_id"])
+        extra = {"VersionLabel": s["label"]} if s.get("label") else {}
+        v = ac.create_hosted_configuration_version(ApplicationId=app, ConfigurationProfileId=prof,
+            Content=s["content"].encode(), ContentType=s["content_type"], **extra)["VersionNumber"]
+        ac.start_deployment(ApplicationId=app, EnvironmentId=env, DeploymentStrategyId="AppConfig.AllAtOnce",
+            ConfigurationProfileId=prof, ConfigurationVersion=str(v))
+        out.append(v)
+print(json.dumps(out))
+"#;
+    ensure_boto3();
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT, endpoint])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(steps.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "boto3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("boto3's answers as JSON")
+}

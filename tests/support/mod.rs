@@ -18,6 +18,7 @@
 // Every test file compiles this module separately and uses only part of it.
 #![allow(dead_code)]
 
+mod appconfig;
 pub mod boto3;
 pub mod iam_simulate;
 mod moto;

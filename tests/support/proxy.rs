@@ -78,6 +78,8 @@ struct Shared {
     /// Connections closed that way.
     closed: AtomicU64,
     state: Mutex<State>,
+    /// What moto lacks of AppConfig (`appconfig.rs`).
+    appconfig: super::appconfig::AppConfigEmulator,
 }
 
 #[derive(Default)]
@@ -172,6 +174,7 @@ impl FaultProxy {
             close_below: tokio::sync::watch::Sender::new(0),
             closed: AtomicU64::new(0),
             state: Mutex::new(State::default()),
+            appconfig: Default::default(),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         FaultProxy { addr, shared, task }
@@ -184,6 +187,11 @@ impl FaultProxy {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The AppConfig the proxy emulates (environments, deployments, the data plane).
+    pub fn appconfig(&self) -> &super::appconfig::AppConfigEmulator {
+        &self.shared.appconfig
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -508,9 +516,15 @@ fn identify(req: &Request<Incoming>) -> (String, String) {
             Some((service, op)) => (service.to_string(), op.to_string()),
             None => (String::new(), target.to_string()),
         },
-        None => (String::new(), req.uri().path().to_string()),
+        None => match super::appconfig::route(req.method(), req.uri().path()) {
+            Some((op, _)) => (APPCONFIG.to_owned(), op.to_owned()),
+            None => (String::new(), req.uri().path().to_string()),
+        },
     }
 }
+
+/// The service of the REST AppConfig operations (control and data plane).
+const APPCONFIG: &str = "appconfig";
 
 async fn handle(
     shared: Arc<Shared>,
@@ -519,7 +533,9 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, DroppedByProxy> {
     let (service, op) = identify(&req);
     let region = signed_region(&req);
+    let emulated = super::appconfig::route(req.method(), req.uri().path()).is_some_and(|(_, own)| own);
     let (parts, body) = req.into_parts();
+    let uri = parts.uri.clone();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Err(DroppedByProxy),
@@ -557,6 +573,13 @@ async fn handle(
     let response = match fate {
         Fate::Unanswered => std::future::pending().await,
         Fate::Drop => return Err(DroppedByProxy),
+        // AppConfig is REST JSON: throttling is `429`.
+        Fate::Throttle if service == APPCONFIG => aws_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ThrottlingException",
+            serde_json::json!({"Message": "Rate exceeded"}),
+            &request_id,
+        ),
         Fate::Throttle => aws_error(
             StatusCode::BAD_REQUEST,
             "ThrottlingException",
@@ -594,14 +617,32 @@ async fn handle(
         Fate::Deny(needle) => {
             let message = access_denied_message(&service, &op, &needle);
             aws_error(
-                StatusCode::BAD_REQUEST,
+                if service == APPCONFIG {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
                 "AccessDeniedException",
                 serde_json::json!({"__type": "AccessDeniedException", "Message": message}),
                 &request_id,
             )
         }
-        Fate::Forward => match forward(&shared.upstream, parts, body).await {
-            Ok((resp, body)) => {
+        Fate::Forward if emulated => {
+            let mut resp = shared
+                .appconfig
+                .answer(&op, uri.path(), uri.query().unwrap_or(""), &body);
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                resp.headers_mut()
+                    .insert(HeaderName::from_static("x-amzn-requestid"), v);
+            }
+            resp
+        }
+        Fate::Forward => match forward(&shared.upstream, parts, body.clone()).await {
+            Ok((resp, answer)) => {
+                if service == APPCONFIG {
+                    shared.appconfig.observe(&op, uri.path(), &resp, &body, &answer);
+                }
+                let body = answer;
                 let mut st = shared.lock();
                 if st.record_responses.contains(&op) {
                     st.responses.push((op.clone(), body));
