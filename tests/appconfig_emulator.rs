@@ -1,6 +1,7 @@
 //! The AppConfig the test proxy emulates (`tests/support/appconfig.rs`), checked with boto3's
 //! `appconfig` and `appconfigdata` clients: botocore parses every answer by the service's own
-//! model, so a wrong status, header or error shape fails here.
+//! model (headers into fields, error codes and the details union), and the test checks what it
+//! parsed: statuses, fields and error shapes.
 
 mod support;
 
@@ -88,7 +89,7 @@ async fn the_emulated_appconfig_answers_as_botocore_expects() {
     });
     let (line, stdout) = read.await.unwrap();
     let out: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-    assert_eq!(out["env_state"], "ReadyForDeployment", "{out}");
+    assert_eq!(out["env_state"], "READY_FOR_DEPLOYMENT", "{out}");
     assert_eq!(out["before_deploy"]["code"], "ResourceNotFoundException", "{out}");
     assert_eq!(out["before_deploy"]["status"], 404, "{out}");
     assert_eq!(out["deployment"], serde_json::json!(["COMPLETE", 1]), "{out}");

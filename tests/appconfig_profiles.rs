@@ -133,8 +133,9 @@ async fn an_unchanged_poll_keeps_the_value_and_an_expired_token_starts_a_new_ses
         "confirmed"
     );
 
-    // Tokens now live a second: the next poll's token has expired, and a new session serves.
-    proxy.appconfig().set_token_lifetime(Duration::from_secs(1));
+    // Tokens now live 5 s: the next poll's token (issued 15 s before) has expired, and a new
+    // session serves.
+    proxy.appconfig().set_token_lifetime(Duration::from_secs(5));
     deploy(&proxy, &ids, r#"{"limit": 20}"#, None).await;
     until(&secrets, Duration::from_secs(40), |s| {
         s.expose_str("limits").unwrap() == r#"{"limit": 20}"#
@@ -195,4 +196,48 @@ async fn a_bad_identifier_is_refused_before_any_call() {
     assert!(err.to_string().contains("AppConfig application"), "{err}");
     assert_eq!(proxy.calls("StartConfigurationSession"), 0);
     assert!(appconfig.poll_interval(Duration::from_secs(90_000)).is_err());
+}
+
+#[cfg(feature = "snapstart")]
+#[tokio::test(flavor = "multi_thread")]
+async fn each_environment_restored_from_a_snapshot_starts_its_own_session() {
+    let (proxy, app, _) = deployed("ac-snap", r#"{"a": 1}"#).await;
+    let appconfig = source(&proxy).await;
+    let secrets = Secrets::builder()
+        .add(appconfig.profile("cfg", &app, "prod", "flags"))
+        .load()
+        .await
+        .unwrap();
+    let snapstart = secrets.snapstart();
+    snapstart.before_snapshot().await.unwrap();
+    // Two environments restored from one snapshot must not share the token chain: the reload
+    // starts a session of its own.
+    snapstart.after_restore().await.unwrap();
+    assert_eq!(secrets.snapshot().expose_str("cfg").unwrap(), r#"{"a": 1}"#);
+    assert_eq!(
+        (
+            proxy.calls("StartConfigurationSession"),
+            proxy.calls("GetLatestConfiguration")
+        ),
+        (2, 2),
+        "a new session after the restore, not the old token"
+    );
+    assert_eq!(proxy.appconfig().sessions(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_now_reads_a_new_deployment_within_the_poll_interval() {
+    let (proxy, app, ids) = deployed("ac-now", r#"{"a": 1}"#).await;
+    let appconfig = source(&proxy).await;
+    let secrets = Secrets::builder()
+        .add(appconfig.profile("cfg", &app, "prod", "flags"))
+        .load()
+        .await
+        .unwrap();
+    deploy(&proxy, &ids, r#"{"a": 2}"#, Some("v2")).await;
+    // Within the 15 s interval the session cannot be polled: a new session reads the deployment.
+    let snapshot = secrets.refresh_now("cfg").await.unwrap();
+    assert_eq!(snapshot.expose_str("cfg").unwrap(), r#"{"a": 2}"#);
+    assert_eq!(snapshot.info("cfg").unwrap().version.as_deref(), Some("v2"));
+    assert_eq!(proxy.calls("StartConfigurationSession"), 2);
 }

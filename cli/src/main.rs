@@ -17,9 +17,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use futures_util::future::join_all;
 use lambda_secrets::{
-    AssumeRole, Ciphertext, Declaration, DsqlSource, DsqlToken, KmsSource, OnDemand, Policy, Quota,
-    QuotaClass, RateLimits, RdsDbUser, RdsSource, SecretValue, Secrets, SecretsManagerSource, Snapshot,
-    SsmSource, Stats, ValueInfo,
+    AppConfigSource, AssumeRole, Ciphertext, Declaration, DsqlSource, DsqlToken, KmsSource, OnDemand, Policy,
+    Quota, QuotaClass, RateLimits, RdsDbUser, RdsSource, SecretValue, Secrets, SecretsManagerSource,
+    Snapshot, SsmSource, Stats, ValueInfo,
 };
 use serde_json::json;
 
@@ -97,6 +97,10 @@ struct PolicyArgs {
     /// Secrets Manager secret name or ARN, AWSCURRENT (repeatable).
     #[arg(long = "secret", value_name = "ID")]
     secrets: Vec<String>,
+    /// AWS AppConfig profile, `APPLICATION/ENVIRONMENT/PROFILE` (repeatable):
+    /// `appconfig:StartConfigurationSession` and `appconfig:GetLatestConfiguration` on it.
+    #[arg(long = "appconfig", value_name = "APPLICATION/ENVIRONMENT/PROFILE")]
+    appconfig: Vec<String>,
     /// Customer managed KMS key (id or key ARN) SSM SecureStrings are encrypted with (repeatable);
     /// not needed for the AWS managed key `aws/ssm`.
     #[arg(long = "kms-key", value_name = "ARN")]
@@ -224,6 +228,10 @@ struct Check {
     /// Secrets Manager secret name or ARN, AWSCURRENT (repeatable). Its key is the id.
     #[arg(long = "secret", value_name = "ID")]
     secrets: Vec<String>,
+    /// AWS AppConfig profile deployed to an environment, `APPLICATION/ENVIRONMENT/PROFILE` (names or
+    /// ids; repeatable), polled at `--ttl` (at least 15 s; default 60 s). Its key is the spec.
+    #[arg(long = "appconfig", value_name = "APPLICATION/ENVIRONMENT/PROFILE")]
+    appconfig: Vec<String>,
     /// Environment variable holding base64 KMS ciphertext to decrypt (repeatable). Its key is the variable name.
     #[arg(long = "kms-env", value_name = "VAR")]
     kms_env: Vec<String>,
@@ -264,6 +272,19 @@ struct Check {
     /// format on stdout (`emf`: CloudWatch Embedded Metric Format documents, one per label set).
     #[arg(long, value_enum, value_name = "FORMAT")]
     metrics: Option<MetricsFormat>,
+}
+
+/// `APPLICATION/ENVIRONMENT/PROFILE`, each part non-empty; else says what is wrong (`None`).
+fn appconfig_spec(spec: &str) -> Option<(String, String, String)> {
+    match spec.split('/').collect::<Vec<_>>()[..] {
+        [app, env, profile] if !app.is_empty() && !env.is_empty() && !profile.is_empty() => {
+            Some((app.to_owned(), env.to_owned(), profile.to_owned()))
+        }
+        _ => {
+            eprintln!("error: --appconfig `{spec}` is not APPLICATION/ENVIRONMENT/PROFILE");
+            None
+        }
+    }
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {
@@ -307,14 +328,15 @@ fn run_policy(args: PolicyArgs) -> Result<ExitCode, lambda_secrets::Error> {
     if args.params.is_empty()
         && args.paths.is_empty()
         && args.secrets.is_empty()
+        && args.appconfig.is_empty()
         && args.decrypt_keys.is_empty()
         && args.rds_db_users.is_empty()
         && args.dsql.is_empty()
         && args.dsql_admin.is_empty()
     {
         eprintln!(
-            "error: nothing to describe; give at least one --param, --path, --secret, --decrypt-key, \
-             --rds-db-user, --dsql or --dsql-admin"
+            "error: nothing to describe; give at least one --param, --path, --secret, --appconfig, \
+             --decrypt-key, --rds-db-user, --dsql or --dsql-admin"
         );
         return Ok(ExitCode::from(2));
     }
@@ -360,6 +382,31 @@ fn run_policy(args: PolicyArgs) -> Result<ExitCode, lambda_secrets::Error> {
     }
     for id in &args.secrets {
         builder = builder.declaration(&sm.secret(id.clone(), id.clone()));
+    }
+    if !args.appconfig.is_empty() && args.assume_role.is_some() {
+        eprintln!("error: --appconfig profiles are read with the function's own role; --assume-role does not apply to them");
+        return Ok(ExitCode::from(2));
+    }
+    let appconfig = AppConfigSource::new(&config);
+    for spec in &args.appconfig {
+        let Some((app, env, profile)) = appconfig_spec(spec) else {
+            return Ok(ExitCode::from(2));
+        };
+        let by_name: Vec<&str> = [&app, &env, &profile]
+            .into_iter()
+            .filter(|part| {
+                !(part.len() == 7 && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+            })
+            .map(String::as_str)
+            .collect();
+        if !by_name.is_empty() {
+            eprintln!(
+                "note: --appconfig `{spec}`: IAM matches AppConfig ARNs by id, so {} stand(s) as `*` in the policy; \
+                 give the ids (7 lowercase letters and digits) for a policy of exactly this profile",
+                by_name.join(", ")
+            );
+        }
+        builder = builder.declaration(&appconfig.profile(spec.clone(), app, env, profile));
     }
     for key in &args.decrypt_keys {
         let mut ciphertext = Ciphertext::env("CIPHERTEXT").key_id(key.clone());
@@ -593,9 +640,12 @@ async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
     if check.params.is_empty()
         && check.paths.is_empty()
         && check.secrets.is_empty()
+        && check.appconfig.is_empty()
         && check.kms_env.is_empty()
     {
-        eprintln!("error: nothing to check; give at least one --param, --path, --secret or --kms-env");
+        eprintln!(
+            "error: nothing to check; give at least one --param, --path, --secret, --appconfig or --kms-env"
+        );
         return Ok(ExitCode::from(2));
     }
     if check.rate.is_some() || check.burst.is_some() {
@@ -646,6 +696,22 @@ async fn run(check: Check) -> Result<ExitCode, lambda_secrets::Error> {
     }
     for id in &check.secrets {
         builder = builder.add(sm.secret(id.clone(), id.clone()));
+    }
+    if !check.appconfig.is_empty() {
+        if check.assume_role.is_some() {
+            eprintln!("error: --appconfig profiles are read with the environment's own credentials; --assume-role does not apply to them");
+            return Ok(ExitCode::from(2));
+        }
+        let appconfig = match check.ttl {
+            Some(ttl) => AppConfigSource::new(&config).poll_interval(ttl)?,
+            None => AppConfigSource::new(&config),
+        };
+        for spec in &check.appconfig {
+            let Some((app, env, profile)) = appconfig_spec(spec) else {
+                return Ok(ExitCode::from(2));
+            };
+            builder = builder.add(appconfig.profile(spec.clone(), app, env, profile));
+        }
     }
     for var in &check.kms_env {
         let mut ciphertext = Ciphertext::env(var.clone());

@@ -862,3 +862,39 @@ async fn lookup_metrics_emf_counts_the_on_demand_cache_and_its_calls() {
         "{emf_text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_an_appconfig_profile_printing_its_label_and_size_never_its_content() {
+    let proxy = FaultProxy::start(&moto().endpoint).await;
+    let app = unique_prefix("cliac").replace('/', "");
+    let steps = serde_json::json!([
+        {"op": "setup", "app": app, "env": "prod", "profile": "flags"},
+        {"op": "deploy", "app": app, "env": "prod", "profile": "flags",
+         "content": r#"{"secret-ish": true}"#, "content_type": "application/json", "label": "v7"},
+    ]);
+    let endpoint = proxy.endpoint();
+    tokio::task::spawn_blocking(move || support::boto3::appconfig(&endpoint, &steps))
+        .await
+        .unwrap();
+    let spec = format!("{app}/prod/flags");
+    let out = check(&proxy.endpoint())
+        .args(["--appconfig", &spec, "--ttl", "30s", "--json"])
+        .run();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        first,
+        serde_json::json!({"round": 0, "key": spec, "source": "appconfig", "name": spec, "version": "v7", "bytes": 20})
+    );
+    assert!(!stdout.contains("secret-ish"), "{stdout}");
+    assert!(stdout.contains(r#""StartConfigurationSession":1"#), "{stdout}");
+
+    let out = check(&proxy.endpoint()).args(["--appconfig", "only/two"]).run();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not APPLICATION/ENVIRONMENT/PROFILE"));
+}

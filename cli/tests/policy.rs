@@ -836,3 +836,80 @@ fn with_a_failover_region_the_replicas_and_their_region_s_key_are_allowed() {
         "{said}"
     );
 }
+
+/// AppConfig profiles: IAM matches their ARNs by ids. Declared by ids, the policy allows the two
+/// data-plane actions on exactly that profile; declared by names, on any profile of the account
+/// and Region (a name cannot be matched), with a note saying so. (No emulator request: moto has
+/// no AppConfigData, and the proxy's emulation does not enforce IAM; the IAM evaluator decides.)
+#[test]
+fn appconfig_policies_allow_the_profile_declared_by_ids_and_say_when_names_widen_them() {
+    let (region, account) = ("us-east-1", "123456789012");
+    let arn = |app: &str, env: &str, profile: &str| {
+        format!("arn:aws:appconfig:{region}:{account}:application/{app}/environment/{env}/configuration/{profile}")
+    };
+    let policy_for = |spec: &str| {
+        let out = policy_command()
+            .args(["--appconfig", spec, "--region", region, "--account", account])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let policy: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+        assert!(lint(&policy).is_empty(), "{:?}", lint(&policy));
+        (policy, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let actions = [
+        "appconfig:StartConfigurationSession",
+        "appconfig:GetLatestConfiguration",
+    ];
+
+    let (by_ids, note) = policy_for("abc1234/env5678/prf9012");
+    assert!(!note.contains("note: --appconfig"), "{note}");
+    let allowed: Vec<IamRequest> = actions
+        .iter()
+        .map(|a| IamRequest::new(a, &arn("abc1234", "env5678", "prf9012"), account))
+        .collect();
+    for (request, result) in allowed.iter().zip(evaluate(&by_ids, &allowed)) {
+        assert_eq!(result, "Allowed", "{request:?}");
+    }
+    let denied = [
+        IamRequest::new(actions[1], &arn("abc1234", "env5678", "zzz9999"), account),
+        IamRequest::new(actions[1], &arn("abc1234", "stg0000", "prf9012"), account),
+        IamRequest::new(
+            "appconfig:GetConfiguration",
+            &arn("abc1234", "env5678", "prf9012"),
+            account,
+        ),
+    ];
+    for (request, result) in denied.iter().zip(evaluate(&by_ids, &denied)) {
+        assert_eq!(result, "ImplicitlyDenied", "{request:?}");
+    }
+    // Minimal: without either statement (or action), a request is denied.
+    for (i, _) in by_ids["Statement"].as_array().unwrap().iter().enumerate() {
+        let mut fewer = by_ids.clone();
+        fewer["Statement"].as_array_mut().unwrap().remove(i);
+        assert!(
+            evaluate(&fewer, &allowed).iter().any(|r| r != "Allowed"),
+            "statement {i} is not needed"
+        );
+    }
+
+    let (by_names, note) = policy_for("shop/prod/flags");
+    assert!(note.contains("shop, prod, flags stand(s) as `*`"), "{note}");
+    let any = IamRequest::new(actions[1], &arn("abc1234", "env5678", "prf9012"), account);
+    let elsewhere = IamRequest::new(
+        actions[1],
+        &format!("arn:aws:appconfig:eu-west-1:{account}:application/abc1234/environment/env5678/configuration/prf9012"),
+        account,
+    );
+    assert_eq!(
+        evaluate(&by_names, &[any, elsewhere]),
+        ["Allowed", "ImplicitlyDenied"]
+    );
+
+    let out = policy_command()
+        .args(["--appconfig", "shop/prod"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not APPLICATION/ENVIRONMENT/PROFILE"));
+}

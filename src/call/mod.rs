@@ -58,6 +58,9 @@ pub struct CallContext {
     /// Calls of a background refresh: a call given up is logged at debug level (the refresh logs
     /// one line for all its values).
     background: bool,
+    /// Calls of a refresh wanted now (`refresh_now`, a value failing or past its staleness), not
+    /// a routine one.
+    forced: bool,
     /// A shorter timeout for the first attempt of each call (after a SnapStart restore, where a
     /// pooled connection may be dead without a word).
     first_attempt_timeout: Option<Duration>,
@@ -115,6 +118,7 @@ impl CallContext {
             deadline,
             spread: None,
             background: false,
+            forced: false,
             first_attempt_timeout: None,
             region: None,
             watch: None,
@@ -134,6 +138,7 @@ impl CallContext {
             deadline: self.deadline.clone(),
             spread: None,
             background: self.background,
+            forced: self.forced,
             first_attempt_timeout: self.first_attempt_timeout,
             region: Some(region),
             watch: None,
@@ -159,6 +164,7 @@ impl CallContext {
             deadline: self.deadline.clone(),
             spread: self.spread.clone(),
             background: self.background,
+            forced: self.forced,
             first_attempt_timeout: self.first_attempt_timeout,
             region: self.region.clone(),
             watch: self.watch.clone(),
@@ -209,6 +215,7 @@ impl CallContext {
             deadline: Arc::new(Deadline::new(later(now, left.mul_f64(fraction.clamp(0.0, 1.0))))),
             spread: None,
             background: self.background,
+            forced: self.forced,
             first_attempt_timeout: self.first_attempt_timeout,
             region: self.region.clone(),
             watch: self.watch.clone(),
@@ -293,6 +300,20 @@ impl CallContext {
     /// the time reported [`frozen`](Self::frozen); `None` if no attempt was sent.
     pub(crate) fn took(&self, now: Instant) -> Option<Duration> {
         self.timer.took(now)
+    }
+
+    /// Marks the calls as those of a refresh wanted now (see [`is_forced`](Self::is_forced)).
+    pub(crate) fn forced(mut self, forced: bool) -> Self {
+        self.forced = forced;
+        self
+    }
+
+    /// Whether these are the calls of a refresh wanted now (`refresh_now`, a value failing or
+    /// past its maximum staleness): a source that may skip a routine refresh (AppConfig within
+    /// its poll interval) reads anyway.
+    #[cfg_attr(not(feature = "appconfig"), allow(dead_code))]
+    pub(crate) fn is_forced(&self) -> bool {
+        self.forced
     }
 
     /// The cache whose calls these are.

@@ -10,9 +10,11 @@
 //!   interval has passed makes no call (the service would refuse it): the value is confirmed
 //!   and asks to be refreshed when the interval ends;
 //! - every answer's `NextPollIntervalInSeconds` caps the next refresh ([`Fetched::refresh_by`]);
-//! - a session is started again before its token can expire (tokens live 24 h), and after the
-//!   service refuses a token as expired or already used (a retried attempt whose first try did
-//!   reach the service spends it);
+//! - a refresh asked for now (`refresh_now`) within the interval starts a new session (whose
+//!   first token may be spent at once): the deployed version, whatever the interval;
+//! - a token issued 23 h ago or more is not tried (tokens live 24 h: a long freeze), and a token
+//!   the service refuses as expired or already used (a retried attempt whose first try reached
+//!   the service spent it) is answered with a new session, twice at most;
 //! - [`seal`](Source::seal) (a SnapStart snapshot) drops every session: a token chain cannot be
 //!   shared by the environments restored from one snapshot, so each starts its own.
 
@@ -41,8 +43,9 @@ pub const APPCONFIG_MIN_POLL: Duration = Duration::from_secs(15);
 const MAX_POLL: Duration = Duration::from_secs(86_400);
 /// The default poll interval (the service's own when a session asks for none).
 const DEFAULT_POLL: Duration = Duration::from_secs(60);
-/// A session is started again when its token is this old (they are valid for 24 h).
-const SESSION_RENEWAL: Duration = Duration::from_secs(23 * 3600);
+/// A token this old is not tried (they are valid for 24 h from when they are issued): after a
+/// freeze of a day, a new session is started at once.
+const TOKEN_RENEWAL: Duration = Duration::from_secs(23 * 3600);
 
 /// AWS AppConfig configuration profiles (feature `appconfig`): JSON, text or YAML, as bytes
 /// (JSON values also read with `expose_json` and `json_field`). The value's version is the
@@ -63,7 +66,10 @@ const SESSION_RENEWAL: Duration = Duration::from_secs(23 * 3600);
 /// ```
 ///
 /// IAM: `appconfig:StartConfigurationSession` and `appconfig:GetLatestConfiguration` on each
-/// profile's `arn:${Partition}:appconfig:${Region}:${Account}:application/APP/environment/ENV/configuration/PROFILE`.
+/// profile's `arn:${Partition}:appconfig:${Region}:${Account}:application/APP/environment/ENV/configuration/PROFILE`,
+/// which IAM matches by **ids**: [`Policy`](crate::Policy) writes a part declared by name as `*`
+/// (it cannot know the id without a call), so declare by ids (7 lowercase letters and digits)
+/// for a policy of exactly the profiles read.
 #[derive(Clone)]
 pub struct AppConfigSource {
     inner: Arc<Inner>,
@@ -76,11 +82,11 @@ struct Inner {
     sessions: Mutex<HashMap<Profile, Session>>,
 }
 
-/// One profile's session: the token to spend next and when it may be spent.
+/// One profile's session: the token to spend next, when it may be spent, and when it was issued.
 struct Session {
     token: String,
     not_before: Instant,
-    started: Instant,
+    issued: Instant,
 }
 
 /// An application, environment and configuration profile, by name or id.
@@ -274,55 +280,57 @@ impl AppConfigSource {
                             refresh_by: Some(SystemTime::now() + wait),
                         });
                     }
-                    Some(s) if now.duration_since(s.started) < SESSION_RENEWAL => sessions.remove(item),
+                    // A token issued a day ago (a long freeze) is not tried: it is expired.
+                    Some(s) if now.duration_since(s.issued) < TOKEN_RENEWAL => sessions.remove(item),
                     _ => None,
                 }
             }
         };
-        let mut started_now = held.is_none();
-        let (mut token, mut started) = match held {
-            Some(s) => (s.token, s.started),
-            None => (self.start(item, calls).await?, Instant::now()),
+        let mut new_session = held.is_none();
+        let mut token = match held {
+            Some(s) => s.token,
+            None => self.start(item, calls).await?,
         };
+        // A refused token is answered with a new session; twice at most (a retried attempt
+        // whose first try reached the service has spent the new session's first token too).
+        let mut restarts = 0;
         loop {
             match self.get(&token, calls).await {
                 Ok((content, label, next, interval)) => {
                     let answered = Instant::now();
+                    // Never sooner than the session asked for, whatever the answer says.
+                    let interval = interval.max(self.inner.poll);
                     self.lock().insert(
                         item.clone(),
                         Session {
                             token: next,
                             not_before: answered + interval,
-                            started,
+                            issued: answered,
                         },
                     );
                     let refresh_by = Some(SystemTime::now() + interval);
+                    let changed = |bytes: Vec<u8>| {
+                        let mut fetched = Fetched::new(item.to_string(), SecretValue::new(bytes))
+                            .with_refresh_by(refresh_by);
+                        fetched.version = label.clone();
+                        Refreshed::Changed(vec![fetched])
+                    };
                     return Ok(match content {
-                        Some(bytes) => {
-                            let mut fetched = Fetched::new(item.to_string(), SecretValue::new(bytes))
-                                .with_refresh_by(refresh_by);
-                            fetched.version = label;
-                            Refreshed::Changed(vec![fetched])
-                        }
-                        // A new session always answers content; an empty first answer is
-                        // the service's to explain.
-                        None if started_now => {
-                            return Err(ItemError::Source(
-                                "GetLatestConfiguration answered a new session with no content".into(),
-                            ))
-                        }
+                        Some(bytes) => changed(bytes),
+                        // A new session's first answer is the deployed configuration: empty.
+                        None if new_session => changed(Vec::new()),
                         None => Refreshed::Unchanged { refresh_by },
                     });
                 }
-                Err(Ok(TokenRefused)) if !started_now => {
+                Err(Ok(TokenRefused)) if restarts < 2 => {
                     tracing::debug!(profile = %item, "lambda-secrets: AppConfig refused the session's token; starting a new session");
+                    restarts += 1;
                     token = self.start(item, calls).await?;
-                    started = Instant::now();
-                    started_now = true;
+                    new_session = true;
                 }
                 Err(Ok(TokenRefused)) => {
                     return Err(ItemError::Source(
-                        "GetLatestConfiguration refused a new session's first token".into(),
+                        "GetLatestConfiguration refused the first token of two new sessions".into(),
                     ))
                 }
                 Err(Err(e)) => return Err(e),
@@ -339,14 +347,24 @@ impl Source for AppConfigSource {
     }
 
     fn permissions(&self, item: &Profile, scope: &PolicyScope) -> Option<Vec<Permission>> {
+        // IAM matches the profile's ARN, which holds ids: a part given by name (unknown
+        // without a control-plane call) is `*`, so that the policy works; declare by ids for a
+        // policy of exactly one profile.
+        let part = |ident: &str| {
+            if is_id(ident) {
+                ident.to_owned()
+            } else {
+                "*".to_owned()
+            }
+        };
         let arn = format!(
             "arn:{}:appconfig:{}:{}:application/{}/environment/{}/configuration/{}",
             scope.partition(),
             scope.region(),
             scope.account(),
-            item.application,
-            item.environment,
-            item.profile
+            part(&item.application),
+            part(&item.environment),
+            part(&item.profile)
         );
         Some(vec![
             Permission::new(START_ACTION, arn.clone()),
@@ -374,7 +392,11 @@ impl Source for AppConfigSource {
         _current: &[Option<String>],
         calls: &CallContext,
     ) -> Vec<RefreshResult> {
-        join_all(items.iter().map(|item| self.read(item, calls, false))).await
+        // A refresh wanted now (`refresh_now`, a failing or stale value), not a routine one:
+        // within the poll interval the session cannot be polled, so a new session reads the
+        // deployed version.
+        let forced = calls.is_forced();
+        join_all(items.iter().map(|item| self.read(item, calls, forced))).await
     }
 }
 
@@ -409,6 +431,15 @@ fn item_error(err: CallError, action: &'static str) -> ItemError {
     err.into_item_error(action)
 }
 
+/// Whether `ident` is an AppConfig id (7 lowercase letters and digits, as AppConfig makes
+/// them) rather than a name. A name of that shape is taken for an id.
+pub(crate) fn is_id(ident: &str) -> bool {
+    ident.len() == 7
+        && ident
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
 /// An application, environment or profile identifier: a name or an id, 1 to 128 characters.
 fn validate(ident: &str) -> Result<(), String> {
     if ident.is_empty() || ident.chars().count() > 128 {
@@ -436,5 +467,6 @@ mod tests {
             profile: "flags".into(),
         };
         assert_eq!(item.to_string(), "shop/prod/flags");
+        assert!(is_id("abc1234") && !is_id("shop") && !is_id("Abc1234") && !is_id("abc12345"));
     }
 }

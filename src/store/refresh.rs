@@ -295,7 +295,8 @@ impl Refresh {
             self.started.deadline.clone(),
         )
         .spread(self.window, self.started.urgency.clone())
-        .background();
+        .background()
+        .forced(self.started.urgency.is_urgent());
         // One draw for the whole refresh (jitter of the next refresh, or backoff): values
         // refreshed together stay due together, in one batched refresh, instead of scattering.
         let random = crate::random::f64();

@@ -16,7 +16,9 @@
 //!   reused, unknown or expired token, and a poll sooner than the session's interval, are
 //!   `400 BadRequestException` with `Details.InvalidParameters.ConfigurationToken.Problem`
 //!   `Corrupted`, `Expired` or `PollIntervalNotSatisfied`; a missing application, environment,
-//!   profile or deployment is `404 ResourceNotFoundException` with its `ResourceType`.
+//!   profile or deployment is `404 ResourceNotFoundException` with its `ResourceType` (a session
+//!   for a profile never deployed: `404`, `Deployment`; what the real service answers then, and
+//!   to a reused token, is not documented: these are this emulator's choices).
 //!   `RequiredMinimumPollIntervalInSeconds` must be 15–86,400; the interval is it (60 when not
 //!   given), or longer while [`AppConfigEmulator::set_poll_interval`] says so (the service may
 //!   change it during a session).
@@ -233,7 +235,7 @@ impl AppConfigEmulator {
                     name: field("Name"),
                     app: app.clone(),
                 };
-                let out = serde_json::json!({"ApplicationId": app, "Id": env.id, "Name": env.name, "State": "ReadyForDeployment"});
+                let out = serde_json::json!({"ApplicationId": app, "Id": env.id, "Name": env.name, "State": "READY_FOR_DEPLOYMENT"});
                 emu.envs.push(env);
                 json(StatusCode::CREATED, out)
             }
@@ -241,7 +243,7 @@ impl AppConfigEmulator {
                 let Some(app) = find(&emu.apps, None, parts[1]).map(|a| a.id.clone()) else {
                     return not_found("Application", parts[1]);
                 };
-                let view = |e: &Named| serde_json::json!({"ApplicationId": e.app, "Id": e.id, "Name": e.name, "State": "ReadyForDeployment"});
+                let view = |e: &Named| serde_json::json!({"ApplicationId": e.app, "Id": e.id, "Name": e.name, "State": "READY_FOR_DEPLOYMENT"});
                 if op == "ListEnvironments" {
                     let items: Vec<_> = emu.envs.iter().filter(|e| e.app == app).map(view).collect();
                     return json(StatusCode::OK, serde_json::json!({"Items": items}));
