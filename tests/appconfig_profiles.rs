@@ -241,3 +241,31 @@ async fn refresh_now_reads_a_new_deployment_within_the_poll_interval() {
     assert_eq!(snapshot.info("cfg").unwrap().version.as_deref(), Some("v2"));
     assert_eq!(proxy.calls("StartConfigurationSession"), 2);
 }
+
+#[cfg(feature = "on-demand")]
+#[tokio::test(flavor = "multi_thread")]
+async fn profiles_named_at_invocation_time_are_read_on_demand() {
+    let (proxy, app, _) = deployed("ac-od", r#"{"tenant": "t1"}"#).await;
+    let appconfig = source(&proxy).await;
+    let od = lambda_secrets::OnDemand::builder()
+        .build({
+            let app = app.clone();
+            move |profile| appconfig.profile(profile, app.clone(), "prod", profile)
+        })
+        .unwrap();
+    let value = od.get("flags").await.unwrap();
+    assert_eq!(value.expose_str(), Some(r#"{"tenant": "t1"}"#));
+    od.get("flags").await.unwrap();
+    assert_eq!(
+        (
+            proxy.calls("StartConfigurationSession"),
+            proxy.calls("GetLatestConfiguration")
+        ),
+        (1, 1),
+        "the second lookup is a hit"
+    );
+    assert!(matches!(
+        od.get("missing-profile").await,
+        Err(Error::Load { .. }) | Err(Error::MissingKey { .. })
+    ));
+}
