@@ -269,3 +269,26 @@ async fn profiles_named_at_invocation_time_are_read_on_demand() {
         Err(Error::Load { .. }) | Err(Error::MissingKey { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_longer_interval_from_the_service_is_waited() {
+    let (proxy, app, _) = deployed("ac-slow", r#"{"a": 1}"#).await;
+    // The service asks this session to poll every 40 s, not the 15 s it asked for.
+    proxy.appconfig().set_poll_interval(Some(40));
+    let appconfig = source(&proxy).await;
+    let secrets = Secrets::builder()
+        .add(appconfig.profile("cfg", &app, "prod", "flags"))
+        .load()
+        .await
+        .unwrap();
+    // Invocations keep coming past the session's own 15 s: no poll before the service's 40 s
+    // (a poll then would be refused as too early).
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        secrets.snapshot();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(proxy.calls("GetLatestConfiguration"), 1, "only the load's");
+    assert_eq!(secrets.stats().refresh_failures, 0);
+    assert_eq!(secrets.snapshot().expose_str("cfg").unwrap(), r#"{"a": 1}"#);
+}
