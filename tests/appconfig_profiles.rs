@@ -51,6 +51,15 @@ async fn until(secrets: &Secrets, limit: Duration, cond: impl Fn(&lambda_secrets
     }
 }
 
+/// Loads `key` as profile `flags` of environment `prod` of `app`.
+async fn load(appconfig: &AppConfigSource, key: &str, app: &str) -> Secrets {
+    Secrets::builder()
+        .add(appconfig.profile(key, app, "prod", "flags"))
+        .load()
+        .await
+        .unwrap()
+}
+
 async fn source(proxy: &FaultProxy) -> AppConfigSource {
     AppConfigSource::new(&sdk_config(&proxy.endpoint()).await)
         .poll_interval(Duration::from_secs(15))
@@ -61,11 +70,7 @@ async fn source(proxy: &FaultProxy) -> AppConfigSource {
 async fn a_profile_loads_and_a_new_deployment_reaches_the_function_at_the_poll_interval() {
     let (proxy, app, ids) = deployed("ac-load", r#"{"beta": {"enabled": true}}"#).await;
     let appconfig = source(&proxy).await;
-    let secrets = Secrets::builder()
-        .add(appconfig.profile("flags", &app, "prod", "flags"))
-        .load()
-        .await
-        .unwrap();
+    let secrets = load(&appconfig, "flags", &app).await;
     let snapshot = secrets.snapshot();
     assert_eq!(
         snapshot.expose_str("flags").unwrap(),
@@ -108,11 +113,7 @@ async fn a_profile_loads_and_a_new_deployment_reaches_the_function_at_the_poll_i
 async fn an_unchanged_poll_keeps_the_value_and_an_expired_token_starts_a_new_session() {
     let (proxy, app, ids) = deployed("ac-expire", r#"{"limit": 10}"#).await;
     let appconfig = source(&proxy).await;
-    let secrets = Secrets::builder()
-        .add(appconfig.profile("limits", &app, "prod", "flags"))
-        .load()
-        .await
-        .unwrap();
+    let secrets = load(&appconfig, "limits", &app).await;
     // The first poll after the interval: nothing deployed, an empty answer; the value stays
     // and is confirmed.
     until(&secrets, Duration::from_secs(40), |_| {
@@ -203,11 +204,7 @@ async fn a_bad_identifier_is_refused_before_any_call() {
 async fn each_environment_restored_from_a_snapshot_starts_its_own_session() {
     let (proxy, app, _) = deployed("ac-snap", r#"{"a": 1}"#).await;
     let appconfig = source(&proxy).await;
-    let secrets = Secrets::builder()
-        .add(appconfig.profile("cfg", &app, "prod", "flags"))
-        .load()
-        .await
-        .unwrap();
+    let secrets = load(&appconfig, "cfg", &app).await;
     let snapstart = secrets.snapstart();
     snapstart.before_snapshot().await.unwrap();
     // Two environments restored from one snapshot must not share the token chain: the reload
@@ -229,11 +226,7 @@ async fn each_environment_restored_from_a_snapshot_starts_its_own_session() {
 async fn refresh_now_reads_a_new_deployment_within_the_poll_interval() {
     let (proxy, app, ids) = deployed("ac-now", r#"{"a": 1}"#).await;
     let appconfig = source(&proxy).await;
-    let secrets = Secrets::builder()
-        .add(appconfig.profile("cfg", &app, "prod", "flags"))
-        .load()
-        .await
-        .unwrap();
+    let secrets = load(&appconfig, "cfg", &app).await;
     deploy(&proxy, &ids, r#"{"a": 2}"#, Some("v2")).await;
     // Within the 15 s interval the session cannot be polled: a new session reads the deployment.
     let snapshot = secrets.refresh_now("cfg").await.unwrap();
@@ -276,11 +269,7 @@ async fn a_longer_interval_from_the_service_is_waited() {
     // The service asks this session to poll every 40 s, not the 15 s it asked for.
     proxy.appconfig().set_poll_interval(Some(40));
     let appconfig = source(&proxy).await;
-    let secrets = Secrets::builder()
-        .add(appconfig.profile("cfg", &app, "prod", "flags"))
-        .load()
-        .await
-        .unwrap();
+    let secrets = load(&appconfig, "cfg", &app).await;
     // Invocations keep coming past the session's own 15 s: no poll before the service's 40 s
     // (a poll then would be refused as too early).
     let start = std::time::Instant::now();

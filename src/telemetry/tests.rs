@@ -135,8 +135,9 @@ fn samples(snapshotter: &Snapshotter, name: &str) -> Vec<f64> {
         .collect()
 }
 
-#[test]
-fn a_refresh_s_duration_leaves_out_a_freeze_under_its_call() {
+/// The `cache.refresh.duration` samples of one refresh whose 500 ms call is out when Lambda
+/// freezes the process for `frozen`.
+fn refresh_duration_frozen_for(frozen: Duration) -> Vec<f64> {
     recorded(|snapshotter| async move {
         let mem = MemorySource::new();
         mem.set("/a", "1");
@@ -149,43 +150,31 @@ fn a_refresh_s_duration_leaves_out_a_freeze_under_its_call() {
         mem.set_latency(Duration::from_millis(500));
         tokio::time::advance(Duration::from_secs(61)).await;
         secrets.snapshot().expose_str("a").unwrap();
-        // The refresh's call is out when Lambda freezes the process for a minute.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        tokio::time::advance(Duration::from_secs(60)).await;
+        tokio::time::advance(frozen).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(secrets.stats().refreshes, 1);
-        let took = samples(&snapshotter, crate::telemetry::REFRESH_DURATION);
-        assert_eq!(took.len(), 1, "{took:?}");
-        assert!(took[0] < 1.0, "the minute frozen is not the call's: {took:?}");
-    });
+        samples(&snapshotter, crate::telemetry::REFRESH_DURATION)
+    })
+    .0
+}
+
+#[test]
+fn a_refresh_s_duration_leaves_out_a_freeze_under_its_call() {
+    let took = refresh_duration_frozen_for(Duration::from_secs(60));
+    assert_eq!(took.len(), 1, "{took:?}");
+    assert!(took[0] < 1.0, "the minute frozen is not the call's: {took:?}");
 }
 
 #[test]
 fn a_refresh_s_duration_leaves_out_a_freeze_too_short_for_its_call_to_notice() {
     // Review of the metrics: a freeze ending as the fetch answered was left in the sample (the
-    // watch's slice was ready with the answer, and only the answer was looked at).
-    recorded(|snapshotter| async move {
-        let mem = MemorySource::new();
-        mem.set("/a", "1");
-        let secrets = Secrets::builder()
-            .add(mem.value("a", "/a").ttl(Duration::from_secs(60)))
-            .ttl_jitter(0.0)
-            .load()
-            .await
-            .unwrap();
-        mem.set_latency(Duration::from_millis(500));
-        tokio::time::advance(Duration::from_secs(61)).await;
-        secrets.snapshot().expose_str("a").unwrap();
-        // Frozen 2.5 s under the call: within its 3 s attempt timeout, so only the watch sees
-        // it, at the thaw, when the call's answer is ready too.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        tokio::time::advance(Duration::from_millis(2_500)).await;
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        assert_eq!(secrets.stats().refreshes, 1);
-        let took = samples(&snapshotter, crate::telemetry::REFRESH_DURATION);
-        assert_eq!(took.len(), 1, "{took:?}");
-        assert!(took[0] < 1.0, "the 2.5 s frozen are not the call's: {took:?}");
-    });
+    // watch's slice was ready with the answer, and only the answer was looked at). Frozen 2.5 s
+    // under the call: within its 3 s attempt timeout, so only the watch sees it, at the thaw,
+    // when the call's answer is ready too.
+    let took = refresh_duration_frozen_for(Duration::from_millis(2_500));
+    assert_eq!(took.len(), 1, "{took:?}");
+    assert!(took[0] < 1.0, "the 2.5 s frozen are not the call's: {took:?}");
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! boto3 (botocore) as the reference implementation of the IAM auth tokens: the same inputs and
 //! signing time give the token botocore writes.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
@@ -80,26 +79,7 @@ pub fn ensure_boto3() {
 /// The tokens botocore writes for `cases`, in order.
 pub fn reference_tokens(cases: &[TokenCase<'_>]) -> Vec<String> {
     ensure_boto3();
-    let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(cases).unwrap().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "boto3 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("boto3's tokens as JSON")
+    super::python_json("boto3", SCRIPT, &[], &[], &cases)
 }
 
 /// Runs AppConfig control-plane calls through boto3 against `endpoint` (the fault proxy, which
@@ -134,24 +114,5 @@ for s in json.load(sys.stdin):
 print(json.dumps(out))
 "#;
     ensure_boto3();
-    let mut child = Command::new("python3")
-        .args(["-c", SCRIPT, endpoint])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(steps.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "boto3 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("boto3's answers as JSON")
+    super::python_json("boto3", SCRIPT, &[endpoint], &[], steps)
 }

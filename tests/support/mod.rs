@@ -158,6 +158,44 @@ pub async fn eventually(
     false
 }
 
+/// Runs `python3 -c script args...` (with `env`), `input` as JSON on its stdin, and reads its
+/// stdout as JSON; panics naming `what` if it fails. The reference implementations' runner
+/// (boto3, Powertools).
+pub fn python_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    script: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: &impl serde::Serialize,
+) -> T {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(input).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{what}'s answer is not the JSON expected: {e}"))
+}
+
 /// Accepts connections on `listener` until the task running it is dropped or aborted, and serves
 /// each on a task of its own (`serve(stream)`); those tasks end with it. The test servers' loop
 /// (fault proxy, Runtime API).

@@ -1,7 +1,6 @@
 //! Powertools for AWS Lambda (Python) as the reference implementation of feature flags: the same
 //! schema, context and clock give the answers its `FeatureFlags` gives.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
@@ -85,29 +84,9 @@ pub fn ensure_powertools() {
 /// Powertools' answers to `cases` (a JSON array), in order.
 pub fn answers(cases: &serde_json::Value) -> Vec<serde_json::Value> {
     ensure_powertools();
-    let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
-        // A `TIMEZONE` that is present but false is the process's zone in Powertools: UTC, as
-        // on Lambda.
-        .env("TZ", "UTC")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(cases.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "Powertools failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("Powertools' answers as JSON")
+    // A `TIMEZONE` that is present but false is the process's zone in Powertools: UTC, as on
+    // Lambda.
+    super::python_json("Powertools", SCRIPT, &[], &[("TZ", "UTC")], cases)
 }
 
 /// The version of Powertools the answers come from.
